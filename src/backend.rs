@@ -1,0 +1,209 @@
+//! Backend state: the servers of a pool (address, liveness, reconnect backoff, counters) and the
+//! pipelined connections to them, each with its queue of in-flight requests.
+//!
+//! Invariants:
+//! - `inflight` is in the order requests were written to the connection's output, which is the
+//!   order the backend answers; a reply always belongs to `inflight.front()`.
+//!   Pushed by the proxy when it queues a request; popped only when a reply arrives or when the
+//!   connection fails (every entry then gets an error).
+//! - An entry whose request timed out stays in the queue (its reply must still be read) but is
+//!   orphaned: its `client` is `ORPHAN`, so the late reply is dropped.
+//! - A server is `down` only after a connect failed; while down, new requests for it fail at once
+//!   instead of queueing, and the next connect waits for a capped exponential backoff.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::resp::ReplyScanner;
+use crate::stats::ServerStats;
+
+/// `Pending::client` of a request whose client no longer waits for it.
+pub const ORPHAN: usize = usize::MAX;
+/// `Pending::client` of a request the proxy made itself (connection handshake).
+pub const INTERNAL: usize = usize::MAX - 1;
+/// `Pending::part` of a request that fills a whole chain slot.
+pub const WHOLE: u32 = u32::MAX;
+
+/// Reconnect backoff after a failed connect: doubles from the first value up to the cap.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// One request written to a backend connection, waiting for its reply.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub client: usize,
+    pub client_id: u64,
+    /// Chain slot of the client.
+    pub seq: u64,
+    /// Part of a multi slot, or WHOLE.
+    pub part: u32,
+    pub sent: Instant,
+}
+
+/// One backend server of a pool.
+pub struct Server {
+    /// Name shown to users and used in errors: the configured name, else host:port.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Shared connections, per protocol (index 0: RESP2, 1: RESP3), `server_connections` each;
+    /// slab keys of `Proxy::conns`.
+    pub conns: [Vec<Option<usize>>; 2],
+    /// Round-robin cursor over `conns`.
+    pub rr: usize,
+    /// While `Some(t)` and now < t, requests fail at once.
+    pub down_until: Option<Instant>,
+    /// Consecutive failed connects (drives the backoff).
+    pub connect_failures: u32,
+    pub last_error: String,
+    pub stats: ServerStats,
+}
+
+impl Server {
+    pub fn new(
+        name: String,
+        host: String,
+        port: u16,
+        addr: SocketAddr,
+        weight: u32,
+        nconns: usize,
+    ) -> Server {
+        let n = nconns.max(1);
+        Server {
+            name,
+            host,
+            port,
+            addr,
+            weight,
+            conns: [vec![None; n], vec![None; n]],
+            rr: 0,
+            down_until: None,
+            connect_failures: 0,
+            last_error: String::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    pub fn is_down(&self, now: Instant) -> bool {
+        matches!(self.down_until, Some(t) if now < t)
+    }
+
+    /// Record a failed connect and start (or extend) the backoff.
+    pub fn connect_failed(&mut self, now: Instant, why: &str) {
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        let shift = (self.connect_failures - 1).min(16);
+        let wait = BACKOFF_FIRST.saturating_mul(1u32 << shift).min(BACKOFF_CAP);
+        self.down_until = Some(now + wait);
+        self.last_error = why.to_string();
+        self.stats.failures += 1;
+    }
+
+    /// The server answered: end any outage (logged, since its start was).
+    pub fn connected(&mut self, index: usize) {
+        if self.connect_failures > 0 {
+            log::info!("b{index}({}) {} is back", self.name, self.addr);
+        }
+        self.connect_failures = 0;
+        self.down_until = None;
+    }
+
+    /// The error a client gets for a request this server cannot take.
+    pub fn down_error(&self) -> String {
+        format!(
+            "ERR backend {} ({}) is unavailable: {}",
+            self.name, self.addr, self.last_error
+        )
+    }
+}
+
+/// A read buffer that keeps its allocation and slides instead of reallocating.
+#[derive(Default)]
+pub struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    pub fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Read once from `r` into free space (growing or sliding as needed).
+    pub fn read_from<R: Read>(&mut self, r: &mut R, min_free: usize) -> io::Result<usize> {
+        if self.data.len() - self.end < min_free {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.data.len() - self.end < min_free {
+                let want = (self.data.len() * 2).max(self.end + min_free);
+                self.data.resize(want, 0);
+            }
+        }
+        let n = r.read(&mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Give memory back when empty and larger than `keep`.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.is_empty() && self.data.len() > keep {
+            self.data = Vec::new();
+        }
+    }
+}
+
+/// Connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Non-blocking connect in progress; requests queue in `wbuf` meanwhile.
+    Connecting,
+    Up,
+}
+
+/// A pipelined connection to one backend, shared by every client of the pool.
+pub struct Conn {
+    pub stream: mio::net::TcpStream,
+    pub pool: usize,
+    pub server: usize,
+    /// 1 when opened with HELLO 3 (serves RESP3 clients).
+    pub proto: usize,
+    /// Index in `Server::conns[proto]`.
+    pub slot: usize,
+    pub state: ConnState,
+    pub connect_deadline: Instant,
+    /// Requests not yet written; `wpos` bytes already are.
+    pub wbuf: Vec<u8>,
+    pub wpos: usize,
+    pub rbuf: ReadBuf,
+    pub scanner: ReplyScanner,
+    pub inflight: VecDeque<Pending>,
+    /// Number of orphaned entries at the front of `inflight` (timed out, reply not yet read).
+    pub orphans: usize,
+    pub writable: bool,
+    pub dirty: bool,
+}
+
+impl Conn {
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+}

@@ -1,0 +1,224 @@
+//! The per-client reply chain: one slot per request, in request order.
+//!
+//! Invariants:
+//! - A slot is pushed when a request is accepted from the client, before anything is sent to a
+//!   backend, so slot order is request order.
+//! - Slots fill in any order (backends answer independently) but bytes leave only from the head:
+//!   `drain_ready` moves the leading run of ready slots to the client's output, nothing else does.
+//! - Every reply goes through here, local and error replies included; the only shortcut
+//!   (`Chain::is_empty` -> write straight to the output) is the same thing with an empty chain.
+//! - A slot is addressed by a sequence number (`head + index`), never by position, so a reply that
+//!   arrives after its client is gone or after the slot was failed (timeout) is simply dropped.
+
+use std::collections::VecDeque;
+
+use crate::router::Combine;
+
+/// What one request's reply is waiting for.
+pub enum Slot {
+    /// One backend reply will fill it, copied verbatim.
+    Waiting,
+    /// The reply is complete; it waits for the slots before it.
+    Ready(Vec<u8>),
+    /// Several sub-replies (split or fan-out) to combine.
+    Multi(Box<Multi>),
+}
+
+/// The parts of a split or fanned-out request.
+pub struct Multi {
+    /// One entry per sub-request; empty until its reply arrives (a reply is never empty).
+    pub parts: Vec<Vec<u8>>,
+    /// Sub-replies still outstanding.
+    pub remaining: usize,
+    /// How to put the parts together.
+    pub combine: Combine,
+}
+
+impl Multi {
+    pub fn new(nparts: usize, combine: Combine) -> Multi {
+        Multi {
+            parts: vec![Vec::new(); nparts],
+            remaining: nparts,
+            combine,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Chain {
+    /// Sequence number of `slots[0]`.
+    head: u64,
+    /// Pushed by the client reader when a request is accepted; popped only by `drain_ready`.
+    slots: VecDeque<Slot>,
+}
+
+/// What happened when a reply was delivered to a slot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Bytes were appended to the output.
+    Written,
+    /// Stored; earlier slots are still waiting.
+    Stored,
+    /// The slot no longer exists (failed by a timeout, or never existed): reply dropped.
+    Dropped,
+}
+
+impl Chain {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Sequence number the next pushed slot will get.
+    pub fn next_seq(&self) -> u64 {
+        self.head + self.slots.len() as u64
+    }
+
+    pub fn push(&mut self, slot: Slot) -> u64 {
+        let seq = self.next_seq();
+        self.slots.push_back(slot);
+        seq
+    }
+
+    /// A complete reply produced now (local answer or error): written at once when nothing is
+    /// ahead of it, else queued behind the pending slots.
+    pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if self.slots.is_empty() {
+            out.extend_from_slice(bytes);
+            self.head += 1;
+        } else {
+            self.slots.push_back(Slot::Ready(bytes.to_vec()));
+        }
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        let i = seq.checked_sub(self.head)?;
+        if (i as usize) < self.slots.len() {
+            Some(i as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Deliver a single-backend reply to the slot `seq`.
+    pub fn deliver(&mut self, seq: u64, reply: &[u8], out: &mut Vec<u8>) -> Delivered {
+        let Some(i) = self.index(seq) else {
+            return Delivered::Dropped;
+        };
+        match self.slots[i] {
+            Slot::Waiting => {}
+            _ => return Delivered::Dropped,
+        }
+        if i == 0 {
+            out.extend_from_slice(reply);
+            self.slots.pop_front();
+            self.head += 1;
+            self.drain_ready(out);
+            Delivered::Written
+        } else {
+            self.slots[i] = Slot::Ready(reply.to_vec());
+            Delivered::Stored
+        }
+    }
+
+    /// Deliver part `part` of a multi slot. When it was the last part, the parts are combined
+    /// (`resp3` picks the encoding of proxy-made values) and the slot becomes ready.
+    pub fn deliver_part(
+        &mut self,
+        seq: u64,
+        part: usize,
+        reply: &[u8],
+        resp3: bool,
+        out: &mut Vec<u8>,
+    ) -> Delivered {
+        let Some(i) = self.index(seq) else {
+            return Delivered::Dropped;
+        };
+        let Slot::Multi(m) = &mut self.slots[i] else {
+            return Delivered::Dropped;
+        };
+        let Some(p) = m.parts.get_mut(part) else {
+            return Delivered::Dropped;
+        };
+        if !p.is_empty() {
+            return Delivered::Dropped;
+        }
+        p.extend_from_slice(reply);
+        m.remaining -= 1;
+        if m.remaining > 0 {
+            return Delivered::Stored;
+        }
+        let mut bytes = Vec::new();
+        m.combine.combine(&m.parts, resp3, &mut bytes);
+        if i == 0 {
+            out.extend_from_slice(&bytes);
+            self.slots.pop_front();
+            self.head += 1;
+            self.drain_ready(out);
+            Delivered::Written
+        } else {
+            self.slots[i] = Slot::Ready(bytes);
+            Delivered::Stored
+        }
+    }
+
+    /// Move the leading run of ready slots to `out`. Returns how many left the chain.
+    pub fn drain_ready(&mut self, out: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            if let Some(Slot::Ready(b)) = self.slots.pop_front() {
+                out.extend_from_slice(&b);
+            }
+            self.head += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Return memory after a burst: an empty chain keeps no large allocation.
+    pub fn shrink(&mut self) {
+        if self.slots.is_empty() && self.slots.capacity() > 64 {
+            self.slots = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let mut c = Chain::default();
+        let mut out = Vec::new();
+        let a = c.push(Slot::Waiting);
+        let b = c.push(Slot::Waiting);
+        c.reply(b"+local\r\n", &mut out);
+        assert!(out.is_empty());
+        assert_eq!(c.deliver(b, b"$1\r\nb\r\n", &mut out), Delivered::Stored);
+        assert!(out.is_empty());
+        assert_eq!(c.deliver(a, b"$1\r\na\r\n", &mut out), Delivered::Written);
+        assert_eq!(out, b"$1\r\na\r\n$1\r\nb\r\n+local\r\n");
+        assert!(c.is_empty());
+        // A reply for a slot that is gone is dropped.
+        assert_eq!(c.deliver(a, b"+x\r\n", &mut out), Delivered::Dropped);
+        // Local reply on an empty chain goes straight out.
+        c.reply(b"+PONG\r\n", &mut out);
+        assert!(out.ends_with(b"+PONG\r\n"));
+        let d = c.push(Slot::Waiting);
+        assert_eq!(d, a + 4);
+    }
+
+    #[test]
+    fn double_delivery_is_dropped() {
+        let mut c = Chain::default();
+        let mut out = Vec::new();
+        let _a = c.push(Slot::Waiting);
+        let b = c.push(Slot::Waiting);
+        assert_eq!(c.deliver(b, b"+1\r\n", &mut out), Delivered::Stored);
+        assert_eq!(c.deliver(b, b"+2\r\n", &mut out), Delivered::Dropped);
+    }
+}

@@ -1,0 +1,161 @@
+//! Client connection state: the socket, the leftover of a partial request, the output buffer
+//! and the reply chain.
+//!
+//! Invariants:
+//! - `rbuf` holds only the unparsed tail of what was read (usually nothing: complete requests are
+//!   parsed straight out of the proxy's shared read buffer), so an idle client holds no buffer.
+//! - `wbuf[wpos..]` is what is still owed to the socket; bytes enter it only from the chain
+//!   (`Chain::reply`, `Chain::deliver*`), which is what keeps replies in request order.
+//! - `id` is unique for the process lifetime; anything that refers to a client from elsewhere
+//!   (a backend's in-flight entry) stores (slab key, id), so a reused slab key is never confused
+//!   with its previous owner.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::chain::Chain;
+
+/// A client socket: TCP or a unix-domain socket.
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// Why a client is going away (or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// Serving normally.
+    No,
+    /// Stop reading; close once every pending reply has been written (QUIT, protocol error,
+    /// the client half-closed its socket).
+    AfterReplies,
+    /// Close at the end of this tick, dropping what is pending.
+    Now,
+}
+
+/// Per-client metadata that most clients never set (kept out of line to keep `Client` small).
+#[derive(Default)]
+pub struct Meta {
+    pub name: Option<Vec<u8>>,
+    pub lib_name: Option<Vec<u8>>,
+    pub lib_ver: Option<Vec<u8>>,
+}
+
+pub struct Client {
+    pub stream: Stream,
+    /// Unique id (CLIENT ID), also the generation check for in-flight replies.
+    pub id: u64,
+    pub pool: usize,
+    pub peer: String,
+    /// Unparsed tail of the input. Pushed by the reader, consumed by the parser.
+    pub rbuf: Vec<u8>,
+    /// Output; `wpos` bytes of it are already written. Filled by the chain, drained by flush.
+    pub wbuf: Vec<u8>,
+    pub wpos: usize,
+    pub chain: Chain,
+    pub resp3: bool,
+    /// False until AUTH succeeds when the pool has a password.
+    pub authed: bool,
+    pub closing: Closing,
+    /// Reading is stopped by backpressure (too many pending replies or too much output).
+    pub paused: bool,
+    /// Userland copy of write readiness (edge-triggered: set by WRITABLE, cleared by WouldBlock).
+    pub writable: bool,
+    /// Already on the proxy's list of clients to flush this tick.
+    pub dirty: bool,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub commands: u64,
+    pub last_command: &'static str,
+    pub meta: Option<Box<Meta>>,
+}
+
+impl Client {
+    pub fn new(stream: Stream, id: u64, pool: usize, peer: SocketAddr, now: Instant) -> Client {
+        Client {
+            stream,
+            id,
+            pool,
+            peer: peer.to_string(),
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            chain: Chain::default(),
+            resp3: false,
+            authed: true,
+            closing: Closing::No,
+            paused: false,
+            writable: true,
+            dirty: false,
+            created: now,
+            last_active: now,
+            commands: 0,
+            last_command: "NULL",
+            meta: None,
+        }
+    }
+
+    /// Bytes still owed to the socket.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    pub fn meta_mut(&mut self) -> &mut Meta {
+        self.meta.get_or_insert_with(Default::default)
+    }
+
+    pub fn name(&self) -> Option<&[u8]> {
+        self.meta.as_ref().and_then(|m| m.name.as_deref())
+    }
+}
+
+/// Convenience for a Stream whose peer is a unix socket (no IP address).
+pub fn unix_peer() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}

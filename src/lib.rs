@@ -1,0 +1,20 @@
+//! rustproxy: a Redis sharding proxy.
+//!
+//! The crate is a library so that `tests/` and `examples/` can embed the proxy and use its
+//! pieces (parser, hash functions, ring) directly; `src/main.rs` is only the command line.
+//!
+//! Module map (arrows point toward the leaves, see README "Architecture"):
+//! `proxy` (event loop) -> `client`, `backend`, `router`, `chain`, `stats`;
+//! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`; `config` -> `hash`, `ring`.
+
+pub mod backend;
+pub mod chain;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod hash;
+pub mod proxy;
+pub mod resp;
+pub mod ring;
+pub mod router;
+pub mod stats;

@@ -1,0 +1,1958 @@
+//! The event loop: one thread, one mio `Poll`, every socket registered once (edge-triggered,
+//! readable and writable), clients and backend connections in slabs indexed by token.
+//!
+//! Request flow. A client socket becomes readable -> its bytes are read into the proxy's shared
+//! read buffer (`scratch`) and parsed in place (`resp::parse_command`, arguments borrow from the
+//! buffer) -> `router::plan` says what to do -> a chain slot is pushed for the request, in request
+//! order -> the request bytes are appended, as they arrived, to the output of one backend
+//! connection (or re-encoded per backend for split and fan-out commands), and an in-flight entry
+//! (client key, client id, slot, part) is queued on that connection. At the end of the tick every
+//! connection with output is flushed once.
+//!
+//! Reply flow. A backend socket becomes readable -> the resumable scanner finds complete replies
+//! -> each belongs to the front in-flight entry -> the reply bytes are handed to that client's
+//! chain, which copies them straight to the client's output when the slot is at the head, or
+//! stores them until the slots before it are filled. Clients with output are flushed at the end
+//! of the tick.
+//!
+//! Ordering invariant: every reply to a client, local and error replies included, passes through
+//! its chain, and only the chain's head leaves; so replies leave in request order whatever order
+//! backends answer in.
+//!
+//! Other invariants:
+//! - Tokens: the low two bits say what a token names (listener, client, backend connection);
+//!   `Kind::of` is the one decoder.
+//! - Closing is deferred to the end of the tick, so a slab key is never reused within the tick
+//!   that freed it; in-flight entries carry the client id, so a reply for a departed client is
+//!   read and dropped, never delivered to the slot's next owner.
+//! - Reads are drained to WouldBlock under a per-tick budget; a client that used its budget is
+//!   served again next tick (the `again` list), because edge-triggered polling will not announce
+//!   data that is already waiting.
+//! - Backpressure: a client with `max_pending` replies outstanding is not read until half of them
+//!   left; a client whose unread output passes `max_output` is disconnected.
+//! - No input makes this module panic: errors close the one connection they belong to.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::backend::{Conn, ConnState, Pending, ReadBuf, Server, INTERNAL, ORPHAN, WHOLE};
+use crate::chain::{Delivered, Multi, Slot};
+use crate::client::{Client, Closing, Stream};
+use crate::commands::{Merge, Spec, Split};
+use crate::config::{Config, Listen, PoolConfig};
+use crate::resp::{self, Args, Limits, ParseError, ReplyScanner};
+use crate::ring::{node_identity, Ring, RingNode};
+use crate::router::{self, Combine, Plan, Target};
+use crate::stats::Stats;
+
+/// The Redis version the proxy reports to clients (HELLO, INFO): the command set it speaks.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+/// Size of the shared read buffer, and so of one read from a client.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per client (or backend) per tick before others get a turn.
+const READ_BUDGET: usize = 8;
+/// A client output buffer larger than this is not kept after it drains.
+const KEEP_OUTPUT: usize = 64 * 1024;
+/// Idle output buffers kept for reuse.
+const POOLED_BUFFERS: usize = 256;
+/// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
+const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// A backend whose oldest timed-out request is this many timeouts old is closed and reconnected.
+const STALL_FACTOR: u32 = 10;
+
+const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+
+/// How a backend connection ended, which decides what happens to its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    /// An idle connection closed (e.g. the backend's `timeout`): reconnect on next use.
+    Idle,
+    /// A connection carrying requests broke: they fail; reconnect on next use.
+    Broken,
+    /// The backend cannot be reached or refused our handshake: down, with backoff.
+    Down,
+}
+
+/// What a token names. The low two bits are the kind, the rest the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Listener(usize),
+    Client(usize),
+    Conn(usize),
+}
+
+impl Kind {
+    pub fn token(self) -> Token {
+        match self {
+            Kind::Listener(i) => Token(i << 2),
+            Kind::Client(i) => Token((i << 2) | 1),
+            Kind::Conn(i) => Token((i << 2) | 2),
+        }
+    }
+    pub fn of(t: Token) -> Option<Kind> {
+        let i = t.0 >> 2;
+        match t.0 & 3 {
+            0 => Some(Kind::Listener(i)),
+            1 => Some(Kind::Client(i)),
+            2 => Some(Kind::Conn(i)),
+            _ => None,
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A pool: its listener, servers, ring and limits.
+pub struct Pool {
+    pub cfg: PoolConfig,
+    pub servers: Vec<Server>,
+    pub ring: Ring,
+    /// Server names, shared by fan-out combiners for their error messages.
+    pub names: Rc<Vec<String>>,
+    pub limits: Limits,
+    pub clients: usize,
+}
+
+impl Pool {
+    fn new(cfg: PoolConfig) -> Pool {
+        let servers: Vec<Server> = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                Server::new(
+                    s.display_name(),
+                    s.host.clone(),
+                    s.port,
+                    s.addr,
+                    s.weight,
+                    cfg.server_connections,
+                )
+            })
+            .collect();
+        let nodes: Vec<RingNode> = cfg
+            .servers
+            .iter()
+            .map(|s| RingNode {
+                identity: node_identity(&s.host, s.port, s.name.as_deref()),
+                weight: s.weight,
+                live: true,
+            })
+            .collect();
+        let ring = Ring::build(cfg.hash, cfg.distribution, &nodes);
+        let names = Rc::new(servers.iter().map(|s| s.name.clone()).collect());
+        let limits = Limits {
+            max_bulk_len: cfg.max_request,
+            ..Limits::default()
+        };
+        Pool {
+            cfg,
+            servers,
+            ring,
+            names,
+            limits,
+            clients: 0,
+        }
+    }
+}
+
+pub struct Proxy {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    pub pools: Vec<Pool>,
+    clients: Slab<Client>,
+    conns: Slab<Conn>,
+    next_client_id: u64,
+    /// Clients / connections with output to flush at the end of the tick (flag `dirty`).
+    dirty_clients: Vec<usize>,
+    dirty_conns: Vec<usize>,
+    /// Clients to serve again next tick (read budget used up, or resumed after backpressure).
+    again: Vec<usize>,
+    /// Backend connections to read again next tick (read budget used up).
+    again_conns: Vec<usize>,
+    /// Clients to close at the end of the tick.
+    closing: Vec<usize>,
+    /// Shared read buffer; complete requests are parsed straight out of it.
+    scratch: Vec<u8>,
+    /// Reused argument spans and key positions.
+    args: Args,
+    keys: Vec<usize>,
+    /// Idle output buffers for reuse (bounded).
+    buffers: Vec<Vec<u8>>,
+    pub stats: Stats,
+    pub started: Instant,
+    now: Instant,
+    config: Config,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn reply_error(out: &mut Vec<u8>, msg: &str) {
+    resp::write_error(out, msg.as_bytes());
+}
+
+impl Proxy {
+    /// Bind every pool's listener. Nothing is connected to backends yet (unless `preconnect`).
+    pub fn new(config: Config) -> io::Result<Proxy> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        let mut pools = Vec::new();
+        for (i, pc) in config.pools.iter().enumerate() {
+            let mut l = bind(&pc.listen, pc.backlog, pc.reuseport)?;
+            match &mut l {
+                Listener::Tcp(t) => {
+                    poll.registry()
+                        .register(t, Kind::Listener(i).token(), Interest::READABLE)?
+                }
+                Listener::Unix(u) => {
+                    poll.registry()
+                        .register(u, Kind::Listener(i).token(), Interest::READABLE)?
+                }
+            }
+            info!(
+                "pool {} listening on {} ({} servers, {}/{})",
+                pc.name,
+                listen_name(&pc.listen),
+                pc.servers.len(),
+                pc.hash.name(),
+                pc.distribution.name()
+            );
+            listeners.push(l);
+            pools.push(Pool::new(pc.clone()));
+        }
+        let now = Instant::now();
+        let mut p = Proxy {
+            poll,
+            listeners,
+            pools,
+            clients: Slab::new(),
+            conns: Slab::new(),
+            next_client_id: 1,
+            dirty_clients: Vec::new(),
+            dirty_conns: Vec::new(),
+            again: Vec::new(),
+            again_conns: Vec::new(),
+            closing: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            args: Args::default(),
+            keys: Vec::new(),
+            buffers: Vec::new(),
+            stats: Stats::default(),
+            started: now,
+            now,
+            config,
+        };
+        for pi in 0..p.pools.len() {
+            if p.pools[pi].cfg.preconnect {
+                for si in 0..p.pools[pi].servers.len() {
+                    let _ = p.conn_for(pi, si, 0);
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The addresses the pools listen on (TCP ones), in pool order.
+    pub fn local_addrs(&self) -> Vec<Option<SocketAddr>> {
+        self.listeners
+            .iter()
+            .map(|l| match l {
+                Listener::Tcp(t) => t.local_addr().ok(),
+                Listener::Unix(_) => None,
+            })
+            .collect()
+    }
+
+    /// Run until an unrecoverable error of the poller itself.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let wait = if self.again.is_empty() && self.again_conns.is_empty() {
+                Some(MAX_POLL_WAIT)
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, wait) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("poll failed: {e}");
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for ev in events.iter() {
+                match Kind::of(ev.token()) {
+                    Some(Kind::Listener(i)) => self.accept(i),
+                    Some(Kind::Client(k)) => {
+                        if ev.is_writable() {
+                            if let Some(c) = self.clients.get_mut(k) {
+                                c.writable = true;
+                                self.mark_client(k);
+                            }
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.client_readable(k);
+                        }
+                    }
+                    Some(Kind::Conn(k)) => self.conn_event(k, ev.is_readable(), ev.is_writable()),
+                    None => {}
+                }
+            }
+            let again = std::mem::take(&mut self.again_conns);
+            for k in again {
+                self.conn_readable(k);
+            }
+            let again = std::mem::take(&mut self.again);
+            for k in again {
+                self.client_resume(k);
+            }
+            self.check_timers();
+            self.flush_all();
+        }
+    }
+
+    // ----- accepting -------------------------------------------------------------------
+
+    fn accept(&mut self, li: usize) {
+        loop {
+            let accepted = match &self.listeners[li] {
+                Listener::Tcp(l) => l.accept().map(|(s, a)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), a)
+                }),
+                Listener::Unix(l) => l
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), crate::client::unix_peer())),
+            };
+            let (mut stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next readiness event.
+                    warn!("accept on pool {} failed: {e}", self.pools[li].cfg.name);
+                    return;
+                }
+            };
+            self.stats.connections_received += 1;
+            let pool = &mut self.pools[li];
+            if pool.cfg.max_clients > 0 && pool.clients >= pool.cfg.max_clients {
+                self.stats.rejected_connections += 1;
+                let _ = stream.write(b"-ERR max number of clients reached\r\n");
+                debug!("{peer} rejected: max_clients {}", pool.cfg.max_clients);
+                continue;
+            }
+            let entry = self.clients.vacant_entry();
+            let key = entry.key();
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Kind::Client(key).token(),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("register client {peer} failed: {e}");
+                continue;
+            }
+            let id = self.next_client_id;
+            self.next_client_id += 1;
+            let mut client = Client::new(stream, id, li, peer, self.now);
+            client.authed = pool.cfg.redis_auth.is_none();
+            entry.insert(client);
+            pool.clients += 1;
+            debug!("c{key}#{id} {peer} connected to pool {}", pool.cfg.name);
+        }
+    }
+
+    // ----- client input ----------------------------------------------------------------
+
+    /// A client was announced readable: read under the budget and serve what arrived.
+    fn client_readable(&mut self, k: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut budget_used = true;
+        for _ in 0..READ_BUDGET {
+            let Some(c) = self.clients.get_mut(k) else {
+                budget_used = false;
+                break;
+            };
+            if c.closing != Closing::No || c.paused {
+                // Resumed later through `again`, which reads again.
+                budget_used = false;
+                break;
+            }
+            let n = match c.stream.read(&mut scratch) {
+                Ok(0) => {
+                    // Half-closed: answer what was asked, then close.
+                    c.closing = Closing::AfterReplies;
+                    self.maybe_finish(k);
+                    budget_used = false;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => {
+                    budget_used = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("c{k}#{} {} read error: {e}", c.id, c.peer);
+                    self.close_client(k);
+                    budget_used = false;
+                    break;
+                }
+            };
+            self.stats.net_input_bytes += n as u64;
+            c.last_active = self.now;
+            if c.rbuf.is_empty() {
+                let used = self.serve(k, &scratch[..n]);
+                if let Some(c) = self.clients.get_mut(k) {
+                    if used < n && c.closing == Closing::No {
+                        c.rbuf.extend_from_slice(&scratch[used..n]);
+                    }
+                }
+            } else {
+                c.rbuf.extend_from_slice(&scratch[..n]);
+                self.serve_buffered(k);
+            }
+            if n < scratch.len() {
+                // Short read: the socket is drained; edge-triggered polling announces the next
+                // bytes that arrive.
+                budget_used = false;
+                break;
+            }
+        }
+        if budget_used && !self.again.contains(&k) {
+            self.again.push(k);
+        }
+        self.scratch = scratch;
+    }
+
+    /// Serve again a client whose budget ran out or which was resumed after backpressure.
+    fn client_resume(&mut self, k: usize) {
+        let Some(c) = self.clients.get(k) else {
+            return;
+        };
+        if c.closing != Closing::No || c.paused {
+            return;
+        }
+        if !c.rbuf.is_empty() {
+            self.serve_buffered(k);
+        }
+        self.client_readable(k);
+    }
+
+    /// Serve the client's buffered input (`rbuf`).
+    fn serve_buffered(&mut self, k: usize) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let buf = std::mem::take(&mut c.rbuf);
+        let used = self.serve(k, &buf);
+        if let Some(c) = self.clients.get_mut(k) {
+            if c.closing == Closing::No {
+                let mut buf = buf;
+                buf.drain(..used);
+                if buf.is_empty() && buf.capacity() > READ_CHUNK {
+                    buf = Vec::new();
+                }
+                c.rbuf = buf;
+            }
+        }
+    }
+
+    /// Parse and execute the complete requests at the start of `data`; returns bytes consumed.
+    fn serve(&mut self, k: usize, data: &[u8]) -> usize {
+        let mut args = std::mem::take(&mut self.args);
+        let mut pos = 0;
+        while pos < data.len() {
+            let Some(c) = self.clients.get(k) else {
+                break;
+            };
+            if c.closing != Closing::No || c.paused {
+                break;
+            }
+            let limits = self.pools[c.pool].limits;
+            match resp::parse_command(&data[pos..], &limits, &mut args) {
+                Ok(n) => {
+                    let frame = &data[pos..pos + n];
+                    pos += n;
+                    if !args.is_empty() {
+                        self.command(k, frame, &args);
+                    }
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(ParseError::Protocol(msg)) => {
+                    self.stats.errors += 1;
+                    if let Some(c) = self.clients.get_mut(k) {
+                        debug!("c{k}#{} {} protocol error: {msg}", c.id, c.peer);
+                        let mut e = Vec::with_capacity(msg.len() + 8);
+                        resp::write_error(&mut e, format!("ERR {msg}").as_bytes());
+                        c.chain.reply(&e, &mut c.wbuf);
+                        c.closing = Closing::AfterReplies;
+                        self.mark_client(k);
+                        self.maybe_finish(k);
+                    }
+                    pos = data.len();
+                    break;
+                }
+            }
+        }
+        self.args = args;
+        pos
+    }
+
+    /// Execute one command.
+    fn command(&mut self, k: usize, frame: &[u8], args: &Args) {
+        self.stats.commands += 1;
+        let pool_i = match self.clients.get_mut(k) {
+            Some(c) => {
+                c.commands += 1;
+                c.pool
+            }
+            None => return,
+        };
+        let spec = match router::resolve(args, frame) {
+            Ok(s) => s,
+            Err(e) => return self.reply_err(k, &e),
+        };
+        let authed = match self.clients.get_mut(k) {
+            Some(c) => {
+                c.last_command = spec.name;
+                c.authed
+            }
+            None => return,
+        };
+        if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
+            return self.reply_err(k, "NOAUTH Authentication required.");
+        }
+        let pool = &self.pools[pool_i];
+        let target = Target {
+            ring: &pool.ring,
+            tag: pool.cfg.hash_tag,
+            nservers: pool.servers.len(),
+            disabled: &pool.cfg.disable_commands,
+        };
+        let plan = router::plan(spec, args, frame, &target, &mut self.keys);
+        match plan {
+            Plan::Local(spec) => self.local(k, spec, frame, args),
+            Plan::Error(e) => self.reply_err(k, &e),
+            Plan::Forward {
+                server,
+                argc,
+                reencode,
+            } => {
+                let bytes = if reencode {
+                    Some(encode_args(args, frame, 0..argc))
+                } else {
+                    None
+                };
+                self.forward(k, server, bytes.as_deref().unwrap_or(frame));
+            }
+            Plan::Split {
+                split,
+                step,
+                groups,
+                order,
+            } => self.split(k, frame, args, split, step, groups, order),
+            Plan::FanOut(merge) => {
+                let bytes = if args.is_inline() {
+                    Some(encode_args(args, frame, 0..args.len()))
+                } else {
+                    None
+                };
+                self.fan_out(k, merge, bytes.as_deref().unwrap_or(frame));
+            }
+            Plan::Scan { server, cursor } => {
+                let mut cur = Vec::with_capacity(20);
+                resp::write_usize(&mut cur, cursor as usize);
+                let mut req = Vec::with_capacity(frame.len() + 16);
+                resp::write_array_len(&mut req, args.len());
+                for i in 0..args.len() {
+                    if i == 1 {
+                        resp::write_bulk(&mut req, &cur);
+                    } else {
+                        resp::write_bulk(&mut req, args.get(frame, i));
+                    }
+                }
+                let nservers = self.pools[pool_i].servers.len();
+                self.send_multi(k, Combine::Scan { server, nservers }, &[(server, req)]);
+            }
+        }
+        self.check_pressure(k);
+    }
+
+    /// Stop reading a client with too many replies outstanding.
+    fn check_pressure(&mut self, k: usize) {
+        if let Some(c) = self.clients.get_mut(k) {
+            let max = self.pools[c.pool].cfg.max_pending.max(1);
+            if c.chain.len() >= max {
+                c.paused = true;
+            }
+        }
+    }
+
+    /// Resume a paused client once its backlog halved.
+    fn maybe_resume(&mut self, k: usize) {
+        if let Some(c) = self.clients.get_mut(k) {
+            if c.paused {
+                let cfg = &self.pools[c.pool].cfg;
+                let max = cfg.max_pending.max(1);
+                if c.chain.len() <= max / 2 && c.pending_output() < cfg.max_output / 2 {
+                    c.paused = false;
+                    if !self.again.contains(&k) {
+                        self.again.push(k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply_err(&mut self, k: usize, msg: &str) {
+        self.stats.errors += 1;
+        let mut e = Vec::with_capacity(msg.len() + 3);
+        reply_error(&mut e, msg);
+        self.reply(k, &e);
+    }
+
+    /// A complete reply made by the proxy, through the chain.
+    fn reply(&mut self, k: usize, bytes: &[u8]) {
+        if let Some(c) = self.clients.get_mut(k) {
+            if c.wbuf.capacity() == 0 {
+                c.wbuf = self.buffers.pop().unwrap_or_default();
+            }
+            c.chain.reply(bytes, &mut c.wbuf);
+            self.mark_client(k);
+        }
+    }
+
+    fn mark_client(&mut self, k: usize) {
+        if let Some(c) = self.clients.get_mut(k) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(k);
+            }
+        }
+    }
+
+    fn mark_conn(&mut self, k: usize) {
+        if let Some(c) = self.conns.get_mut(k) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_conns.push(k);
+            }
+        }
+    }
+
+    // ----- sending to backends ----------------------------------------------------------
+
+    /// The connection to use for `server` of `pool` with protocol `proto`, connecting if needed.
+    fn conn_for(&mut self, pool_i: usize, server_i: usize, proto: usize) -> Result<usize, String> {
+        let now = self.now;
+        let pool = &mut self.pools[pool_i];
+        let connect_timeout = Duration::from_millis(pool.cfg.connect_timeout_ms.max(1));
+        let srv = &mut pool.servers[server_i];
+        let n = srv.conns[proto].len();
+        srv.rr = srv.rr.wrapping_add(1);
+        let slot = srv.rr % n;
+        if let Some(k) = srv.conns[proto][slot] {
+            return Ok(k);
+        }
+        if srv.is_down(now) {
+            return Err(srv.down_error());
+        }
+        let addr = srv.addr;
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("connect failed: {e}");
+                warn!("b{server_i}({}) {addr} {msg}", srv.name);
+                srv.connect_failed(now, &msg);
+                return Err(srv.down_error());
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if pool.cfg.tcpkeepalive {
+            set_keepalive(&stream);
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn {
+            stream,
+            pool: pool_i,
+            server: server_i,
+            proto,
+            slot,
+            state: ConnState::Connecting,
+            connect_deadline: now + connect_timeout,
+            wbuf: Vec::new(),
+            wpos: 0,
+            rbuf: ReadBuf::default(),
+            scanner: ReplyScanner::default(),
+            inflight: Default::default(),
+            orphans: 0,
+            writable: false,
+            dirty: false,
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.stream,
+            Kind::Conn(key).token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            let msg = format!("register failed: {e}");
+            srv.connect_failed(now, &msg);
+            return Err(srv.down_error());
+        }
+        // Handshake, pipelined ahead of the first client request: protocol, credentials,
+        // database. Replies to these are checked and swallowed (INTERNAL).
+        let internal = Pending {
+            client: INTERNAL,
+            client_id: 0,
+            seq: 0,
+            part: WHOLE,
+            sent: now,
+        };
+        if proto == 1 {
+            match &pool.cfg.redis_auth {
+                Some(pw) => resp::write_command(
+                    &mut conn.wbuf,
+                    [&b"HELLO"[..], b"3", b"AUTH", b"default", pw.as_bytes()],
+                ),
+                None => conn.wbuf.extend_from_slice(HELLO3),
+            }
+            conn.inflight.push_back(internal);
+        } else if let Some(pw) = &pool.cfg.redis_auth {
+            resp::write_command(&mut conn.wbuf, [&b"AUTH"[..], pw.as_bytes()]);
+            conn.inflight.push_back(internal);
+        }
+        if pool.cfg.redis_db != 0 {
+            let db = pool.cfg.redis_db.to_string();
+            resp::write_command(&mut conn.wbuf, [&b"SELECT"[..], db.as_bytes()]);
+            conn.inflight.push_back(internal);
+        }
+        srv.conns[proto][slot] = Some(key);
+        srv.stats.connections += 1;
+        debug!(
+            "b{server_i}({}) connecting to {addr} (resp{})",
+            srv.name,
+            proto + 2
+        );
+        entry.insert(conn);
+        Ok(key)
+    }
+
+    /// Queue `bytes` (one complete request) on a connection of `server`, for chain slot `seq`
+    /// (part `part`) of client `k`. Err: the server cannot take it (message for the client).
+    fn send(
+        &mut self,
+        k: usize,
+        server: usize,
+        bytes: &[u8],
+        seq: u64,
+        part: u32,
+    ) -> Result<(), String> {
+        let Some(c) = self.clients.get(k) else {
+            return Ok(());
+        };
+        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
+        let ck = self.conn_for(pool_i, server, proto)?;
+        let now = self.now;
+        let conn = &mut self.conns[ck];
+        conn.wbuf.extend_from_slice(bytes);
+        conn.inflight.push_back(Pending {
+            client: k,
+            client_id: id,
+            seq,
+            part,
+            sent: now,
+        });
+        self.pools[pool_i].servers[server].stats.requests += 1;
+        self.mark_conn(ck);
+        Ok(())
+    }
+
+    /// Forward one request to one server; its reply fills one chain slot.
+    fn forward(&mut self, k: usize, server: usize, bytes: &[u8]) {
+        let seq = match self.clients.get_mut(k) {
+            Some(c) => c.chain.push(Slot::Waiting),
+            None => return,
+        };
+        if let Err(e) = self.send(k, server, bytes, seq, WHOLE) {
+            self.fail_slot(k, seq, WHOLE, &e);
+        }
+    }
+
+    /// Send one sub-request per entry of `reqs` (server, bytes) into one multi slot.
+    fn send_multi(&mut self, k: usize, combine: Combine, reqs: &[(usize, Vec<u8>)]) {
+        let seq = match self.clients.get_mut(k) {
+            Some(c) => c
+                .chain
+                .push(Slot::Multi(Box::new(Multi::new(reqs.len(), combine)))),
+            None => return,
+        };
+        for (part, (server, bytes)) in reqs.iter().enumerate() {
+            if let Err(e) = self.send(k, *server, bytes, seq, part as u32) {
+                self.fail_slot(k, seq, part as u32, &e);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split(
+        &mut self,
+        k: usize,
+        frame: &[u8],
+        args: &Args,
+        split: Split,
+        step: usize,
+        groups: Vec<(usize, Vec<u32>)>,
+        order: Vec<(u32, u32)>,
+    ) {
+        let name = args.get(frame, 0);
+        let reqs: Vec<(usize, Vec<u8>)> = groups
+            .iter()
+            .map(|(server, firsts)| {
+                let mut req = Vec::with_capacity(16 + firsts.len() * 24 * step);
+                resp::write_array_len(&mut req, 1 + firsts.len() * step);
+                resp::write_bulk(&mut req, name);
+                for &f in firsts {
+                    for j in 0..step {
+                        resp::write_bulk(&mut req, args.get(frame, f as usize + j));
+                    }
+                }
+                (*server, req)
+            })
+            .collect();
+        let combine = match split {
+            Split::Mget => Combine::Mget { order },
+            Split::Mset => Combine::Mset,
+            Split::SumInt => Combine::SumInt,
+        };
+        self.send_multi(k, combine, &reqs);
+    }
+
+    fn fan_out(&mut self, k: usize, merge: Merge, bytes: &[u8]) {
+        let Some(c) = self.clients.get(k) else {
+            return;
+        };
+        let pool = &self.pools[c.pool];
+        let reqs: Vec<(usize, Vec<u8>)> = (0..pool.servers.len())
+            .map(|s| (s, bytes.to_vec()))
+            .collect();
+        let combine = Combine::Merge {
+            merge,
+            names: pool.names.clone(),
+        };
+        self.send_multi(k, combine, &reqs);
+    }
+
+    /// Answer a slot (or one part of it) with a proxy-made error.
+    fn fail_slot(&mut self, k: usize, seq: u64, part: u32, msg: &str) {
+        self.stats.errors += 1;
+        let mut e = Vec::with_capacity(msg.len() + 3);
+        reply_error(&mut e, msg);
+        self.deliver_to(k, None, seq, part, &e);
+    }
+
+    /// Hand a reply to client `k`'s chain. `id`: when given, the client must still be that one.
+    fn deliver_to(&mut self, k: usize, id: Option<u64>, seq: u64, part: u32, reply: &[u8]) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        if id.is_some_and(|id| id != c.id) {
+            return;
+        }
+        if c.wbuf.capacity() == 0 {
+            c.wbuf = self.buffers.pop().unwrap_or_default();
+        }
+        let d = if part == WHOLE {
+            c.chain.deliver(seq, reply, &mut c.wbuf)
+        } else {
+            c.chain
+                .deliver_part(seq, part as usize, reply, c.resp3, &mut c.wbuf)
+        };
+        if d == Delivered::Written {
+            let over = c.pending_output() > self.pools[c.pool].cfg.max_output;
+            if over {
+                warn!(
+                    "c{k}#{} {} closed: output buffer over max_output ({} bytes unread)",
+                    c.id,
+                    c.peer,
+                    c.pending_output()
+                );
+                c.closing = Closing::Now;
+                self.closing.push(k);
+                return;
+            }
+            self.mark_client(k);
+            self.maybe_resume(k);
+            self.maybe_finish(k);
+        }
+    }
+
+    // ----- backend events ---------------------------------------------------------------
+
+    fn conn_event(&mut self, k: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if writable {
+            conn.writable = true;
+            if conn.state == ConnState::Connecting {
+                match conn.stream.take_error() {
+                    Ok(None) => {}
+                    Ok(Some(e)) | Err(e) => {
+                        return self.conn_failed(k, &format!("connect failed: {e}"), Fail::Down);
+                    }
+                }
+                match conn.stream.peer_addr() {
+                    Ok(_) => {
+                        conn.state = ConnState::Up;
+                        // With a handshake queued, the server counts as up once it answers.
+                        let handshake = conn.inflight.front().is_some_and(|p| p.client == INTERNAL);
+                        if !handshake {
+                            self.pools[conn.pool].servers[conn.server].connected(conn.server);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => {
+                        return self.conn_failed(k, &format!("connect failed: {e}"), Fail::Down);
+                    }
+                }
+            }
+            self.mark_conn(k);
+        }
+        if readable {
+            self.conn_readable(k);
+        }
+    }
+
+    fn conn_readable(&mut self, k: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(k) else {
+                return;
+            };
+            if conn.state == ConnState::Connecting {
+                return;
+            }
+            let n = match conn.rbuf.read_from(&mut conn.stream, 16 * 1024) {
+                Ok(0) => {
+                    let how = if conn.inflight.is_empty() {
+                        Fail::Idle
+                    } else {
+                        Fail::Broken
+                    };
+                    return self.conn_failed(k, "connection closed by the backend", how);
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.conn_failed(k, &format!("read error: {e}"), Fail::Broken),
+            };
+            let short = n < 16 * 1024;
+            if let Err((e, how)) = self.conn_replies(k) {
+                return self.conn_failed(k, &e, how);
+            }
+            if short {
+                // Edge-triggered: whatever arrives after this read announces itself.
+                return;
+            }
+        }
+        // Budget used with data possibly still waiting: serve it next tick.
+        if !self.again_conns.contains(&k) {
+            self.again_conns.push(k);
+        }
+    }
+
+    /// Dispatch every complete reply in the connection's buffer.
+    fn conn_replies(&mut self, k: usize) -> Result<(), (String, Fail)> {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return Ok(());
+        };
+        // Taken out so replies can be handed to clients while borrowing it.
+        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let mut result = Ok(());
+        loop {
+            let data = rbuf.filled();
+            if data.is_empty() {
+                break;
+            }
+            let Some(conn) = self.conns.get_mut(k) else {
+                break;
+            };
+            let n = match conn.scanner.scan(data) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err((format!("protocol error from backend: {e}"), Fail::Broken));
+                    break;
+                }
+            };
+            if data[0] == b'>' {
+                // RESP3 push on a shared connection: no request of ours asked for it.
+                rbuf.consume(n);
+                continue;
+            }
+            let Some(p) = conn.inflight.pop_front() else {
+                result = Err(("reply to no request".to_string(), Fail::Broken));
+                break;
+            };
+            let orphan = conn.orphans > 0;
+            if orphan {
+                conn.orphans -= 1;
+            }
+            self.pools[conn.pool].servers[conn.server].stats.replies += 1;
+            let reply = &data[..n];
+            if p.client == INTERNAL {
+                if !matches!(reply.first(), Some(b'-') | Some(b'!')) {
+                    if conn.inflight.front().is_none_or(|p| p.client != INTERNAL) {
+                        self.pools[conn.pool].servers[conn.server].connected(conn.server);
+                    }
+                } else {
+                    result = Err((
+                        format!(
+                            "handshake refused: {}",
+                            String::from_utf8_lossy(reply).trim_end()
+                        ),
+                        Fail::Down,
+                    ));
+                    break;
+                }
+            } else if !orphan && p.client != ORPHAN {
+                self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, reply);
+            }
+            rbuf.consume(n);
+        }
+        if let Some(conn) = self.conns.get_mut(k) {
+            rbuf.shrink(64 * 1024);
+            conn.rbuf = rbuf;
+        }
+        result
+    }
+
+    /// A connection broke (or never came up): fail everything it carried, in order.
+    fn conn_failed(&mut self, k: usize, why: &str, how: Fail) {
+        let Some(mut conn) = self.conns.try_remove(k) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let now = self.now;
+        let srv = &mut self.pools[conn.pool].servers[conn.server];
+        if srv.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
+            srv.conns[conn.proto][conn.slot] = None;
+        }
+        let how = if conn.state == ConnState::Connecting {
+            Fail::Down
+        } else {
+            how
+        };
+        match how {
+            Fail::Down => {
+                // Logged once per outage, not once per retry.
+                if srv.connect_failures == 0 {
+                    warn!("b{}({}) {} down: {why}", conn.server, srv.name, srv.addr);
+                }
+                srv.connect_failed(now, why);
+            }
+            Fail::Broken => {
+                warn!("b{}({}) {} {why}", conn.server, srv.name, srv.addr);
+                srv.last_error = why.to_string();
+                srv.stats.failures += 1;
+            }
+            Fail::Idle => debug!("b{}({}) {} {why}", conn.server, srv.name, srv.addr),
+        }
+        let msg = format!("ERR backend {} ({}) {why}", srv.name, srv.addr);
+        let mut skip = conn.orphans;
+        let n = conn.inflight.len();
+        srv.stats.errors += (n - skip.min(n)) as u64;
+        for p in conn.inflight.drain(..) {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if p.client == INTERNAL || p.client == ORPHAN {
+                continue;
+            }
+            let mut e = Vec::with_capacity(msg.len() + 3);
+            reply_error(&mut e, &msg);
+            self.stats.errors += 1;
+            self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------------------
+
+    fn check_timers(&mut self) {
+        let now = self.now;
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        let mut expired: Vec<(Pending, String)> = Vec::new();
+        for (k, conn) in self.conns.iter_mut() {
+            let pool = &mut self.pools[conn.pool];
+            let cfg = &pool.cfg;
+            let srv = &mut pool.servers[conn.server];
+            if conn.state == ConnState::Connecting {
+                if now >= conn.connect_deadline {
+                    failed.push((k, "connect timeout".to_string()));
+                }
+                continue;
+            }
+            if cfg.timeout_ms == 0 {
+                continue;
+            }
+            let timeout = Duration::from_millis(cfg.timeout_ms);
+            // Oldest orphan too old: the backend is stalled; reconnect.
+            if conn.orphans > 0 {
+                if let Some(p) = conn.inflight.front() {
+                    if now.duration_since(p.sent) >= timeout * STALL_FACTOR {
+                        failed.push((k, "stalled (no reply long after the timeout)".into()));
+                        continue;
+                    }
+                }
+            }
+            while let Some(p) = conn.inflight.get(conn.orphans) {
+                if now.duration_since(p.sent) < timeout {
+                    break;
+                }
+                let p = *p;
+                conn.inflight[conn.orphans].client = ORPHAN;
+                conn.orphans += 1;
+                if p.client == INTERNAL {
+                    continue;
+                }
+                srv.stats.timeouts += 1;
+                srv.stats.errors += 1;
+                expired.push((
+                    p,
+                    format!(
+                        "ERR timeout: backend {} ({}) did not answer within {} ms",
+                        srv.name, srv.addr, cfg.timeout_ms
+                    ),
+                ));
+            }
+        }
+        for (p, msg) in expired {
+            self.stats.timeouts += 1;
+            self.stats.errors += 1;
+            let mut e = Vec::with_capacity(msg.len() + 3);
+            reply_error(&mut e, &msg);
+            self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+        }
+        for (k, why) in failed {
+            self.conn_failed(k, &why, Fail::Down);
+        }
+        // Idle clients.
+        let mut idle = Vec::new();
+        for (k, c) in self.clients.iter() {
+            let t = self.pools[c.pool].cfg.client_idle_timeout_ms;
+            if t > 0
+                && c.chain.is_empty()
+                && now.duration_since(c.last_active) >= Duration::from_millis(t)
+            {
+                idle.push(k);
+            }
+        }
+        for k in idle {
+            if let Some(c) = self.clients.get(k) {
+                debug!("c{k}#{} {} closed: idle timeout", c.id, c.peer);
+            }
+            self.close_client(k);
+        }
+    }
+
+    // ----- writing ----------------------------------------------------------------------
+
+    fn flush_all(&mut self) {
+        let conns = std::mem::take(&mut self.dirty_conns);
+        for &k in &conns {
+            self.flush_conn(k);
+        }
+        let mut conns = conns;
+        conns.clear();
+        if self.dirty_conns.is_empty() {
+            self.dirty_conns = conns;
+        }
+        let clients = std::mem::take(&mut self.dirty_clients);
+        for &k in &clients {
+            self.flush_client(k);
+        }
+        let mut clients = clients;
+        clients.clear();
+        if self.dirty_clients.is_empty() {
+            self.dirty_clients = clients;
+        }
+        let closing = std::mem::take(&mut self.closing);
+        for k in closing {
+            self.close_client(k);
+        }
+    }
+
+    fn flush_conn(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        conn.dirty = false;
+        if conn.state != ConnState::Up || !conn.writable {
+            return;
+        }
+        while conn.wpos < conn.wbuf.len() {
+            match conn.stream.write(&conn.wbuf[conn.wpos..]) {
+                Ok(0) => break,
+                Ok(n) => conn.wpos += n,
+                Err(e) if would_block(&e) => {
+                    conn.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.conn_failed(k, &format!("write error: {e}"), Fail::Broken),
+            }
+        }
+        if conn.wpos == conn.wbuf.len() {
+            conn.wbuf.clear();
+            conn.wpos = 0;
+            if conn.wbuf.capacity() > 1024 * 1024 {
+                conn.wbuf = Vec::new();
+            }
+        }
+    }
+
+    fn flush_client(&mut self, k: usize) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        c.dirty = false;
+        if !c.writable {
+            return;
+        }
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.wpos += n;
+                    self.stats.net_output_bytes += n as u64;
+                }
+                Err(e) if would_block(&e) => {
+                    c.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
+                    return self.close_client(k);
+                }
+            }
+        }
+        if c.wpos == c.wbuf.len() {
+            c.wpos = 0;
+            let mut buf = std::mem::take(&mut c.wbuf);
+            buf.clear();
+            if c.chain.is_empty() {
+                // Idle: return the buffer to the shared pool.
+                c.chain.shrink();
+                if buf.capacity() <= KEEP_OUTPUT && self.buffers.len() < POOLED_BUFFERS {
+                    self.buffers.push(buf);
+                }
+            } else if buf.capacity() <= KEEP_OUTPUT {
+                c.wbuf = buf;
+            }
+            self.maybe_resume(k);
+            self.maybe_finish(k);
+        }
+    }
+
+    /// Close a client that asked to go once its replies are out.
+    fn maybe_finish(&mut self, k: usize) {
+        if let Some(c) = self.clients.get_mut(k) {
+            if c.closing == Closing::AfterReplies && c.chain.is_empty() && c.pending_output() == 0 {
+                c.closing = Closing::Now;
+                self.closing.push(k);
+            }
+        }
+    }
+
+    fn close_client(&mut self, k: usize) {
+        let Some(mut c) = self.clients.try_remove(k) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.pools[c.pool].clients = self.pools[c.pool].clients.saturating_sub(1);
+        debug!(
+            "c{k}#{} {} closed ({} commands, {} replies pending)",
+            c.id,
+            c.peer,
+            c.commands,
+            c.chain.len()
+        );
+        let mut buf = std::mem::take(&mut c.wbuf);
+        if buf.capacity() > 0
+            && buf.capacity() <= KEEP_OUTPUT
+            && self.buffers.len() < POOLED_BUFFERS
+        {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
+
+    // ----- local commands ---------------------------------------------------------------
+
+    fn local(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
+        let mut out = Vec::new();
+        let argc = args.len();
+        let arg = |i: usize| args.get(frame, i);
+        match spec.name {
+            "PING" => {
+                if argc > 1 {
+                    resp::write_bulk(&mut out, arg(1));
+                } else {
+                    resp::write_simple(&mut out, b"PONG");
+                }
+            }
+            "ECHO" => resp::write_bulk(&mut out, arg(1)),
+            "QUIT" => {
+                resp::write_simple(&mut out, b"OK");
+                self.reply(k, &out);
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.closing = Closing::AfterReplies;
+                }
+                self.maybe_finish(k);
+                return;
+            }
+            "SELECT" => match router::parse_i64(arg(1)) {
+                Some(0) => resp::write_simple(&mut out, b"OK"),
+                Some(_) => reply_error(
+                    &mut out,
+                    "ERR SELECT is not supported by rustproxy: only database 0 is available",
+                ),
+                None => reply_error(&mut out, "ERR value is not an integer or out of range"),
+            },
+            "HELLO" => return self.hello(k, frame, args),
+            "AUTH" => {
+                // AUTH password | AUTH username password (username must be "default").
+                let (user, pass) = if argc >= 3 {
+                    (arg(1), arg(2))
+                } else {
+                    (&b"default"[..], arg(1))
+                };
+                if argc > 3 {
+                    reply_error(&mut out, "ERR syntax error");
+                } else {
+                    match self.check_auth(k, user, pass) {
+                        Ok(()) => resp::write_simple(&mut out, b"OK"),
+                        Err(e) => reply_error(&mut out, e),
+                    }
+                }
+            }
+            "RESET" => {
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.resp3 = false;
+                    c.meta = None;
+                }
+                resp::write_simple(&mut out, b"RESET");
+            }
+            "TIME" => {
+                let d = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                resp::write_array_len(&mut out, 2);
+                resp::write_bulk(&mut out, d.as_secs().to_string().as_bytes());
+                resp::write_bulk(&mut out, d.subsec_micros().to_string().as_bytes());
+            }
+            "INFO" => {
+                let text = self.info_text();
+                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+            }
+            "BACKEND" | "BACKENDNUM" => {
+                let Some(c) = self.clients.get(k) else {
+                    return;
+                };
+                let pool = &self.pools[c.pool];
+                let target = Target {
+                    ring: &pool.ring,
+                    tag: pool.cfg.hash_tag,
+                    nservers: pool.servers.len(),
+                    disabled: &[],
+                };
+                let many = argc > 2;
+                if many {
+                    resp::write_array_len(&mut out, argc - 1);
+                }
+                for i in 1..argc {
+                    match target.pick(arg(i)) {
+                        Some(s) if spec.name == "BACKEND" => {
+                            resp::write_bulk(&mut out, pool.servers[s].name.as_bytes())
+                        }
+                        Some(s) => resp::write_int(&mut out, s as i64),
+                        None => resp::write_nil(&mut out, resp3),
+                    }
+                }
+            }
+            "BACKENDS" => {
+                let Some(c) = self.clients.get(k) else {
+                    return;
+                };
+                let pool = &self.pools[c.pool];
+                resp::write_array_len(&mut out, pool.servers.len());
+                for s in &pool.servers {
+                    let line = format!("{}:{}@{}", s.host, s.port, s.name);
+                    resp::write_bulk(&mut out, line.as_bytes());
+                }
+            }
+            "FORWARD" => return self.forward_cmd(k, frame, args),
+            name if name.starts_with("CLIENT ") => {
+                return self.client_cmd(k, spec, frame, args);
+            }
+            "COMMAND" => {
+                let sub = if argc > 1 { arg(1) } else { b"" };
+                if sub.eq_ignore_ascii_case(b"COUNT") {
+                    let n = crate::commands::COMMANDS
+                        .iter()
+                        .filter(|c| !c.name.contains(' '))
+                        .count();
+                    resp::write_int(&mut out, n as i64);
+                } else if sub.eq_ignore_ascii_case(b"LIST") {
+                    let names: Vec<String> = crate::commands::COMMANDS
+                        .iter()
+                        .filter(|c| !c.name.contains(' '))
+                        .map(|c| c.name.to_ascii_lowercase())
+                        .collect();
+                    resp::write_array_len(&mut out, names.len());
+                    for n in names {
+                        resp::write_bulk(&mut out, n.as_bytes());
+                    }
+                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 2 {
+                    self.command_getkeys(args, frame, &mut out);
+                } else {
+                    // Arity, flags and docs of the real commands: the backends know them best.
+                    let bytes = encode_args(args, frame, 0..argc);
+                    return self.forward(k, 0, &bytes);
+                }
+            }
+            "ROLE" => {
+                resp::write_array_len(&mut out, 3);
+                resp::write_bulk(&mut out, b"master");
+                resp::write_int(&mut out, 0);
+                resp::write_array_len(&mut out, 0);
+            }
+            "ACL WHOAMI" => resp::write_bulk(&mut out, b"default"),
+            "CONFIG RESETSTAT" => {
+                self.stats.reset();
+                for p in &mut self.pools {
+                    for s in &mut p.servers {
+                        s.stats.reset();
+                    }
+                }
+                resp::write_simple(&mut out, b"OK");
+            }
+            other => reply_error(
+                &mut out,
+                &format!("ERR {other} is not supported by rustproxy"),
+            ),
+        }
+        self.reply(k, &out);
+    }
+
+    /// Check AUTH credentials against the pool's password (nutcracker's `redis_auth`).
+    fn check_auth(&mut self, k: usize, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
+        let Some(c) = self.clients.get_mut(k) else {
+            return Ok(());
+        };
+        let Some(pw) = &self.pools[c.pool].cfg.redis_auth else {
+            if user == b"default" {
+                // Like Redis's default user without a password: anything passes for HELLO,
+                // but a bare AUTH is a configuration mistake worth telling.
+                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            }
+            return Err("WRONGPASS invalid username-password pair or user is disabled.");
+        };
+        if user == b"default" && constant_time_eq(pass, pw.as_bytes()) {
+            c.authed = true;
+            Ok(())
+        } else {
+            warn!("c{k}#{} {} failed AUTH", c.id, c.peer);
+            Err("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+
+    /// COMMAND GETKEYS cmd args...: the keys the proxy routes by, from its own table.
+    fn command_getkeys(&mut self, args: &Args, frame: &[u8], out: &mut Vec<u8>) {
+        let argc = args.len();
+        let Some(spec) = crate::commands::lookup(args.get(frame, 2)) else {
+            return reply_error(out, "ERR Invalid command specified");
+        };
+        let spec = if spec.class == crate::commands::Class::Container && argc > 3 {
+            match crate::commands::lookup_sub(spec, args.get(frame, 3)) {
+                Some(s) => s,
+                None => return reply_error(out, "ERR Invalid command specified"),
+            }
+        } else {
+            spec
+        };
+        if !crate::commands::arity_ok(spec, argc - 2) {
+            return reply_error(out, "ERR Invalid number of arguments specified for command");
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        match crate::commands::key_positions(spec, argc - 2, &|i| args.get(frame, i + 2), &mut keys)
+        {
+            Ok(()) if keys.is_empty() => reply_error(out, "ERR The command has no key arguments"),
+            Ok(()) => {
+                resp::write_array_len(out, keys.len());
+                for &i in &keys {
+                    resp::write_bulk(out, args.get(frame, i + 2));
+                }
+            }
+            Err(e) => reply_error(out, e),
+        }
+        self.keys = keys;
+    }
+
+    fn hello(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let argc = args.len();
+        let mut proto = None;
+        let mut i = 1;
+        if argc > 1 {
+            match router::parse_i64(args.get(frame, 1)) {
+                Some(v @ 2..=3) => proto = Some(v),
+                Some(_) => {
+                    reply_error(&mut out, "NOPROTO unsupported protocol version");
+                    return self.reply(k, &out);
+                }
+                None => {
+                    reply_error(
+                        &mut out,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
+                    return self.reply(k, &out);
+                }
+            }
+            i = 2;
+        }
+        let mut setname = None;
+        while i < argc {
+            let opt = args.get(frame, i);
+            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < argc {
+                let (user, pass) = (args.get(frame, i + 1), args.get(frame, i + 2));
+                if let Err(e) = self.check_auth(k, user, pass) {
+                    reply_error(&mut out, e);
+                    return self.reply(k, &out);
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < argc {
+                setname = Some(args.get(frame, i + 1).to_vec());
+                i += 2;
+            } else {
+                let o = String::from_utf8_lossy(opt);
+                reply_error(&mut out, &format!("ERR Syntax error in HELLO option '{o}'"));
+                return self.reply(k, &out);
+            }
+        }
+        if let Some(name) = &setname {
+            if !valid_client_name(name) {
+                reply_error(
+                    &mut out,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+                return self.reply(k, &out);
+            }
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        if !c.authed {
+            reply_error(
+                &mut out,
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+            return self.reply(k, &out);
+        }
+        if let Some(p) = proto {
+            c.resp3 = p == 3;
+        }
+        if let Some(name) = setname {
+            c.meta_mut().name = Some(name);
+        }
+        let resp3 = c.resp3;
+        let id = c.id;
+        resp::write_map_len(&mut out, 7, resp3);
+        resp::write_bulk(&mut out, b"server");
+        resp::write_bulk(&mut out, b"redis");
+        resp::write_bulk(&mut out, b"version");
+        resp::write_bulk(&mut out, REDIS_COMPAT_VERSION.as_bytes());
+        resp::write_bulk(&mut out, b"proto");
+        resp::write_int(&mut out, if resp3 { 3 } else { 2 });
+        resp::write_bulk(&mut out, b"id");
+        resp::write_int(&mut out, id as i64);
+        resp::write_bulk(&mut out, b"mode");
+        resp::write_bulk(&mut out, b"standalone");
+        resp::write_bulk(&mut out, b"role");
+        resp::write_bulk(&mut out, b"master");
+        resp::write_bulk(&mut out, b"modules");
+        resp::write_array_len(&mut out, 0);
+        self.reply(k, &out);
+    }
+
+    fn client_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let now = self.now;
+        let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
+        match spec.name {
+            "CLIENT SETNAME" => {
+                let name = args.get(frame, 2);
+                if !valid_client_name(name) {
+                    reply_error(
+                        &mut out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                } else {
+                    if let Some(c) = self.clients.get_mut(k) {
+                        c.meta_mut().name = if name.is_empty() {
+                            None
+                        } else {
+                            Some(name.to_vec())
+                        };
+                    }
+                    resp::write_simple(&mut out, b"OK");
+                }
+            }
+            "CLIENT GETNAME" => match self.clients.get(k).and_then(|c| c.name()) {
+                Some(n) => resp::write_bulk(&mut out, n),
+                None => resp::write_nil(&mut out, resp3),
+            },
+            "CLIENT ID" => {
+                let id = self.clients.get(k).map_or(0, |c| c.id);
+                resp::write_int(&mut out, id as i64);
+            }
+            "CLIENT SETINFO" => {
+                let attr = args.get(frame, 2);
+                let val = args.get(frame, 3).to_vec();
+                if let Some(c) = self.clients.get_mut(k) {
+                    if attr.eq_ignore_ascii_case(b"LIB-NAME") {
+                        c.meta_mut().lib_name = Some(val);
+                        resp::write_simple(&mut out, b"OK");
+                    } else if attr.eq_ignore_ascii_case(b"LIB-VER") {
+                        c.meta_mut().lib_ver = Some(val);
+                        resp::write_simple(&mut out, b"OK");
+                    } else {
+                        let a = String::from_utf8_lossy(attr);
+                        reply_error(&mut out, &format!("ERR Unrecognized option '{a}'"));
+                    }
+                }
+            }
+            "CLIENT INFO" => {
+                if let Some(c) = self.clients.get(k) {
+                    let line = client_line(k, c, now);
+                    resp::write_verbatim(&mut out, b"txt", line.as_bytes(), resp3);
+                }
+            }
+            "CLIENT LIST" => {
+                let mut text = String::new();
+                for (key, c) in self.clients.iter() {
+                    text.push_str(&client_line(key, c, now));
+                }
+                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+            }
+            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" | "CLIENT REPLY" => {
+                if spec.name == "CLIENT REPLY" && !args.get(frame, 2).eq_ignore_ascii_case(b"ON") {
+                    reply_error(
+                        &mut out,
+                        "ERR CLIENT REPLY OFF|SKIP is not supported by rustproxy",
+                    );
+                } else {
+                    resp::write_simple(&mut out, b"OK");
+                }
+            }
+            other => reply_error(
+                &mut out,
+                &format!("ERR {other} is not supported by rustproxy"),
+            ),
+        }
+        self.reply(k, &out);
+    }
+
+    /// FORWARD <index|name> command args...: sent verbatim to that backend, reply verbatim.
+    fn forward_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let Some(c) = self.clients.get(k) else {
+            return;
+        };
+        let pool = &self.pools[c.pool];
+        let which = args.get(frame, 1);
+        let server = router::parse_u64(which)
+            .map(|i| i as usize)
+            .filter(|&i| i < pool.servers.len())
+            .or_else(|| {
+                pool.servers.iter().position(|s| {
+                    s.name.as_bytes() == which
+                        || format!("{}:{}", s.host, s.port).as_bytes() == which
+                })
+            });
+        match server {
+            Some(s) => {
+                let bytes = encode_args(args, frame, 2..args.len());
+                self.forward(k, s, &bytes);
+            }
+            None => {
+                let w = String::from_utf8_lossy(which).into_owned();
+                self.reply_err(k, &format!("ERR unknown backend '{w}'"));
+            }
+        }
+    }
+
+    fn info_text(&self) -> String {
+        let mut s = String::new();
+        let uptime = self.now.duration_since(self.started).as_secs();
+        s.push_str("# Server\r\n");
+        s.push_str(&format!("redis_version:{REDIS_COMPAT_VERSION}\r\n"));
+        s.push_str(&format!(
+            "rustproxy_version:{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+        s.push_str("redis_mode:standalone\r\n");
+        s.push_str(&format!("process_id:{}\r\n", std::process::id()));
+        s.push_str(&format!("uptime_in_seconds:{uptime}\r\n"));
+        if let Some(p) = &self.config.path {
+            s.push_str(&format!("config_file:{}\r\n", p.display()));
+        }
+        s.push_str("\r\n# Clients\r\n");
+        s.push_str(&format!("connected_clients:{}\r\n", self.clients.len()));
+        s.push_str("\r\n# Stats\r\n");
+        s.push_str(&format!(
+            "total_connections_received:{}\r\n",
+            self.stats.connections_received
+        ));
+        s.push_str(&format!(
+            "total_commands_processed:{}\r\n",
+            self.stats.commands
+        ));
+        s.push_str(&format!(
+            "rejected_connections:{}\r\n",
+            self.stats.rejected_connections
+        ));
+        s.push_str(&format!(
+            "total_net_input_bytes:{}\r\n",
+            self.stats.net_input_bytes
+        ));
+        s.push_str(&format!(
+            "total_net_output_bytes:{}\r\n",
+            self.stats.net_output_bytes
+        ));
+        s.push_str(&format!("total_error_replies:{}\r\n", self.stats.errors));
+        s.push_str(&format!("total_timeouts:{}\r\n", self.stats.timeouts));
+        for p in &self.pools {
+            s.push_str(&format!("\r\n# Pool {}\r\n", p.cfg.name));
+            s.push_str(&format!("listen:{}\r\n", listen_name(&p.cfg.listen)));
+            s.push_str(&format!("hash:{}\r\n", p.cfg.hash.name()));
+            s.push_str(&format!("distribution:{}\r\n", p.cfg.distribution.name()));
+            for (i, b) in p.servers.iter().enumerate() {
+                let state = if b.is_down(self.now) { "down" } else { "up" };
+                s.push_str(&format!(
+                    "backend{i}:name={},addr={},state={state},requests={},replies={},errors={},timeouts={}\r\n",
+                    b.name, b.addr, b.stats.requests, b.stats.replies, b.stats.errors, b.stats.timeouts
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Compare without an early exit, so timing does not reveal how much of a password matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn client_line(key: usize, c: &Client, now: Instant) -> String {
+    let name = c.name().map(String::from_utf8_lossy).unwrap_or_default();
+    let (lib, ver) = c
+        .meta
+        .as_ref()
+        .map(|m| {
+            (
+                m.lib_name
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned(),
+                m.lib_ver
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned(),
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 multi=-1 qbuf={} obl={} oll={} omem={} cmd={} user=default lib-name={} lib-ver={} resp={}\n",
+        c.id,
+        c.peer,
+        key,
+        name,
+        now.duration_since(c.created).as_secs(),
+        now.duration_since(c.last_active).as_secs(),
+        c.rbuf.len(),
+        c.pending_output(),
+        c.chain.len(),
+        c.wbuf.capacity(),
+        c.last_command.to_ascii_lowercase().replace(' ', "|"),
+        lib,
+        ver,
+        if c.resp3 { 3 } else { 2 }
+    )
+}
+
+/// Encode args[range] as a multibulk request.
+fn encode_args(args: &Args, frame: &[u8], range: std::ops::Range<usize>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 16);
+    resp::write_array_len(&mut out, range.len());
+    for i in range {
+        resp::write_bulk(&mut out, args.get(frame, i));
+    }
+    out
+}
+
+fn listen_name(l: &Listen) -> String {
+    match l {
+        Listen::Tcp(a) => a.to_string(),
+        Listen::Unix { path, .. } => path.display().to_string(),
+    }
+}
+
+fn bind(listen: &Listen, backlog: u32, reuseport: bool) -> io::Result<Listener> {
+    match listen {
+        Listen::Tcp(addr) => {
+            let sock = std::net::TcpListener::from(tcp_socket(*addr, backlog, reuseport)?);
+            sock.set_nonblocking(true)?;
+            Ok(Listener::Tcp(TcpListener::from_std(sock)))
+        }
+        Listen::Unix { path, mode } => {
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path)?;
+            if let Some(m) = mode {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*m))?;
+            }
+            Ok(Listener::Unix(l))
+        }
+    }
+}
+
+/// A listening TCP socket with SO_REUSEADDR (and SO_REUSEPORT when asked) and the backlog.
+fn tcp_socket(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // std has no way to set SO_REUSEPORT before bind; use the libc calls mio already links.
+    let domain = if addr.is_ipv4() {
+        libc_af_inet()
+    } else {
+        libc_af_inet6()
+    };
+    unsafe {
+        let fd = sys::socket(domain, sys::SOCK_STREAM | sys::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: i32 = 1;
+        let p = &one as *const i32 as *const std::ffi::c_void;
+        if sys::setsockopt(fd, sys::SOL_SOCKET, sys::SO_REUSEADDR, p, 4) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if reuseport && sys::setsockopt(fd, sys::SOL_SOCKET, sys::SO_REUSEPORT, p, 4) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (sa, len) = sys::sockaddr(addr);
+        if sys::bind(fd, sa.as_ptr() as *const std::ffi::c_void, len) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if sys::listen(fd, backlog.min(i32::MAX as u32) as i32) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(owned)
+    }
+}
+
+fn libc_af_inet() -> i32 {
+    sys::AF_INET
+}
+fn libc_af_inet6() -> i32 {
+    sys::AF_INET6
+}
+
+fn set_keepalive(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let one: i32 = 1;
+    unsafe {
+        sys::setsockopt(
+            s.as_raw_fd(),
+            sys::SOL_SOCKET,
+            sys::SO_KEEPALIVE,
+            &one as *const i32 as *const std::ffi::c_void,
+            4,
+        );
+    }
+}
+
+/// The few socket calls std does not expose (Linux values).
+mod sys {
+    use std::net::SocketAddr;
+    pub const AF_INET: i32 = 2;
+    pub const AF_INET6: i32 = 10;
+    pub const SOCK_STREAM: i32 = 1;
+    pub const SOCK_CLOEXEC: i32 = 0o2000000;
+    pub const SOL_SOCKET: i32 = 1;
+    pub const SO_REUSEADDR: i32 = 2;
+    pub const SO_KEEPALIVE: i32 = 9;
+    pub const SO_REUSEPORT: i32 = 15;
+    extern "C" {
+        pub fn socket(domain: i32, ty: i32, proto: i32) -> i32;
+        pub fn setsockopt(
+            fd: i32,
+            level: i32,
+            name: i32,
+            val: *const std::ffi::c_void,
+            len: u32,
+        ) -> i32;
+        pub fn bind(fd: i32, addr: *const std::ffi::c_void, len: u32) -> i32;
+        pub fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    /// struct sockaddr_in / sockaddr_in6 bytes.
+    pub fn sockaddr(addr: SocketAddr) -> (Vec<u8>, u32) {
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut b = vec![0u8; 16];
+                b[0..2].copy_from_slice(&(AF_INET as u16).to_ne_bytes());
+                b[2..4].copy_from_slice(&a.port().to_be_bytes());
+                b[4..8].copy_from_slice(&a.ip().octets());
+                (b, 16)
+            }
+            SocketAddr::V6(a) => {
+                let mut b = vec![0u8; 28];
+                b[0..2].copy_from_slice(&(AF_INET6 as u16).to_ne_bytes());
+                b[2..4].copy_from_slice(&a.port().to_be_bytes());
+                b[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+                b[8..24].copy_from_slice(&a.ip().octets());
+                b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+                (b, 28)
+            }
+        }
+    }
+}
+
+/// Bind every pool and serve until a fatal poller error.
+pub fn run(config: Config) -> io::Result<()> {
+    let mut p = Proxy::new(config)?;
+    p.run()
+}

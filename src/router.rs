@@ -1,0 +1,615 @@
+//! The router: a parsed command plus the pool's ring -> a plan (answer locally, forward to one
+//! backend, split across backends, fan out to all), and the combiners that turn the sub-replies
+//! of split and fanned-out commands back into one reply. No sockets here.
+//!
+//! Invariants:
+//! - Routing is decided by the command table (`commands`); nothing here special-cases a command
+//!   by name except the trailing `hash=KEY` hint and SCAN's cursor.
+//! - A command whose keys all land on one backend is forwarded unchanged (`Forward`), even when
+//!   it is of a splittable kind.
+//! - Combiners copy backend bytes verbatim where they can (MGET elements, KEYS elements, SCAN
+//!   pages); they parse only the integers and status lines they must add up or compare.
+//! - An error sub-reply makes the whole reply an error (naming the backend where the proxy made
+//!   the error); a combiner never panics on a reply it did not expect, it answers an error.
+
+use std::rc::Rc;
+
+use crate::commands::{self, Class, Merge, Spec, Split};
+use crate::resp::{self, Args, Reply};
+use crate::ring::{hash_tag, Ring};
+
+/// Bits of a SCAN cursor that carry the backend index (so at most 1024 backends per pool).
+pub const SCAN_INDEX_BITS: u32 = 10;
+
+/// What to do with one command.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answered by the proxy itself; the proxy dispatches on `spec.name`.
+    Local(&'static Spec),
+    /// Reply with this error (no leading '-', no CRLF).
+    Error(String),
+    /// Send to one backend. `argc` arguments are sent (a trailing `hash=` hint is not);
+    /// `reencode` is set when the frame cannot be copied as it arrived (inline, or `hash=` hint).
+    Forward {
+        server: usize,
+        argc: usize,
+        reencode: bool,
+    },
+    /// One sub-request per backend; `groups[i]` lists the first argument index of each key
+    /// (with `step` arguments per key) sent to `groups[i].0`.
+    Split {
+        split: Split,
+        step: usize,
+        groups: Vec<(usize, Vec<u32>)>,
+        /// For each key in request order: (group index, position within the group).
+        order: Vec<(u32, u32)>,
+    },
+    /// Send to every backend, merge.
+    FanOut(Merge),
+    /// SCAN step: send to `server` with the backend's own cursor.
+    Scan { server: usize, cursor: u64 },
+}
+
+/// How sub-replies become one reply.
+#[derive(Debug)]
+pub enum Combine {
+    Mget {
+        order: Vec<(u32, u32)>,
+    },
+    Mset,
+    SumInt,
+    Merge {
+        merge: Merge,
+        names: Rc<Vec<String>>,
+    },
+    Scan {
+        server: usize,
+        nservers: usize,
+    },
+}
+
+/// The routing inputs of one pool.
+pub struct Target<'a> {
+    pub ring: &'a Ring,
+    pub tag: Option<[u8; 2]>,
+    pub nservers: usize,
+    pub disabled: &'a [String],
+}
+
+impl Target<'_> {
+    /// Backend index for a key (after hash tag), None when no backend is live.
+    pub fn pick(&self, key: &[u8]) -> Option<usize> {
+        self.ring.pick(hash_tag(key, self.tag))
+    }
+}
+
+fn lower(name: &str) -> String {
+    name.to_ascii_lowercase().replace(' ', "|")
+}
+
+/// Redis's text for an unknown command.
+pub fn unknown_command(args: &Args, buf: &[u8]) -> String {
+    let name = String::from_utf8_lossy(args.get(buf, 0));
+    let mut rest = String::new();
+    for i in 1..args.len() {
+        if rest.len() >= 128 {
+            break;
+        }
+        let a = String::from_utf8_lossy(args.get(buf, i));
+        let room = 128 - rest.len();
+        let a: String = a.chars().take(room).collect();
+        rest.push('\'');
+        rest.push_str(&a);
+        rest.push_str("' ");
+    }
+    let name: String = name.chars().take(128).collect();
+    sanitize(format!(
+        "ERR unknown command '{name}', with args beginning with: {rest}"
+    ))
+}
+
+/// Error texts travel on one line.
+fn sanitize(mut s: String) -> String {
+    if s.contains(['\r', '\n']) {
+        s = s.replace(['\r', '\n'], " ");
+    }
+    s
+}
+
+pub fn wrong_arity(spec: &Spec) -> String {
+    format!(
+        "ERR wrong number of arguments for '{}' command",
+        lower(spec.name)
+    )
+}
+
+/// Resolve the table row of a command (container commands by their subcommand).
+pub fn resolve(args: &Args, buf: &[u8]) -> Result<&'static Spec, String> {
+    let Some(spec) = commands::lookup(args.get(buf, 0)) else {
+        return Err(unknown_command(args, buf));
+    };
+    if spec.class != Class::Container {
+        return Ok(spec);
+    }
+    if args.len() < 2 {
+        return Err(wrong_arity(spec));
+    }
+    commands::lookup_sub(spec, args.get(buf, 1)).ok_or_else(|| {
+        let sub: String = String::from_utf8_lossy(args.get(buf, 1))
+            .chars()
+            .take(128)
+            .collect();
+        sanitize(format!(
+            "ERR unknown subcommand '{sub}'. Try {} HELP.",
+            spec.name
+        ))
+    })
+}
+
+/// The number of arguments without a trailing `hash=KEY` hint, and whether there is one. The
+/// hint is taken only when the command is still valid without it (so `SET k hash=x` sets the
+/// value "hash=x"). The hint's key is `hint_key(args, buf)`.
+pub fn hash_hint(spec: &Spec, args: &Args, buf: &[u8]) -> (usize, bool) {
+    let argc = args.len();
+    if argc >= 2 {
+        let last = args.get(buf, argc - 1);
+        if last.starts_with(b"hash=") && commands::arity_ok(spec, argc - 1) {
+            return (argc - 1, true);
+        }
+    }
+    (argc, false)
+}
+
+/// The key of a `hash=KEY` hint found by `hash_hint`.
+pub fn hint_key<'a>(args: &'a Args, buf: &'a [u8]) -> &'a [u8] {
+    let a = args.get(buf, args.len() - 1);
+    &a[5..]
+}
+
+/// Decide what to do with a command. `keys` is scratch space (reused, no allocation once warm).
+pub fn plan(
+    spec: &'static Spec,
+    args: &Args,
+    buf: &[u8],
+    target: &Target,
+    keys: &mut Vec<usize>,
+) -> Plan {
+    let (argc, has_hint) = hash_hint(spec, args, buf);
+    let hint = if has_hint {
+        Some(hint_key(args, buf))
+    } else {
+        None
+    };
+    if !commands::arity_ok(spec, argc) {
+        return Plan::Error(wrong_arity(spec));
+    }
+    if !target.disabled.is_empty() {
+        let base = spec.name.split(' ').next().unwrap_or(spec.name);
+        if target
+            .disabled
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(base) || d.eq_ignore_ascii_case(spec.name))
+        {
+            return Plan::Error(format!(
+                "ERR {} is disabled by the proxy's configuration (disable_commands)",
+                spec.name
+            ));
+        }
+    }
+    let reencode = hint.is_some() || args.is_inline();
+    let no_backend = || Plan::Error("ERR no backend available for this key".to_string());
+    match spec.class {
+        Class::Local => Plan::Local(spec),
+        Class::Refused(reason) => Plan::Error(format!(
+            "ERR {} is not supported by rustproxy: {}",
+            spec.name, reason
+        )),
+        Class::Container => Plan::Error(wrong_arity(spec)),
+        Class::AnyBackend => {
+            let server = match hint {
+                Some(h) => match target.pick(h) {
+                    Some(s) => s,
+                    None => return no_backend(),
+                },
+                None => 0,
+            };
+            Plan::Forward {
+                server,
+                argc,
+                reencode,
+            }
+        }
+        Class::Keyed => {
+            if commands::is_blocking_xread(argc, &|i| args.get(buf, i)) {
+                return Plan::Error(format!(
+                    "ERR {} with BLOCK is not supported by rustproxy: it needs a dedicated backend connection",
+                    spec.name
+                ));
+            }
+            if let Some(h) = hint {
+                return match target.pick(h) {
+                    Some(server) => Plan::Forward {
+                        server,
+                        argc,
+                        reencode,
+                    },
+                    None => no_backend(),
+                };
+            }
+            if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
+                return Plan::Error(e.to_string());
+            }
+            let mut server = None;
+            for &k in keys.iter() {
+                let Some(s) = target.pick(args.get(buf, k)) else {
+                    return no_backend();
+                };
+                match server {
+                    None => server = Some(s),
+                    Some(prev) if prev != s => {
+                        return Plan::Error("PROXYERROR keys are on different backends".into())
+                    }
+                    _ => {}
+                }
+            }
+            Plan::Forward {
+                server: server.unwrap_or(0),
+                argc,
+                reencode,
+            }
+        }
+        Class::Split(split) => {
+            if let Some(h) = hint {
+                return match target.pick(h) {
+                    Some(server) => Plan::Forward {
+                        server,
+                        argc,
+                        reencode,
+                    },
+                    None => no_backend(),
+                };
+            }
+            let step = if split == Split::Mset { 2 } else { 1 };
+            if split == Split::Mset && (argc - 1) % 2 != 0 {
+                return Plan::Error(wrong_arity(spec));
+            }
+            // First pass: are all keys on one backend? (the common, allocation-free case)
+            let mut first = None;
+            let mut single = true;
+            let mut i = 1;
+            while i < argc {
+                let Some(s) = target.pick(args.get(buf, i)) else {
+                    return no_backend();
+                };
+                match first {
+                    None => first = Some(s),
+                    Some(f) if f != s => {
+                        single = false;
+                        break;
+                    }
+                    _ => {}
+                }
+                i += step;
+            }
+            if single {
+                return Plan::Forward {
+                    server: first.unwrap_or(0),
+                    argc,
+                    reencode,
+                };
+            }
+            let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+            let mut order = Vec::with_capacity((argc - 1) / step);
+            let mut i = 1;
+            while i < argc {
+                let Some(s) = target.pick(args.get(buf, i)) else {
+                    return no_backend();
+                };
+                let g = match groups.iter().position(|(srv, _)| *srv == s) {
+                    Some(g) => g,
+                    None => {
+                        groups.push((s, Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                order.push((g as u32, groups[g].1.len() as u32));
+                groups[g].1.push(i as u32);
+                i += step;
+            }
+            Plan::Split {
+                split,
+                step,
+                groups,
+                order,
+            }
+        }
+        Class::FanOut(Merge::Scan) => {
+            let raw = args.get(buf, 1);
+            let Some(c) = parse_u64(raw) else {
+                return Plan::Error("ERR invalid cursor".into());
+            };
+            let server = (c & ((1 << SCAN_INDEX_BITS) - 1)) as usize;
+            if server >= target.nservers {
+                return Plan::Error("ERR invalid cursor".into());
+            }
+            Plan::Scan {
+                server,
+                cursor: c >> SCAN_INDEX_BITS,
+            }
+        }
+        Class::FanOut(m) => Plan::FanOut(m),
+    }
+}
+
+pub fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some(v)
+}
+
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let v = parse_u64(digits)?;
+    if neg {
+        if v > i64::MAX as u64 + 1 {
+            None
+        } else {
+            Some((v as i128).wrapping_neg() as i64)
+        }
+    } else if v > i64::MAX as u64 {
+        None
+    } else {
+        Some(v as i64)
+    }
+}
+
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-') | Some(b'!'))
+}
+
+fn is_nil(reply: &[u8]) -> bool {
+    reply == b"$-1\r\n" || reply == b"*-1\r\n" || reply == b"_\r\n"
+}
+
+fn unexpected(out: &mut Vec<u8>) {
+    resp::write_error(out, b"ERR unexpected reply from a backend");
+}
+
+/// The integer value of a `:n` reply.
+fn int_of(reply: &[u8]) -> Option<i64> {
+    match resp::parse_reply(reply) {
+        Ok(Some((Reply::Integer(v), _))) => Some(v),
+        _ => None,
+    }
+}
+
+impl Combine {
+    /// Put the parts together into `out`. Parts are complete replies.
+    pub fn combine(&self, parts: &[Vec<u8>], resp3: bool, out: &mut Vec<u8>) {
+        let first_error = parts.iter().find(|p| is_error(p));
+        match self {
+            Combine::Mget { order } => {
+                if let Some(e) = first_error {
+                    out.extend_from_slice(e);
+                    return;
+                }
+                let mut ranges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let mut r = Vec::new();
+                    match resp::aggregate_elements(p, &mut r) {
+                        Ok(Some(_)) => ranges.push(r),
+                        _ => return unexpected(out),
+                    }
+                }
+                resp::write_array_len(out, order.len());
+                for &(g, i) in order {
+                    let Some(&(s, e)) = ranges.get(g as usize).and_then(|r| r.get(i as usize))
+                    else {
+                        out.clear();
+                        return unexpected(out);
+                    };
+                    out.extend_from_slice(&parts[g as usize][s..e]);
+                }
+            }
+            Combine::Mset => match parts.iter().find(|p| p.as_slice() != b"+OK\r\n") {
+                Some(p) if is_error(p) => out.extend_from_slice(p),
+                Some(_) => unexpected(out),
+                None => resp::write_simple(out, b"OK"),
+            },
+            Combine::SumInt => sum_ints(parts, first_error, out),
+            Combine::Merge { merge, names } => merge_all(*merge, names, parts, resp3, out),
+            Combine::Scan { server, nservers } => {
+                if let Some(e) = first_error {
+                    out.extend_from_slice(e);
+                    return;
+                }
+                let Some(p) = parts.first() else {
+                    return unexpected(out);
+                };
+                let mut r = Vec::new();
+                let Ok(Some(_)) = resp::aggregate_elements(p, &mut r) else {
+                    return unexpected(out);
+                };
+                if r.len() != 2 {
+                    return unexpected(out);
+                }
+                let cursor = match resp::parse_reply(&p[r[0].0..r[0].1]) {
+                    Ok(Some((Reply::Bulk(b), _))) | Ok(Some((Reply::Simple(b), _))) => parse_u64(b),
+                    _ => None,
+                };
+                let Some(cursor) = cursor else {
+                    return unexpected(out);
+                };
+                let next = if cursor == 0 {
+                    if server + 1 < *nservers {
+                        (server + 1) as u64
+                    } else {
+                        0
+                    }
+                } else if cursor >> (64 - SCAN_INDEX_BITS) != 0 {
+                    resp::write_error(out, b"ERR backend cursor too large for the proxy");
+                    return;
+                } else {
+                    (cursor << SCAN_INDEX_BITS) | *server as u64
+                };
+                resp::write_array_len(out, 2);
+                let mut digits = Vec::with_capacity(20);
+                resp::write_usize(&mut digits, next as usize);
+                resp::write_bulk(out, &digits);
+                out.extend_from_slice(&p[r[1].0..r[1].1]);
+            }
+        }
+    }
+}
+
+fn sum_ints(parts: &[Vec<u8>], first_error: Option<&Vec<u8>>, out: &mut Vec<u8>) {
+    if let Some(e) = first_error {
+        out.extend_from_slice(e);
+        return;
+    }
+    let mut sum: i64 = 0;
+    for p in parts {
+        match int_of(p) {
+            Some(v) => sum = sum.saturating_add(v),
+            None => return unexpected(out),
+        }
+    }
+    resp::write_int(out, sum);
+}
+
+/// One line naming the backends that failed and why.
+fn failures(names: &[String], parts: &[Vec<u8>]) -> String {
+    let mut msg = String::new();
+    let mut n = 0;
+    for (i, p) in parts.iter().enumerate() {
+        if p.first() == Some(&b'+') {
+            continue;
+        }
+        n += 1;
+        if !msg.is_empty() {
+            msg.push_str("; ");
+        }
+        let name = names.get(i).map(String::as_str).unwrap_or("?");
+        let text = String::from_utf8_lossy(p);
+        let text = text.trim_end().trim_start_matches(['-', '+', '!']);
+        msg.push_str(&format!("{name}: {text}"));
+    }
+    format!("ERR {n} of {} backends failed: {msg}", parts.len())
+}
+
+fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out: &mut Vec<u8>) {
+    let first_error = parts.iter().find(|p| is_error(p));
+    match merge {
+        Merge::AllOk => {
+            // Status replies everywhere: the first backend's (`+OK`, `+Background saving
+            // started`...). Anything else: one error naming what failed where.
+            if parts.iter().all(|p| p.first() == Some(&b'+')) {
+                if let Some(p) = parts.first() {
+                    out.extend_from_slice(p);
+                }
+            } else if parts.len() == 1 {
+                out.extend_from_slice(&parts[0]);
+            } else {
+                resp::write_error(out, failures(names, parts).as_bytes());
+            }
+        }
+        Merge::SumInt => sum_ints(parts, first_error, out),
+        Merge::ConcatArrays => {
+            if let Some(e) = first_error {
+                out.extend_from_slice(e);
+                return;
+            }
+            let mut all = Vec::with_capacity(parts.len());
+            let mut total = 0;
+            for p in parts {
+                let mut r = Vec::new();
+                match resp::aggregate_elements(p, &mut r) {
+                    Ok(Some(_)) => {
+                        total += r.len();
+                        all.push(r);
+                    }
+                    _ => return unexpected(out),
+                }
+            }
+            resp::write_array_len(out, total);
+            for (p, r) in parts.iter().zip(&all) {
+                for &(s, e) in r {
+                    out.extend_from_slice(&p[s..e]);
+                }
+            }
+        }
+        Merge::SameReply => {
+            if let Some(e) = first_error {
+                out.extend_from_slice(e);
+            } else if parts.windows(2).all(|w| w[0] == w[1]) {
+                if let Some(p) = parts.first() {
+                    out.extend_from_slice(p);
+                }
+            } else {
+                resp::write_error(out, b"ERR backends returned different replies");
+            }
+        }
+        Merge::AndInts => {
+            if let Some(e) = first_error {
+                out.extend_from_slice(e);
+                return;
+            }
+            let mut acc: Option<Vec<i64>> = None;
+            for p in parts {
+                let Ok(Some((Reply::Array(items), _))) = resp::parse_reply(p) else {
+                    return unexpected(out);
+                };
+                let mut vals = Vec::with_capacity(items.len());
+                for it in &items {
+                    match it {
+                        Reply::Integer(v) => vals.push(*v),
+                        Reply::Boolean(b) => vals.push(*b as i64),
+                        _ => return unexpected(out),
+                    }
+                }
+                acc = Some(match acc {
+                    None => vals,
+                    Some(prev) if prev.len() == vals.len() => {
+                        prev.iter().zip(&vals).map(|(a, b)| (*a).min(*b)).collect()
+                    }
+                    Some(_) => return unexpected(out),
+                });
+            }
+            let acc = acc.unwrap_or_default();
+            resp::write_array_len(out, acc.len());
+            for v in acc {
+                resp::write_int(out, v);
+            }
+        }
+        Merge::PerBackend => {
+            resp::write_array_len(out, parts.len());
+            for (i, p) in parts.iter().enumerate() {
+                resp::write_array_len(out, 2);
+                let name = names.get(i).map(String::as_str).unwrap_or("?");
+                resp::write_bulk(out, name.as_bytes());
+                out.extend_from_slice(p);
+            }
+        }
+        Merge::FirstNonNil => {
+            if let Some(p) = parts.iter().find(|p| !is_error(p) && !is_nil(p)) {
+                out.extend_from_slice(p);
+            } else if let Some(e) = first_error {
+                out.extend_from_slice(e);
+            } else {
+                resp::write_nil(out, resp3);
+            }
+        }
+        Merge::Scan => unexpected(out),
+    }
+}

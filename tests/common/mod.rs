@@ -1,0 +1,301 @@
+//! Test harness: real redis-server processes and the rustproxy binary on free loopback ports,
+//! each owned by a value that kills its process (by PID) in `Drop`, plus a raw RESP connection
+//! for byte-exact checks. Waiting is bounded polling of a port, never a fixed sleep.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Wait (bounded) until something accepts connections on `port`.
+pub fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not listen on {port} within 15 s");
+}
+
+pub fn tmp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "rustproxy-test-{}-{tag}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+/// A redis-server on a free port, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = free_port();
+        Redis::start_on(port, extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        let dir = tmp_dir("redis");
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "yes",
+            "--dir",
+            dir.to_str().expect("utf8 dir"),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        wait_port(port, &mut child, "redis-server");
+        Redis { port, child, dir }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        connect(self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stop the server (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // SIGCONT first in case a test stopped it.
+        signal(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Send a signal by PID with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Start `n` redis-servers.
+pub fn redises(n: usize) -> Vec<Redis> {
+    (0..n).map(|_| Redis::start()).collect()
+}
+
+/// The rustproxy binary, killed on drop.
+pub struct Proxy {
+    pub port: u16,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rustproxy")
+}
+
+impl Proxy {
+    /// `rustproxy -l 127.0.0.1:PORT -b <backends> <extra...>`
+    pub fn start(backends: &[&Redis], extra: &[&str]) -> Proxy {
+        let list: Vec<String> = backends.iter().map(|r| r.addr()).collect();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec!["-l".into(), listen, "-b".into(), list.join(",")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proxy::spawn(port, &args)
+    }
+
+    /// Start with a config file whose text is produced by `text(port)` (the listen port).
+    pub fn start_conf(ext: &str, text: impl Fn(u16) -> String, extra: &[&str]) -> Proxy {
+        let port = free_port();
+        let dir = tmp_dir("proxy-conf");
+        let path = dir.join(format!("proxy.{ext}"));
+        std::fs::write(&path, text(port)).expect("write config");
+        let mut args: Vec<String> = vec!["-c".into(), path.to_string_lossy().into_owned()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proxy::spawn(port, &args)
+    }
+
+    pub fn spawn(port: u16, args: &[String]) -> Proxy {
+        let dir = tmp_dir("proxy");
+        let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rustproxy");
+        wait_port(port, &mut child, "rustproxy");
+        Proxy { port, child, dir }
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        connect(self.port)
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A redis-rs connection with timeouts, so a hung proxy fails the test instead of hanging it.
+pub fn connect(port: u16) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    conn.set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    conn
+}
+
+/// A raw RESP connection: send bytes, read whole replies as bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Encode and send one command.
+    pub fn cmd(&mut self, args: &[&[u8]]) {
+        let mut out = Vec::new();
+        rustproxy::resp::write_command(&mut out, args.iter().copied());
+        self.send(&out);
+    }
+
+    /// One complete reply (raw bytes). Panics on timeout or EOF.
+    pub fn reply(&mut self) -> Vec<u8> {
+        self.try_reply().expect("connection closed before a reply")
+    }
+
+    /// One complete reply, or None when the connection closed.
+    pub fn try_reply(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Ok(Some(n)) = rustproxy::resp::reply_len(&self.buf) {
+                let r = self.buf[..n].to_vec();
+                self.buf.drain(..n);
+                return Some(r);
+            }
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Send a command and read its reply.
+    pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.cmd(args);
+        self.reply()
+    }
+
+    /// True when the peer closed the connection (reads EOF within the read timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut tmp = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Which of `servers` holds `key` (by EXISTS on each). Panics if not exactly one.
+pub fn holder(servers: &[Redis], key: &[u8]) -> usize {
+    let mut found = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let mut c = s.client();
+        let n: i64 = redis::cmd("EXISTS").arg(key).query(&mut c).expect("exists");
+        if n == 1 {
+            found.push(i);
+        }
+    }
+    assert_eq!(found.len(), 1, "key {:?} found on {:?}", key, found);
+    found[0]
+}
