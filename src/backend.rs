@@ -60,6 +60,11 @@ pub struct Server {
     /// Consecutive failed connects (drives the backoff).
     pub connect_failures: u32,
     pub last_error: String,
+    /// Consecutive failures (connect, broken connection, timeout) since the last reply;
+    /// drives ejection (twemproxy's `server_failure_limit`).
+    pub failure_count: u32,
+    /// Out of the ring until then (`auto_eject_hosts`).
+    pub ejected_until: Option<Instant>,
     pub stats: ServerStats,
 }
 
@@ -84,6 +89,8 @@ impl Server {
             down_until: None,
             connect_failures: 0,
             last_error: String::new(),
+            failure_count: 0,
+            ejected_until: None,
             stats: ServerStats::default(),
         }
     }
@@ -109,6 +116,23 @@ impl Server {
         }
         self.connect_failures = 0;
         self.down_until = None;
+    }
+
+    /// Count a failure; with ejection on, the limit-th consecutive one ejects the server until
+    /// `retry` from now. Returns true when this failure ejected it.
+    pub fn failed(&mut self, now: Instant, eject: bool, limit: u32, retry: Duration) -> bool {
+        self.failure_count = self.failure_count.saturating_add(1);
+        if !eject || self.ejected_until.is_some() || self.failure_count < limit.max(1) {
+            return false;
+        }
+        self.failure_count = 0;
+        self.ejected_until = Some(now + retry);
+        self.stats.ejections += 1;
+        true
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.is_some()
     }
 
     /// The error a client gets for a request this server cannot take.

@@ -163,6 +163,11 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "LIST",
         "commands refused, comma separated",
     ),
+    (
+        "split_failure",
+        "error|partial",
+        "MGET/DEL/... when a backend fails: one error, or nil/partial sum (default error)",
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +224,10 @@ pub struct PoolConfig {
     pub redis_db: u32,
     /// Uppercase command names.
     pub disable_commands: Vec<String>,
+    /// MGET/DEL/EXISTS/UNLINK/TOUCH split over backends when one fails: false = the whole reply
+    /// is that error (default); true = MGET gives nil for that backend's keys (a cache miss) and
+    /// the counting commands count what answered. MSET always reports the error.
+    pub split_partial: bool,
 }
 
 impl PoolConfig {
@@ -249,6 +258,7 @@ impl PoolConfig {
             redis_auth: None,
             redis_db: 0,
             disable_commands: Vec::new(),
+            split_partial: false,
         }
     }
 }
@@ -727,6 +737,7 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "redis_auth" => "redis_auth",
         "redis_db" => "redis_db",
         "disable_commands" => "disable_commands",
+        "split_failure" => "split_failure",
         _ => return None,
     })
 }
@@ -812,6 +823,13 @@ impl PoolBuilder {
             "reuseport" => p.reuseport = parse_bool(key, v)?,
             "redis_auth" => p.redis_auth = (!v.is_empty()).then(|| v.to_string()),
             "redis_db" => p.redis_db = parse_num(key, v)?,
+            "split_failure" => {
+                p.split_partial = match v.to_ascii_lowercase().as_str() {
+                    "error" => false,
+                    "partial" => true,
+                    _ => return Err(format!("bad split_failure '{v}' (expected error or partial)")),
+                }
+            }
             "disable_commands" => {
                 let mut cmds: Vec<String> = Vec::new();
                 for c in v
@@ -1355,6 +1373,10 @@ pub fn render_native(c: &Config) -> String {
         if !p.disable_commands.is_empty() {
             kv("disable_commands", p.disable_commands.join(","));
         }
+        kv(
+            "split_failure",
+            if p.split_partial { "partial" } else { "error" }.into(),
+        );
         for sv in &p.servers {
             let name = sv
                 .name

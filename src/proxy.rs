@@ -35,6 +35,8 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
@@ -64,6 +66,8 @@ const KEEP_OUTPUT: usize = 64 * 1024;
 const POOLED_BUFFERS: usize = 256;
 /// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait for in-flight requests at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A backend whose oldest timed-out request is this many timeouts old is closed and reconnected.
 const STALL_FACTOR: u32 = 10;
 
@@ -112,6 +116,21 @@ enum Listener {
     Unix(UnixListener),
 }
 
+/// The ring of a pool's servers, leaving ejected ones out (as twemproxy rebuilds its continuum).
+fn build_ring(cfg: &PoolConfig, servers: &[Server]) -> Ring {
+    let nodes: Vec<RingNode> = cfg
+        .servers
+        .iter()
+        .zip(servers)
+        .map(|(s, srv)| RingNode {
+            identity: node_identity(&s.host, s.port, s.name.as_deref()),
+            weight: s.weight,
+            live: !srv.is_ejected(),
+        })
+        .collect();
+    Ring::build(cfg.hash, cfg.distribution, &nodes)
+}
+
 /// A pool: its listener, servers, ring and limits.
 pub struct Pool {
     pub cfg: PoolConfig,
@@ -124,6 +143,37 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A server of this pool failed; eject it if that was one failure too many.
+    fn server_failed(&mut self, i: usize, now: Instant) {
+        let cfg = &self.cfg;
+        let retry = Duration::from_millis(cfg.server_retry_timeout_ms);
+        let srv = &mut self.servers[i];
+        if srv.failed(now, cfg.auto_eject_hosts, cfg.server_failure_limit, retry) {
+            warn!(
+                "b{i}({}) {} ejected from pool {} for {} ms after {} failures",
+                srv.name, srv.addr, cfg.name, cfg.server_retry_timeout_ms, cfg.server_failure_limit
+            );
+            self.ring = build_ring(&self.cfg, &self.servers);
+        }
+    }
+
+    /// Bring back ejected servers whose retry time came.
+    fn uneject_due(&mut self, now: Instant) {
+        let mut changed = false;
+        for (i, srv) in self.servers.iter_mut().enumerate() {
+            if matches!(srv.ejected_until, Some(t) if now >= t) {
+                srv.ejected_until = None;
+                // Give it a fresh connect attempt right away.
+                srv.down_until = None;
+                info!("b{i}({}) {} back in the ring of pool {}", srv.name, srv.addr, self.cfg.name);
+                changed = true;
+            }
+        }
+        if changed {
+            self.ring = build_ring(&self.cfg, &self.servers);
+        }
+    }
+
     fn new(cfg: PoolConfig) -> Pool {
         let servers: Vec<Server> = cfg
             .servers
@@ -139,16 +189,7 @@ impl Pool {
                 )
             })
             .collect();
-        let nodes: Vec<RingNode> = cfg
-            .servers
-            .iter()
-            .map(|s| RingNode {
-                identity: node_identity(&s.host, s.port, s.name.as_deref()),
-                weight: s.weight,
-                live: true,
-            })
-            .collect();
-        let ring = Ring::build(cfg.hash, cfg.distribution, &nodes);
+        let ring = build_ring(&cfg, &servers);
         let names = Rc::new(servers.iter().map(|s| s.name.clone()).collect());
         let limits = Limits {
             max_bulk_len: cfg.max_request,
@@ -167,7 +208,8 @@ impl Pool {
 
 pub struct Proxy {
     poll: Poll,
-    listeners: Vec<Listener>,
+    /// Per pool; None once closed (shutdown).
+    listeners: Vec<Option<Listener>>,
     pub pools: Vec<Pool>,
     clients: Slab<Client>,
     conns: Slab<Conn>,
@@ -228,7 +270,7 @@ impl Proxy {
                 pc.hash.name(),
                 pc.distribution.name()
             );
-            listeners.push(l);
+            listeners.push(Some(l));
             pools.push(Pool::new(pc.clone()));
         }
         let now = Instant::now();
@@ -268,16 +310,34 @@ impl Proxy {
         self.listeners
             .iter()
             .map(|l| match l {
-                Listener::Tcp(t) => t.local_addr().ok(),
-                Listener::Unix(_) => None,
+                Some(Listener::Tcp(t)) => t.local_addr().ok(),
+                _ => None,
             })
             .collect()
     }
 
-    /// Run until an unrecoverable error of the poller itself.
+    /// Run until SIGINT/SIGTERM (graceful: stop accepting, finish in-flight requests for at
+    /// most `SHUTDOWN_GRACE`, exit) or an unrecoverable error of the poller itself.
     pub fn run(&mut self) -> io::Result<()> {
+        let term = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&term))?;
+        }
         let mut events = Events::with_capacity(1024);
+        let mut shutdown_deadline: Option<Instant> = None;
         loop {
+            if let Some(deadline) = shutdown_deadline {
+                if self.clients.is_empty() || self.now >= deadline {
+                    info!(
+                        "shutdown complete ({} clients still open)",
+                        self.clients.len()
+                    );
+                    return Ok(());
+                }
+            } else if term.load(Ordering::Relaxed) {
+                shutdown_deadline = Some(self.begin_shutdown());
+                continue;
+            }
             let wait = if self.again.is_empty() && self.again_conns.is_empty() {
                 Some(MAX_POLL_WAIT)
             } else {
@@ -322,18 +382,45 @@ impl Proxy {
         }
     }
 
+    /// Stop accepting; close idle clients now and the others once their replies are out.
+    fn begin_shutdown(&mut self) -> Instant {
+        info!(
+            "shutting down: no new connections; finishing requests of {} clients",
+            self.clients.len()
+        );
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = match &mut l {
+                    Listener::Tcp(t) => self.poll.registry().deregister(t),
+                    Listener::Unix(u) => self.poll.registry().deregister(u),
+                };
+            }
+        }
+        let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            if let Some(c) = self.clients.get_mut(k) {
+                c.closing = Closing::AfterReplies;
+            }
+            self.maybe_finish(k);
+        }
+        self.flush_all();
+        self.now = Instant::now();
+        self.now + SHUTDOWN_GRACE
+    }
+
     // ----- accepting -------------------------------------------------------------------
 
     fn accept(&mut self, li: usize) {
         loop {
-            let accepted = match &self.listeners[li] {
-                Listener::Tcp(l) => l.accept().map(|(s, a)| {
+            let accepted = match self.listeners.get(li) {
+                Some(Some(Listener::Tcp(l))) => l.accept().map(|(s, a)| {
                     let _ = s.set_nodelay(true);
                     (Stream::Tcp(s), a)
                 }),
-                Listener::Unix(l) => l
+                Some(Some(Listener::Unix(l))) => l
                     .accept()
                     .map(|(s, _)| (Stream::Unix(s), crate::client::unix_peer())),
+                _ => return,
             };
             let (mut stream, peer) = match accepted {
                 Ok(x) => x,
@@ -831,10 +918,14 @@ impl Proxy {
                 (*server, req)
             })
             .collect();
+        let partial = self
+            .clients
+            .get(k)
+            .is_some_and(|c| self.pools[c.pool].cfg.split_partial);
         let combine = match split {
-            Split::Mget => Combine::Mget { order },
+            Split::Mget => Combine::Mget { order, partial },
             Split::Mset => Combine::Mset,
-            Split::SumInt => Combine::SumInt,
+            Split::SumInt => Combine::SumInt { partial },
         };
         self.send_multi(k, combine, &reqs);
     }
@@ -1009,7 +1100,9 @@ impl Proxy {
             if orphan {
                 conn.orphans -= 1;
             }
-            self.pools[conn.pool].servers[conn.server].stats.replies += 1;
+            let srv = &mut self.pools[conn.pool].servers[conn.server];
+            srv.stats.replies += 1;
+            srv.failure_count = 0;
             let reply = &data[..n];
             if p.client == INTERNAL {
                 if !matches!(reply.first(), Some(b'-') | Some(b'!')) {
@@ -1070,6 +1163,10 @@ impl Proxy {
             Fail::Idle => debug!("b{}({}) {} {why}", conn.server, srv.name, srv.addr),
         }
         let msg = format!("ERR backend {} ({}) {why}", srv.name, srv.addr);
+        if how != Fail::Idle {
+            self.pools[conn.pool].server_failed(conn.server, now);
+        }
+        let srv = &mut self.pools[conn.pool].servers[conn.server];
         let mut skip = conn.orphans;
         let n = conn.inflight.len();
         srv.stats.errors += (n - skip.min(n)) as u64;
@@ -1094,6 +1191,7 @@ impl Proxy {
         let now = self.now;
         let mut failed: Vec<(usize, String)> = Vec::new();
         let mut expired: Vec<(Pending, String)> = Vec::new();
+        let mut timed_out_servers: Vec<(usize, usize)> = Vec::new();
         for (k, conn) in self.conns.iter_mut() {
             let pool = &mut self.pools[conn.pool];
             let cfg = &pool.cfg;
@@ -1129,6 +1227,9 @@ impl Proxy {
                 }
                 srv.stats.timeouts += 1;
                 srv.stats.errors += 1;
+                if !timed_out_servers.contains(&(conn.pool, conn.server)) {
+                    timed_out_servers.push((conn.pool, conn.server));
+                }
                 expired.push((
                     p,
                     format!(
@@ -1137,6 +1238,12 @@ impl Proxy {
                     ),
                 ));
             }
+        }
+        for &(pool, server) in &timed_out_servers {
+            self.pools[pool].server_failed(server, now);
+        }
+        for pool in &mut self.pools {
+            pool.uneject_due(now);
         }
         for (p, msg) in expired {
             self.stats.timeouts += 1;
@@ -1751,7 +1858,13 @@ impl Proxy {
             s.push_str(&format!("hash:{}\r\n", p.cfg.hash.name()));
             s.push_str(&format!("distribution:{}\r\n", p.cfg.distribution.name()));
             for (i, b) in p.servers.iter().enumerate() {
-                let state = if b.is_down(self.now) { "down" } else { "up" };
+                let state = if b.is_ejected() {
+                    "ejected"
+                } else if b.is_down(self.now) {
+                    "down"
+                } else {
+                    "up"
+                };
                 s.push_str(&format!(
                     "backend{i}:name={},addr={},state={state},requests={},replies={},errors={},timeouts={}\r\n",
                     b.name, b.addr, b.stats.requests, b.stats.replies, b.stats.errors, b.stats.timeouts

@@ -53,11 +53,16 @@ pub enum Plan {
 /// How sub-replies become one reply.
 #[derive(Debug)]
 pub enum Combine {
+    /// `partial`: a failed part answers nil for its keys instead of failing the whole reply.
     Mget {
         order: Vec<(u32, u32)>,
+        partial: bool,
     },
     Mset,
-    SumInt,
+    /// `partial`: failed parts are left out of the sum (unless every part failed).
+    SumInt {
+        partial: bool,
+    },
     Merge {
         merge: Merge,
         names: Rc<Vec<String>>,
@@ -399,27 +404,43 @@ impl Combine {
     pub fn combine(&self, parts: &[Vec<u8>], resp3: bool, out: &mut Vec<u8>) {
         let first_error = parts.iter().find(|p| is_error(p));
         match self {
-            Combine::Mget { order } => {
+            Combine::Mget { order, partial } => {
                 if let Some(e) = first_error {
-                    out.extend_from_slice(e);
-                    return;
+                    if !partial {
+                        out.extend_from_slice(e);
+                        return;
+                    }
                 }
-                let mut ranges: Vec<Vec<(usize, usize)>> = Vec::with_capacity(parts.len());
+                // Element ranges per part; None for a failed part (partial mode).
+                let mut ranges: Vec<Option<Vec<(usize, usize)>>> = Vec::with_capacity(parts.len());
                 for p in parts {
+                    if is_error(p) {
+                        ranges.push(None);
+                        continue;
+                    }
                     let mut r = Vec::new();
                     match resp::aggregate_elements(p, &mut r) {
-                        Ok(Some(_)) => ranges.push(r),
+                        Ok(Some(_)) => ranges.push(Some(r)),
                         _ => return unexpected(out),
                     }
                 }
+                let start = out.len();
                 resp::write_array_len(out, order.len());
                 for &(g, i) in order {
-                    let Some(&(s, e)) = ranges.get(g as usize).and_then(|r| r.get(i as usize))
-                    else {
-                        out.clear();
-                        return unexpected(out);
-                    };
-                    out.extend_from_slice(&parts[g as usize][s..e]);
+                    match ranges.get(g as usize) {
+                        Some(None) => resp::write_nil(out, resp3),
+                        Some(Some(r)) => match r.get(i as usize) {
+                            Some(&(s, e)) => out.extend_from_slice(&parts[g as usize][s..e]),
+                            None => {
+                                out.truncate(start);
+                                return unexpected(out);
+                            }
+                        },
+                        None => {
+                            out.truncate(start);
+                            return unexpected(out);
+                        }
+                    }
                 }
             }
             Combine::Mset => match parts.iter().find(|p| p.as_slice() != b"+OK\r\n") {
@@ -427,7 +448,14 @@ impl Combine {
                 Some(_) => unexpected(out),
                 None => resp::write_simple(out, b"OK"),
             },
-            Combine::SumInt => sum_ints(parts, first_error, out),
+            Combine::SumInt { partial } => {
+                if *partial && parts.iter().any(|p| !is_error(p)) {
+                    let ok: Vec<Vec<u8>> = parts.iter().filter(|p| !is_error(p)).cloned().collect();
+                    sum_ints(&ok, None, out)
+                } else {
+                    sum_ints(parts, first_error, out)
+                }
+            }
             Combine::Merge { merge, names } => merge_all(*merge, names, parts, resp3, out),
             Combine::Scan { server, nservers } => {
                 if let Some(e) = first_error {
