@@ -65,6 +65,8 @@ pub struct Server {
     pub failure_count: u32,
     /// Out of the ring until then (`auto_eject_hosts`).
     pub ejected_until: Option<Instant>,
+    /// Removed from the configuration by a reload: no new requests; connections drain.
+    pub retired: bool,
     pub stats: ServerStats,
 }
 
@@ -91,8 +93,24 @@ impl Server {
             last_error: String::new(),
             failure_count: 0,
             ejected_until: None,
+            retired: false,
             stats: ServerStats::default(),
         }
+    }
+
+    /// Change the number of shared connections per protocol. Connections beyond the new count
+    /// are returned so the caller can retire them (close once idle).
+    pub fn resize_conns(&mut self, n: usize) -> Vec<usize> {
+        let n = n.max(1);
+        let mut dropped = Vec::new();
+        for list in &mut self.conns {
+            if list.len() > n {
+                dropped.extend(list.drain(n..).flatten());
+            } else {
+                list.resize(n, None);
+            }
+        }
+        dropped
     }
 
     pub fn is_down(&self, now: Instant) -> bool {
@@ -222,6 +240,8 @@ pub struct Conn {
     pub inflight: VecDeque<Pending>,
     /// Number of orphaned entries at the front of `inflight` (timed out, reply not yet read).
     pub orphans: usize,
+    /// Its server was removed (or its slot dropped) by a reload: close once `inflight` is empty.
+    pub retiring: bool,
     pub writable: bool,
     pub dirty: bool,
 }

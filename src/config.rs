@@ -164,6 +164,11 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "commands refused, comma separated",
     ),
     (
+        "membership_commands",
+        "BOOL",
+        "allow PROXY ADDBACKEND/REMOVEBACKEND (default no)",
+    ),
+    (
         "split_failure",
         "error|partial",
         "MGET/DEL/... when a backend fails: one error, or nil/partial sum (default error)",
@@ -228,6 +233,8 @@ pub struct PoolConfig {
     /// is that error (default); true = MGET gives nil for that backend's keys (a cache miss) and
     /// the counting commands count what answered. MSET always reports the error.
     pub split_partial: bool,
+    /// Allow the runtime membership commands (PROXY ADDBACKEND / REMOVEBACKEND) on this pool.
+    pub membership_commands: bool,
 }
 
 impl PoolConfig {
@@ -259,6 +266,7 @@ impl PoolConfig {
             redis_db: 0,
             disable_commands: Vec::new(),
             split_partial: false,
+            membership_commands: false,
         }
     }
 }
@@ -738,6 +746,7 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "redis_db" => "redis_db",
         "disable_commands" => "disable_commands",
         "split_failure" => "split_failure",
+        "membership_commands" => "membership_commands",
         _ => return None,
     })
 }
@@ -823,11 +832,16 @@ impl PoolBuilder {
             "reuseport" => p.reuseport = parse_bool(key, v)?,
             "redis_auth" => p.redis_auth = (!v.is_empty()).then(|| v.to_string()),
             "redis_db" => p.redis_db = parse_num(key, v)?,
+            "membership_commands" => p.membership_commands = parse_bool(key, v)?,
             "split_failure" => {
                 p.split_partial = match v.to_ascii_lowercase().as_str() {
                     "error" => false,
                     "partial" => true,
-                    _ => return Err(format!("bad split_failure '{v}' (expected error or partial)")),
+                    _ => {
+                        return Err(format!(
+                            "bad split_failure '{v}' (expected error or partial)"
+                        ))
+                    }
                 }
             }
             "disable_commands" => {
@@ -1122,7 +1136,9 @@ fn parse_listen(v: &str) -> Result<Listen, String> {
 
 /// twemproxy's server syntax: `host:port[:weight] [name]`, `[v6]:port[:weight]`,
 /// or bare `v6:port:weight` (the weight is then required).
-fn parse_server(v: &str, line: usize) -> Result<ServerConfig, String> {
+/// One `server` value (`host:port[:weight] [name]`), resolved; used by the runtime
+/// membership commands too.
+pub fn parse_server(v: &str, line: usize) -> Result<ServerConfig, String> {
     let mut parts = v.split_whitespace();
     let spec = parts.next().ok_or("missing server address")?;
     let name = parts.next().map(str::to_string);
@@ -1373,6 +1389,7 @@ pub fn render_native(c: &Config) -> String {
         if !p.disable_commands.is_empty() {
             kv("disable_commands", p.disable_commands.join(","));
         }
+        kv("membership_commands", yes_no(p.membership_commands).into());
         kv(
             "split_failure",
             if p.split_partial { "partial" } else { "error" }.into(),

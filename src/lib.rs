@@ -13,6 +13,8 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod hash;
+pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod resp;
 pub mod ring;

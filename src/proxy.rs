@@ -34,7 +34,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,13 +43,13 @@ use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::backend::{Conn, ConnState, Pending, ReadBuf, Server, INTERNAL, ORPHAN, WHOLE};
+use crate::backend::{Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, WHOLE};
 use crate::chain::{Delivered, Multi, Slot};
 use crate::client::{Client, Closing, Stream};
 use crate::commands::{Merge, Spec, Split};
-use crate::config::{Config, Listen, PoolConfig};
-use crate::resp::{self, Args, Limits, ParseError, ReplyScanner};
-use crate::ring::{node_identity, Ring, RingNode};
+use crate::config::{Config, Listen};
+use crate::pool::Pool;
+use crate::resp::{self, Args, ParseError, ReplyScanner};
 use crate::router::{self, Combine, Plan, Target};
 use crate::stats::Stats;
 
@@ -116,96 +115,6 @@ enum Listener {
     Unix(UnixListener),
 }
 
-/// The ring of a pool's servers, leaving ejected ones out (as twemproxy rebuilds its continuum).
-fn build_ring(cfg: &PoolConfig, servers: &[Server]) -> Ring {
-    let nodes: Vec<RingNode> = cfg
-        .servers
-        .iter()
-        .zip(servers)
-        .map(|(s, srv)| RingNode {
-            identity: node_identity(&s.host, s.port, s.name.as_deref()),
-            weight: s.weight,
-            live: !srv.is_ejected(),
-        })
-        .collect();
-    Ring::build(cfg.hash, cfg.distribution, &nodes)
-}
-
-/// A pool: its listener, servers, ring and limits.
-pub struct Pool {
-    pub cfg: PoolConfig,
-    pub servers: Vec<Server>,
-    pub ring: Ring,
-    /// Server names, shared by fan-out combiners for their error messages.
-    pub names: Rc<Vec<String>>,
-    pub limits: Limits,
-    pub clients: usize,
-}
-
-impl Pool {
-    /// A server of this pool failed; eject it if that was one failure too many.
-    fn server_failed(&mut self, i: usize, now: Instant) {
-        let cfg = &self.cfg;
-        let retry = Duration::from_millis(cfg.server_retry_timeout_ms);
-        let srv = &mut self.servers[i];
-        if srv.failed(now, cfg.auto_eject_hosts, cfg.server_failure_limit, retry) {
-            warn!(
-                "b{i}({}) {} ejected from pool {} for {} ms after {} failures",
-                srv.name, srv.addr, cfg.name, cfg.server_retry_timeout_ms, cfg.server_failure_limit
-            );
-            self.ring = build_ring(&self.cfg, &self.servers);
-        }
-    }
-
-    /// Bring back ejected servers whose retry time came.
-    fn uneject_due(&mut self, now: Instant) {
-        let mut changed = false;
-        for (i, srv) in self.servers.iter_mut().enumerate() {
-            if matches!(srv.ejected_until, Some(t) if now >= t) {
-                srv.ejected_until = None;
-                // Give it a fresh connect attempt right away.
-                srv.down_until = None;
-                info!("b{i}({}) {} back in the ring of pool {}", srv.name, srv.addr, self.cfg.name);
-                changed = true;
-            }
-        }
-        if changed {
-            self.ring = build_ring(&self.cfg, &self.servers);
-        }
-    }
-
-    fn new(cfg: PoolConfig) -> Pool {
-        let servers: Vec<Server> = cfg
-            .servers
-            .iter()
-            .map(|s| {
-                Server::new(
-                    s.display_name(),
-                    s.host.clone(),
-                    s.port,
-                    s.addr,
-                    s.weight,
-                    cfg.server_connections,
-                )
-            })
-            .collect();
-        let ring = build_ring(&cfg, &servers);
-        let names = Rc::new(servers.iter().map(|s| s.name.clone()).collect());
-        let limits = Limits {
-            max_bulk_len: cfg.max_request,
-            ..Limits::default()
-        };
-        Pool {
-            cfg,
-            servers,
-            ring,
-            names,
-            limits,
-            clients: 0,
-        }
-    }
-}
-
 pub struct Proxy {
     poll: Poll,
     /// Per pool; None once closed (shutdown).
@@ -234,6 +143,8 @@ pub struct Proxy {
     pub started: Instant,
     now: Instant,
     config: Config,
+    /// Outcome of the last reload: (unix time, ok, message), shown by INFO.
+    pub last_reload: Option<(u64, bool, String)>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -294,6 +205,7 @@ impl Proxy {
             started: now,
             now,
             config,
+            last_reload: None,
         };
         for pi in 0..p.pools.len() {
             if p.pools[pi].cfg.preconnect {
@@ -323,6 +235,8 @@ impl Proxy {
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&term))?;
         }
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
@@ -337,6 +251,9 @@ impl Proxy {
             } else if term.load(Ordering::Relaxed) {
                 shutdown_deadline = Some(self.begin_shutdown());
                 continue;
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                let _ = self.reload(false);
             }
             let wait = if self.again.is_empty() && self.again_conns.is_empty() {
                 Some(MAX_POLL_WAIT)
@@ -625,7 +542,7 @@ impl Proxy {
         let target = Target {
             ring: &pool.ring,
             tag: pool.cfg.hash_tag,
-            nservers: pool.servers.len(),
+            nservers: pool.len(),
             disabled: &pool.cfg.disable_commands,
         };
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
@@ -670,7 +587,7 @@ impl Proxy {
                         resp::write_bulk(&mut req, args.get(frame, i));
                     }
                 }
-                let nservers = self.pools[pool_i].servers.len();
+                let nservers = self.pools[pool_i].len();
                 self.send_multi(k, Combine::Scan { server, nservers }, &[(server, req)]);
             }
         }
@@ -786,6 +703,7 @@ impl Proxy {
             scanner: ReplyScanner::default(),
             inflight: Default::default(),
             orphans: 0,
+            retiring: false,
             writable: false,
             dirty: false,
         };
@@ -836,12 +754,13 @@ impl Proxy {
         Ok(key)
     }
 
-    /// Queue `bytes` (one complete request) on a connection of `server`, for chain slot `seq`
-    /// (part `part`) of client `k`. Err: the server cannot take it (message for the client).
+    /// Queue `bytes` (one complete request) on a connection of the server at config position
+    /// `pos`, for chain slot `seq` (part `part`) of client `k`. Err: the server cannot take it
+    /// (message for the client).
     fn send(
         &mut self,
         k: usize,
-        server: usize,
+        pos: usize,
         bytes: &[u8],
         seq: u64,
         part: u32,
@@ -850,6 +769,9 @@ impl Proxy {
             return Ok(());
         };
         let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
+        let Some(&server) = self.pools[pool_i].order.get(pos) else {
+            return Err("ERR no such backend (the configuration changed)".into());
+        };
         let ck = self.conn_for(pool_i, server, proto)?;
         let now = self.now;
         let conn = &mut self.conns[ck];
@@ -935,9 +857,7 @@ impl Proxy {
             return;
         };
         let pool = &self.pools[c.pool];
-        let reqs: Vec<(usize, Vec<u8>)> = (0..pool.servers.len())
-            .map(|s| (s, bytes.to_vec()))
-            .collect();
+        let reqs: Vec<(usize, Vec<u8>)> = (0..pool.len()).map(|s| (s, bytes.to_vec())).collect();
         let combine = Combine::Merge {
             merge,
             names: pool.names.clone(),
@@ -1127,6 +1047,9 @@ impl Proxy {
         if let Some(conn) = self.conns.get_mut(k) {
             rbuf.shrink(64 * 1024);
             conn.rbuf = rbuf;
+            if result.is_ok() && conn.retiring && conn.inflight.is_empty() {
+                return Err(("retired by a reload".into(), Fail::Idle));
+            }
         }
         result
     }
@@ -1407,6 +1330,277 @@ impl Proxy {
         }
     }
 
+    // ----- reload -----------------------------------------------------------------------
+
+    /// Re-read the configuration file and apply the difference without dropping clients:
+    /// unchanged backends keep their connections and in-flight requests, added ones connect on
+    /// first use, removed ones finish their in-flight requests and close; added pools listen,
+    /// removed pools stop accepting and their clients drain. An invalid file changes nothing.
+    /// `dry_run`: only validate and describe.
+    pub fn reload(&mut self, dry_run: bool) -> Result<String, String> {
+        let result = self.reload_inner(dry_run);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match &result {
+            Ok(msg) if !dry_run => {
+                info!("reload: {msg}");
+                self.last_reload = Some((unix, true, msg.clone()));
+            }
+            Err(e) if !dry_run => {
+                error!("reload failed, nothing changed: {e}");
+                self.last_reload = Some((unix, false, e.clone()));
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn reload_inner(&mut self, dry_run: bool) -> Result<String, String> {
+        let Some(path) = self.config.path.clone() else {
+            return Err("no configuration file to reload (started with -l/-b)".into());
+        };
+        let new = crate::config::load(&path).map_err(|e| e.to_string())?;
+        let mut summary = Vec::new();
+        // Phase 1: everything that can fail (binding new listen addresses), nothing applied.
+        let mut new_listeners: Vec<(usize, Option<Listener>)> = Vec::new();
+        for (ni, pc) in new.pools.iter().enumerate() {
+            let existing = self
+                .pools
+                .iter()
+                .position(|p| !p.removed && p.cfg.name == pc.name);
+            let rebind = match existing {
+                Some(i) => self.pools[i].cfg.listen != pc.listen,
+                None => true,
+            };
+            if rebind && !dry_run {
+                let l = bind(&pc.listen, pc.backlog, pc.reuseport).map_err(|e| {
+                    format!(
+                        "pool {}: cannot listen on {}: {e}",
+                        pc.name,
+                        listen_name(&pc.listen)
+                    )
+                })?;
+                new_listeners.push((ni, Some(l)));
+            }
+            match existing {
+                Some(i) => {
+                    let d = crate::pool::describe_diff(&self.pools[i].cfg, pc);
+                    summary.push(format!("pool {}: {d}", pc.name));
+                }
+                None => summary.push(format!("pool {}: added", pc.name)),
+            }
+        }
+        for p in &self.pools {
+            if !p.removed && !new.pools.iter().any(|n| n.name == p.cfg.name) {
+                summary.push(format!("pool {}: removed", p.cfg.name));
+            }
+        }
+        if dry_run {
+            return Ok(summary.join("; "));
+        }
+        // Phase 2: apply.
+        log::set_max_level(new.log_level);
+        let mut retire: Vec<usize> = Vec::new();
+        for (ni, pc) in new.pools.iter().enumerate() {
+            let listener = new_listeners
+                .iter_mut()
+                .find(|(i, _)| *i == ni)
+                .and_then(|(_, l)| l.take());
+            match self
+                .pools
+                .iter()
+                .position(|p| !p.removed && p.cfg.name == pc.name)
+            {
+                Some(i) => {
+                    let ch = self.pools[i].reconfigure(pc.clone());
+                    for slot in &ch.retired {
+                        let srv = &mut self.pools[i].servers[*slot];
+                        for list in &mut srv.conns {
+                            retire.extend(list.drain(..).flatten());
+                        }
+                    }
+                    retire.extend(ch.retire_conns.iter().copied());
+                    if let Some(l) = listener {
+                        self.replace_listener(i, l);
+                    }
+                }
+                None => {
+                    let i = self.pools.len();
+                    self.pools.push(Pool::new(pc.clone()));
+                    self.listeners.push(None);
+                    if let Some(l) = listener {
+                        self.replace_listener(i, l);
+                    }
+                }
+            }
+        }
+        for i in 0..self.pools.len() {
+            let p = &self.pools[i];
+            if !p.removed && !new.pools.iter().any(|n| n.name == p.cfg.name) {
+                self.pools[i].removed = true;
+                if let Some(mut l) = self.listeners[i].take() {
+                    let _ = match &mut l {
+                        Listener::Tcp(t) => self.poll.registry().deregister(t),
+                        Listener::Unix(u) => self.poll.registry().deregister(u),
+                    };
+                }
+                let keys: Vec<usize> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.pool == i)
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in keys {
+                    if let Some(c) = self.clients.get_mut(k) {
+                        c.closing = Closing::AfterReplies;
+                    }
+                    self.maybe_finish(k);
+                }
+            }
+        }
+        for k in retire {
+            self.retire_conn(k);
+        }
+        self.config = new;
+        Ok(summary.join("; "))
+    }
+
+    fn replace_listener(&mut self, i: usize, mut l: Listener) {
+        if let Some(mut old) = self.listeners[i].take() {
+            let _ = match &mut old {
+                Listener::Tcp(t) => self.poll.registry().deregister(t),
+                Listener::Unix(u) => self.poll.registry().deregister(u),
+            };
+        }
+        let token = Kind::Listener(i).token();
+        let r = match &mut l {
+            Listener::Tcp(t) => self.poll.registry().register(t, token, Interest::READABLE),
+            Listener::Unix(u) => self.poll.registry().register(u, token, Interest::READABLE),
+        };
+        match r {
+            Ok(()) => self.listeners[i] = Some(l),
+            Err(e) => error!("pool {}: register listener: {e}", self.pools[i].cfg.name),
+        }
+    }
+
+    /// A connection no longer wanted: close now when idle, else once its replies are in.
+    fn retire_conn(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k) {
+            if conn.inflight.is_empty() && conn.pending_output() == 0 {
+                self.conn_failed(k, "retired by a reload", Fail::Idle);
+            } else {
+                conn.retiring = true;
+            }
+        }
+    }
+
+    /// PROXY ADDBACKEND / REMOVEBACKEND: change the running membership of the client's pool.
+    fn membership(
+        &mut self,
+        pool_i: usize,
+        add: Option<crate::config::ServerConfig>,
+        remove: Option<&str>,
+    ) -> Result<String, String> {
+        let pool = &self.pools[pool_i];
+        if !pool.cfg.membership_commands {
+            return Err(
+                "ERR membership commands are disabled for this pool (membership_commands no)"
+                    .into(),
+            );
+        }
+        let mut cfg = pool.cfg.clone();
+        if let Some(s) = add {
+            let name = s.display_name();
+            if cfg.servers.iter().any(|o| o.display_name() == name) {
+                return Err(format!("ERR backend '{name}' already exists"));
+            }
+            cfg.servers.push(s);
+        }
+        if let Some(name) = remove {
+            let before = cfg.servers.len();
+            cfg.servers.retain(|o| o.display_name() != name);
+            if cfg.servers.len() == before {
+                return Err(format!("ERR unknown backend '{name}'"));
+            }
+            if cfg.servers.is_empty() {
+                return Err("ERR cannot remove the last backend of a pool".into());
+            }
+        }
+        let ch = self.pools[pool_i].reconfigure(cfg);
+        let mut retire = ch.retire_conns.clone();
+        for slot in &ch.retired {
+            for list in &mut self.pools[pool_i].servers[*slot].conns {
+                retire.extend(list.drain(..).flatten());
+            }
+        }
+        for k in retire {
+            self.retire_conn(k);
+        }
+        let msg = ch.describe();
+        info!("pool {}: {msg}", self.pools[pool_i].cfg.name);
+        Ok(msg)
+    }
+
+    fn proxy_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
+            return;
+        };
+        let sub = args.get(frame, 1).to_ascii_uppercase();
+        let argc = args.len();
+        let result = match (sub.as_slice(), argc) {
+            (b"RELOAD", 2) => self.reload(false),
+            (b"RELOAD", 3) if args.get(frame, 2).eq_ignore_ascii_case(b"DRYRUN") => {
+                self.reload(true)
+            }
+            (b"ADDBACKEND", 4 | 5) => {
+                let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                let addr = String::from_utf8_lossy(args.get(frame, 3)).into_owned();
+                let weight = if argc == 5 {
+                    String::from_utf8_lossy(args.get(frame, 4)).into_owned()
+                } else {
+                    "1".into()
+                };
+                match crate::config::parse_server(&format!("{addr}:{weight} {name}"), 0) {
+                    Ok(s) => self.membership(pool_i, Some(s), None),
+                    Err(e) => Err(format!("ERR {e}")),
+                }
+            }
+            (b"REMOVEBACKEND", 3) => {
+                let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                self.membership(pool_i, None, Some(&name))
+            }
+            (b"BACKENDS", 2) => {
+                let pool = &self.pools[pool_i];
+                resp::write_array_len(&mut out, pool.len());
+                for (i, &slot) in pool.order.iter().enumerate() {
+                    let s = &pool.servers[slot];
+                    let state = if s.is_ejected() {
+                        "ejected"
+                    } else if s.is_down(self.now) {
+                        "down"
+                    } else {
+                        "up"
+                    };
+                    let line = format!(
+                        "{i} {} {}:{} weight={} state={state}",
+                        s.name, s.host, s.port, s.weight
+                    );
+                    resp::write_bulk(&mut out, line.as_bytes());
+                }
+                return self.reply(k, &out);
+            }
+            _ => Err("ERR usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name".into()),
+        };
+        match result {
+            Ok(msg) => resp::write_bulk(&mut out, msg.as_bytes()),
+            Err(e) if e.starts_with("ERR ") => reply_error(&mut out, &e),
+            Err(e) => reply_error(&mut out, &format!("ERR {e}")),
+        }
+        self.reply(k, &out);
+    }
+
     // ----- local commands ---------------------------------------------------------------
 
     fn local(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
@@ -1484,7 +1678,7 @@ impl Proxy {
                 let target = Target {
                     ring: &pool.ring,
                     tag: pool.cfg.hash_tag,
-                    nservers: pool.servers.len(),
+                    nservers: pool.len(),
                     disabled: &[],
                 };
                 let many = argc > 2;
@@ -1494,7 +1688,7 @@ impl Proxy {
                 for i in 1..argc {
                     match target.pick(arg(i)) {
                         Some(s) if spec.name == "BACKEND" => {
-                            resp::write_bulk(&mut out, pool.servers[s].name.as_bytes())
+                            resp::write_bulk(&mut out, pool.at(s).name.as_bytes())
                         }
                         Some(s) => resp::write_int(&mut out, s as i64),
                         None => resp::write_nil(&mut out, resp3),
@@ -1506,13 +1700,14 @@ impl Proxy {
                     return;
                 };
                 let pool = &self.pools[c.pool];
-                resp::write_array_len(&mut out, pool.servers.len());
-                for s in &pool.servers {
+                resp::write_array_len(&mut out, pool.len());
+                for s in pool.order.iter().map(|&slot| &pool.servers[slot]) {
                     let line = format!("{}:{}@{}", s.host, s.port, s.name);
                     resp::write_bulk(&mut out, line.as_bytes());
                 }
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
+            "PROXY" => return self.proxy_cmd(k, frame, args),
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }
@@ -1793,12 +1988,15 @@ impl Proxy {
         let which = args.get(frame, 1);
         let server = router::parse_u64(which)
             .map(|i| i as usize)
-            .filter(|&i| i < pool.servers.len())
+            .filter(|&i| i < pool.len())
             .or_else(|| {
-                pool.servers.iter().position(|s| {
-                    s.name.as_bytes() == which
-                        || format!("{}:{}", s.host, s.port).as_bytes() == which
-                })
+                pool.order
+                    .iter()
+                    .map(|&slot| &pool.servers[slot])
+                    .position(|s| {
+                        s.name.as_bytes() == which
+                            || format!("{}:{}", s.host, s.port).as_bytes() == which
+                    })
             });
         match server {
             Some(s) => {
@@ -1857,7 +2055,7 @@ impl Proxy {
             s.push_str(&format!("listen:{}\r\n", listen_name(&p.cfg.listen)));
             s.push_str(&format!("hash:{}\r\n", p.cfg.hash.name()));
             s.push_str(&format!("distribution:{}\r\n", p.cfg.distribution.name()));
-            for (i, b) in p.servers.iter().enumerate() {
+            for (i, b) in p.order.iter().map(|&slot| &p.servers[slot]).enumerate() {
                 let state = if b.is_ejected() {
                     "ejected"
                 } else if b.is_down(self.now) {

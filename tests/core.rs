@@ -121,10 +121,10 @@ fn backendnum(c: &mut redis::Connection, key: &[u8]) -> usize {
         .expect("BACKENDNUM") as usize
 }
 
-/// First key of the form `{prefix}{i}` whose BACKENDNUM satisfies `want`.
+/// First key `mixed_key(prefix, i)` whose BACKENDNUM satisfies `want`.
 fn key_where(c: &mut redis::Connection, prefix: &str, want: impl Fn(usize) -> bool) -> String {
     for i in 0..10_000 {
-        let k = format!("{prefix}{i}");
+        let k = mixed_key(prefix, i);
         if want(backendnum(c, k.as_bytes())) {
             return k;
         }
@@ -769,7 +769,7 @@ fn departed_client_replies_are_not_misdelivered() {
     let mut early = proxy.client();
     let mut slow_keys = Vec::new();
     for i in 0..10_000 {
-        let k = format!("gone:{i}");
+        let k = mixed_key("gone", i);
         if backendnum(&mut c, k.as_bytes()) == 0 {
             slow_keys.push(k);
             if slow_keys.len() == 20 {
@@ -1014,7 +1014,9 @@ fn keys_spread_over_all_backends() {
         .iter()
         .map(|s| redis::cmd("DBSIZE").query(&mut s.client()).unwrap())
         .collect();
-    let keys: Vec<Vec<u8>> = (0..1000).map(|i| mixed_key("spread", i).into_bytes()).collect();
+    let keys: Vec<Vec<u8>> = (0..1000)
+        .map(|i| mixed_key("spread", i).into_bytes())
+        .collect();
     let mut per = vec![0; servers.len()];
     for n in backendnums(&proxy, &keys) {
         per[n] += 1;

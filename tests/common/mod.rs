@@ -55,8 +55,15 @@ impl Redis {
     }
 
     pub fn start_with(extra: &[&str]) -> Redis {
-        let port = free_port();
-        Redis::start_on(port, extra)
+        // A free port can be taken by another process between our probe and the server's bind;
+        // then the port answers but not with our server. Check the pid and try another port.
+        for _ in 0..10 {
+            let r = Redis::start_on(free_port(), extra);
+            if owns_port(r.port, r.child.id()) {
+                return r;
+            }
+        }
+        panic!("could not start a redis-server on a free port");
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
@@ -113,6 +120,32 @@ impl Drop for Redis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// True when the Redis-protocol server on `port` reports `pid` as its process id (INFO server).
+pub fn owns_port(port: u16, pid: u32) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"INFO server\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(11).any(|w| w == b"process_id:") || !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+        if buf.len() > 1 << 20 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .is_some_and(|v| v.trim() == pid.to_string())
 }
 
 /// Send a signal by PID with kill(1).

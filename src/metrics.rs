@@ -1,0 +1,1 @@
+//! Rendering of statistics (INFO, Prometheus, twemproxy JSON).

@@ -1,0 +1,290 @@
+//! A pool: its configuration, its servers, its ring, and what a reload changes.
+//!
+//! Invariants:
+//! - `servers` is a list of stable slots: a server keeps its slot, and so its connections,
+//!   in-flight requests and counters, for as long as it stays in the configuration. Connections
+//!   and in-flight entries refer to servers by slot.
+//! - `order[i]` is the slot of the i-th server of the configuration: positions are what users see
+//!   (BACKENDNUM, BACKENDS, FORWARD n) and what the ring returns. A removed server leaves `order`
+//!   at once (no new requests) but keeps its slot, marked `retired`, while its connections drain.
+//! - The ring is rebuilt whenever membership, weights or ejection change, from `order`.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::backend::Server;
+use crate::config::{PoolConfig, ServerConfig};
+use crate::resp::Limits;
+use crate::ring::{node_identity, Ring, RingNode};
+
+pub struct Pool {
+    pub cfg: PoolConfig,
+    /// Stable server slots (see the module comment).
+    pub servers: Vec<Server>,
+    /// Config order -> slot.
+    pub order: Vec<usize>,
+    pub ring: Ring,
+    /// Server names in config order, shared by fan-out combiners for their error messages.
+    pub names: Rc<Vec<String>>,
+    pub limits: Limits,
+    /// Connected clients of this pool.
+    pub clients: usize,
+    /// Removed by a reload: no listener; its clients drain.
+    pub removed: bool,
+}
+
+/// What applying a new configuration to a pool changed.
+#[derive(Default, Debug)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub reweighted: Vec<String>,
+    /// Slots of removed servers: their connections close once their in-flight requests are done.
+    pub retired: Vec<usize>,
+    /// Connections no longer needed (fewer `server_connections`): close once idle.
+    pub retire_conns: Vec<usize>,
+    pub ring_changed: bool,
+    pub settings_changed: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.reweighted.is_empty()
+            && !self.ring_changed
+            && !self.settings_changed
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added {}", self.added.join(" ")));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", self.removed.join(" ")));
+        }
+        if !self.reweighted.is_empty() {
+            parts.push(format!("reweighted {}", self.reweighted.join(" ")));
+        }
+        if self.ring_changed && self.added.is_empty() && self.removed.is_empty() {
+            parts.push("ring rebuilt".into());
+        }
+        if self.settings_changed {
+            parts.push("settings changed".into());
+        }
+        if parts.is_empty() {
+            "unchanged".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+fn new_server(s: &ServerConfig, nconns: usize) -> Server {
+    Server::new(
+        s.display_name(),
+        s.host.clone(),
+        s.port,
+        s.addr,
+        s.weight,
+        nconns,
+    )
+}
+
+fn limits(cfg: &PoolConfig) -> Limits {
+    Limits {
+        max_bulk_len: cfg.max_request,
+        ..Limits::default()
+    }
+}
+
+/// Same server for a reload: same address and same name (the name places keys).
+fn same_server(a: &ServerConfig, b: &Server) -> bool {
+    a.host == b.host && a.port == b.port && a.display_name() == b.name
+}
+
+/// What applying `new` to a pool configured with `old` would change (for dry runs and logs).
+pub fn describe_diff(old: &PoolConfig, new: &PoolConfig) -> String {
+    let key = |s: &ServerConfig| (s.host.clone(), s.port, s.display_name());
+    let mut ch = Changes::default();
+    for s in &new.servers {
+        match old.servers.iter().find(|o| key(o) == key(s)) {
+            None => ch.added.push(s.display_name()),
+            Some(o) if o.weight != s.weight => ch.reweighted.push(s.display_name()),
+            Some(_) => {}
+        }
+    }
+    for o in &old.servers {
+        if !new.servers.iter().any(|s| key(s) == key(o)) {
+            ch.removed.push(o.display_name());
+        }
+    }
+    ch.ring_changed = old.hash != new.hash
+        || old.distribution != new.distribution
+        || old.hash_tag != new.hash_tag
+        || old.servers.iter().map(key).collect::<Vec<_>>()
+            != new.servers.iter().map(key).collect::<Vec<_>>();
+    let mut o = old.clone();
+    o.servers = new.servers.clone();
+    ch.settings_changed = o != *new;
+    ch.describe()
+}
+
+impl Pool {
+    pub fn new(cfg: PoolConfig) -> Pool {
+        let servers: Vec<Server> = cfg
+            .servers
+            .iter()
+            .map(|s| new_server(s, cfg.server_connections))
+            .collect();
+        let order = (0..servers.len()).collect();
+        let mut p = Pool {
+            limits: limits(&cfg),
+            ring: Ring::build(cfg.hash, cfg.distribution, &[]),
+            names: Rc::new(Vec::new()),
+            cfg,
+            servers,
+            order,
+            clients: 0,
+            removed: false,
+        };
+        p.rebuild();
+        p
+    }
+
+    /// Number of configured (non-retired) servers.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The server at config position `pos`.
+    pub fn at(&self, pos: usize) -> &Server {
+        &self.servers[self.order[pos]]
+    }
+
+    /// Rebuild the ring and the name list from `order` (ejected servers get no points).
+    pub fn rebuild(&mut self) {
+        let nodes: Vec<RingNode> = self
+            .cfg
+            .servers
+            .iter()
+            .zip(&self.order)
+            .map(|(s, &slot)| RingNode {
+                identity: node_identity(&s.host, s.port, s.name.as_deref()),
+                weight: s.weight,
+                live: !self.servers[slot].is_ejected(),
+            })
+            .collect();
+        self.ring = Ring::build(self.cfg.hash, self.cfg.distribution, &nodes);
+        self.names = Rc::new(
+            self.order
+                .iter()
+                .map(|&s| self.servers[s].name.clone())
+                .collect(),
+        );
+    }
+
+    /// A server (by slot) failed; eject it if that was one failure too many.
+    pub fn server_failed(&mut self, slot: usize, now: Instant) {
+        let cfg = &self.cfg;
+        let retry = Duration::from_millis(cfg.server_retry_timeout_ms);
+        let Some(srv) = self.servers.get_mut(slot) else {
+            return;
+        };
+        if srv.retired {
+            return;
+        }
+        if srv.failed(now, cfg.auto_eject_hosts, cfg.server_failure_limit, retry) {
+            warn!(
+                "b{slot}({}) {} ejected from pool {} for {} ms after {} failures",
+                srv.name, srv.addr, cfg.name, cfg.server_retry_timeout_ms, cfg.server_failure_limit
+            );
+            self.rebuild();
+        }
+    }
+
+    /// Bring back ejected servers whose retry time came.
+    pub fn uneject_due(&mut self, now: Instant) {
+        let mut changed = false;
+        for (i, srv) in self.servers.iter_mut().enumerate() {
+            if matches!(srv.ejected_until, Some(t) if now >= t) {
+                srv.ejected_until = None;
+                // Give it a fresh connect attempt right away.
+                srv.down_until = None;
+                info!(
+                    "b{i}({}) {} back in the ring of pool {}",
+                    srv.name, srv.addr, self.cfg.name
+                );
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    /// Apply a new configuration of this pool (same name). Unchanged servers keep their slot;
+    /// added ones get a new slot; removed ones are retired (see `Changes::retired`).
+    pub fn reconfigure(&mut self, cfg: PoolConfig) -> Changes {
+        let mut ch = Changes::default();
+        let mut order = Vec::with_capacity(cfg.servers.len());
+        let mut kept = vec![false; self.servers.len()];
+        for s in &cfg.servers {
+            let found = self
+                .order
+                .iter()
+                .copied()
+                .find(|&slot| !kept[slot] && same_server(s, &self.servers[slot]));
+            let slot = match found {
+                Some(slot) => {
+                    kept[slot] = true;
+                    let srv = &mut self.servers[slot];
+                    if srv.weight != s.weight {
+                        ch.reweighted.push(srv.name.clone());
+                        srv.weight = s.weight;
+                    }
+                    srv.addr = s.addr;
+                    let dropped = srv.resize_conns(cfg.server_connections);
+                    ch.retire_conns.extend(dropped);
+                    slot
+                }
+                None => {
+                    ch.added.push(s.display_name());
+                    self.servers.push(new_server(s, cfg.server_connections));
+                    kept.push(true);
+                    self.servers.len() - 1
+                }
+            };
+            order.push(slot);
+        }
+        for &slot in &self.order {
+            if !kept[slot] {
+                let srv = &mut self.servers[slot];
+                srv.retired = true;
+                ch.removed.push(srv.name.clone());
+                ch.retired.push(slot);
+            }
+        }
+        let ring_inputs_changed = self.cfg.hash != cfg.hash
+            || self.cfg.distribution != cfg.distribution
+            || self.cfg.hash_tag != cfg.hash_tag
+            || self.order != order
+            || !ch.reweighted.is_empty();
+        ch.ring_changed = ring_inputs_changed;
+        let mut old = self.cfg.clone();
+        old.servers = cfg.servers.clone();
+        ch.settings_changed = old != cfg;
+        self.cfg = cfg;
+        self.order = order;
+        self.limits = limits(&self.cfg);
+        self.rebuild();
+        ch
+    }
+}
