@@ -23,6 +23,11 @@ use crate::stats::ServerStats;
 pub const ORPHAN: usize = usize::MAX;
 /// `Pending::client` of a request the proxy made itself (connection handshake).
 pub const INTERNAL: usize = usize::MAX - 1;
+/// `Pending::client` of a reply nobody wants (MULTI's `+OK` and `+QUEUED` inside a transaction
+/// block; the proxy already answered them).
+pub const SWALLOW: usize = usize::MAX - 2;
+/// Idle private connections kept per backend and protocol for reuse.
+pub const PRIVATE_IDLE: usize = 8;
 /// `Pending::part` of a request that fills a whole chain slot.
 pub const WHOLE: u32 = u32::MAX;
 
@@ -39,6 +44,9 @@ pub struct Pending {
     pub seq: u64,
     /// Part of a multi slot, or WHOLE.
     pub part: u32,
+    /// A blocking command: exempt from the request timeout; its reply ends the client's loan
+    /// of the private connection.
+    pub blocking: bool,
     pub sent: Instant,
 }
 
@@ -67,6 +75,10 @@ pub struct Server {
     pub ejected_until: Option<Instant>,
     /// Removed from the configuration by a reload: no new requests; connections drain.
     pub retired: bool,
+    /// Idle private connections ready to lend, per protocol (index as `conns`).
+    pub idle_private: [Vec<usize>; 2],
+    /// Private connections open (lent or idle).
+    pub private_open: usize,
     pub stats: ServerStats,
 }
 
@@ -94,6 +106,8 @@ impl Server {
             failure_count: 0,
             ejected_until: None,
             retired: false,
+            idle_private: [Vec::new(), Vec::new()],
+            private_open: 0,
             stats: ServerStats::default(),
         }
     }
@@ -242,6 +256,10 @@ pub struct Conn {
     pub orphans: usize,
     /// Its server was removed (or its slot dropped) by a reload: close once `inflight` is empty.
     pub retiring: bool,
+    /// Lent to one client at a time (blocking commands, WATCH), never shared.
+    pub private: bool,
+    /// The client (slab key, id) it is lent to.
+    pub owner: Option<(usize, u64)>,
     pub writable: bool,
     pub dirty: bool,
 }

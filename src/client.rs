@@ -79,6 +79,22 @@ pub enum Closing {
     Now,
 }
 
+/// Transaction state (MULTI queued in the proxy, WATCH on a private connection).
+#[derive(Default)]
+pub struct Txn {
+    /// MULTI was called: commands queue in `queued` until EXEC or DISCARD.
+    pub in_multi: bool,
+    /// Config position of the backend the transaction is pinned to (by its keys or WATCH).
+    pub server: Option<usize>,
+    /// The queued commands, encoded, sent between MULTI and EXEC as one block.
+    pub queued: Vec<u8>,
+    pub count: usize,
+    /// A command failed to queue: EXEC answers EXECABORT.
+    pub dirty: bool,
+    /// WATCH is active on the client's private connection.
+    pub watching: bool,
+}
+
 /// Per-client metadata that most clients never set (kept out of line to keep `Client` small).
 #[derive(Default)]
 pub struct Meta {
@@ -114,6 +130,11 @@ pub struct Client {
     pub commands: u64,
     pub last_command: &'static str,
     pub meta: Option<Box<Meta>>,
+    /// Private backend connection lent to this client (blocking command, WATCH).
+    pub private: Option<usize>,
+    /// Waiting for a blocking command's reply: later commands are not read until it arrives.
+    pub blocked: bool,
+    pub txn: Option<Box<Txn>>,
 }
 
 impl Client {
@@ -138,6 +159,9 @@ impl Client {
             commands: 0,
             last_command: "NULL",
             meta: None,
+            private: None,
+            blocked: false,
+            txn: None,
         }
     }
 
@@ -148,6 +172,19 @@ impl Client {
 
     pub fn meta_mut(&mut self) -> &mut Meta {
         self.meta.get_or_insert_with(Default::default)
+    }
+
+    /// Not to be read now: backpressure, a blocking command in flight, or closing.
+    pub fn stalled(&self) -> bool {
+        self.paused || self.blocked || self.closing != Closing::No
+    }
+
+    pub fn watching(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| t.watching)
+    }
+
+    pub fn in_multi(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| t.in_multi)
     }
 
     pub fn name(&self) -> Option<&[u8]> {

@@ -97,6 +97,9 @@ pub enum Class {
     Local,
     /// Keyless command sent to one backend, chosen deterministically.
     AnyBackend,
+    /// Blocking command: all keys on one backend; runs on a private backend connection lent to
+    /// the client until the reply arrives.
+    Blocking,
     /// Refused with "-ERR <NAME> is not supported by rustproxy: <reason>"; the connection stays open.
     Refused(&'static str),
     /// A container (CONFIG, CLIENT, SCRIPT, OBJECT, ...): look up the subcommand with [`lookup_sub`].
@@ -161,9 +164,8 @@ const ANY: Class = Class::AnyBackend;
 const CONTAINER: Class = Class::Container;
 
 // Reasons given to clients for refused commands.
-const R_TXN: &str = "transactions need a dedicated backend connection and keys may span backends";
 const R_PUBSUB: &str = "pub/sub is not supported yet";
-const R_BLOCKING: &str = "blocking commands would stall a backend connection shared by all clients";
+const R_BLOCKING: &str = "it waits for the replication of its own connection's writes, and clients share backend connections";
 const R_MONITOR: &str = "it needs a dedicated backend connection";
 const R_REPL: &str = "replication needs a direct connection to the backend";
 const R_SHARED: &str = "it would affect backends shared by all clients";
@@ -207,6 +209,8 @@ pub static NOTES: &[(u8, &str)] = &[
     (26, "Answered by the proxy as a master without replicas."),
     (27, "Redis 7.2/7.4 command: forwarded as-is, so the backends must support it."),
     (28, "Answered by the proxy with the user the client authenticated as."),
+    (29, "All keys must be on one backend. The command runs on a private backend connection lent to the client until the reply arrives (at most `private_connections` per backend); the client's later commands wait for it, as in Redis. A client that disconnects while blocked closes that connection."),
+    (30, "MULTI queues commands in the proxy (`+QUEUED`); every key of the transaction must be on one backend (else the command gets `-PROXYERROR keys are on different backends` and EXEC answers `-EXECABORT`). EXEC sends MULTI...EXEC as one block to that backend, which runs it atomically. WATCH pins the client to a private connection to the watched keys' backend until EXEC, DISCARD or UNWATCH."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -239,14 +243,14 @@ pub static COMMANDS: &[Spec] = &[
     row("BITFIELD_RO", -2, K1, KEYED, "bitmap", &[]),
     row("BITOP", -4, Keys::Range { first: 2, last: -1, step: 1 }, KEYED, "bitmap", &[1]),
     row("BITPOS", -3, K1, KEYED, "bitmap", &[]),
-    row("BLMOVE", 6, Keys::Range { first: 1, last: 2, step: 1 }, Class::Refused(R_BLOCKING), "list", &[]),
-    row("BLMPOP", -5, Keys::Numkeys { at: 2, extra: 0 }, Class::Refused(R_BLOCKING), "list", &[]),
-    row("BLPOP", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Refused(R_BLOCKING), "list", &[]),
-    row("BRPOP", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Refused(R_BLOCKING), "list", &[]),
-    row("BRPOPLPUSH", 4, Keys::Range { first: 1, last: 2, step: 1 }, Class::Refused(R_BLOCKING), "list", &[]),
-    row("BZMPOP", -5, Keys::Numkeys { at: 2, extra: 0 }, Class::Refused(R_BLOCKING), "sorted-set", &[]),
-    row("BZPOPMAX", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Refused(R_BLOCKING), "sorted-set", &[]),
-    row("BZPOPMIN", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Refused(R_BLOCKING), "sorted-set", &[]),
+    row("BLMOVE", 6, Keys::Range { first: 1, last: 2, step: 1 }, Class::Blocking, "list", &[29]),
+    row("BLMPOP", -5, Keys::Numkeys { at: 2, extra: 0 }, Class::Blocking, "list", &[29]),
+    row("BLPOP", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Blocking, "list", &[29]),
+    row("BRPOP", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Blocking, "list", &[29]),
+    row("BRPOPLPUSH", 4, Keys::Range { first: 1, last: 2, step: 1 }, Class::Blocking, "list", &[29]),
+    row("BZMPOP", -5, Keys::Numkeys { at: 2, extra: 0 }, Class::Blocking, "sorted-set", &[29]),
+    row("BZPOPMAX", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Blocking, "sorted-set", &[29]),
+    row("BZPOPMIN", -3, Keys::Range { first: 1, last: -2, step: 1 }, Class::Blocking, "sorted-set", &[29]),
     row("CLIENT", -2, NO_KEYS, CONTAINER, "connection", &[]),
     row("CLIENT CACHING", 3, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
     row("CLIENT GETNAME", 2, NO_KEYS, LOCAL, "connection", &[16]),
@@ -317,14 +321,14 @@ pub static COMMANDS: &[Spec] = &[
     row("DECR", 2, K1, KEYED, "string", &[]),
     row("DECRBY", 3, K1, KEYED, "string", &[]),
     row("DEL", -2, K_ALL, Class::Split(Split::SumInt), "generic", &[3]),
-    row("DISCARD", 1, NO_KEYS, Class::Refused(R_TXN), "transactions", &[]),
+    row("DISCARD", 1, NO_KEYS, LOCAL, "transactions", &[30]),
     row("DUMP", 2, K1, KEYED, "generic", &[]),
     row("ECHO", 2, NO_KEYS, LOCAL, "connection", &[]),
     row("EVAL", -3, Keys::Numkeys { at: 2, extra: 0 }, KEYED, "scripting", &[1, 2]),
     row("EVALSHA", -3, Keys::Numkeys { at: 2, extra: 0 }, KEYED, "scripting", &[1, 2]),
     row("EVALSHA_RO", -3, Keys::Numkeys { at: 2, extra: 0 }, KEYED, "scripting", &[1, 2]),
     row("EVAL_RO", -3, Keys::Numkeys { at: 2, extra: 0 }, KEYED, "scripting", &[1, 2]),
-    row("EXEC", 1, NO_KEYS, Class::Refused(R_TXN), "transactions", &[]),
+    row("EXEC", 1, NO_KEYS, LOCAL, "transactions", &[30]),
     row("EXISTS", -2, K_ALL, Class::Split(Split::SumInt), "generic", &[3]),
     row("EXPIRE", -3, K1, KEYED, "generic", &[]),
     row("EXPIREAT", -3, K1, KEYED, "generic", &[]),
@@ -435,7 +439,7 @@ pub static COMMANDS: &[Spec] = &[
     row("MOVE", 3, K1, Class::Refused(R_DB), "generic", &[]),
     row("MSET", -3, Keys::Range { first: 1, last: -1, step: 2 }, Class::Split(Split::Mset), "string", &[3]),
     row("MSETNX", -3, Keys::Range { first: 1, last: -1, step: 2 }, KEYED, "string", &[1]),
-    row("MULTI", 1, NO_KEYS, Class::Refused(R_TXN), "transactions", &[]),
+    row("MULTI", 1, NO_KEYS, LOCAL, "transactions", &[30]),
     row("OBJECT", -2, NO_KEYS, CONTAINER, "generic", &[]),
     row("OBJECT ENCODING", 3, K2, KEYED, "generic", &[]),
     row("OBJECT FREQ", 3, K2, KEYED, "generic", &[]),
@@ -537,10 +541,10 @@ pub static COMMANDS: &[Spec] = &[
     row("TYPE", 2, K1, KEYED, "generic", &[]),
     row("UNLINK", -2, K_ALL, Class::Split(Split::SumInt), "generic", &[3]),
     row("UNSUBSCRIBE", -1, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("UNWATCH", 1, NO_KEYS, Class::Refused(R_TXN), "transactions", &[]),
+    row("UNWATCH", 1, NO_KEYS, LOCAL, "transactions", &[30]),
     row("WAIT", 3, NO_KEYS, Class::Refused(R_BLOCKING), "generic", &[]),
     row("WAITAOF", 4, NO_KEYS, Class::Refused(R_BLOCKING), "generic", &[27]),
-    row("WATCH", -2, K_ALL, Class::Refused(R_TXN), "transactions", &[]),
+    row("WATCH", -2, K_ALL, LOCAL, "transactions", &[30]),
     row("XACK", -4, K1, KEYED, "stream", &[]),
     row("XADD", -5, K1, KEYED, "stream", &[]),
     row("XAUTOCLAIM", -6, K1, KEYED, "stream", &[]),
@@ -892,6 +896,7 @@ fn support(class: Class) -> String {
         Class::Split(_) => "split".into(),
         Class::FanOut(_) => "all backends".into(),
         Class::Local => "proxy".into(),
+        Class::Blocking => "private connection".into(),
         Class::AnyBackend => "one backend".into(),
         Class::Refused(reason) => format!("no ({reason})"),
         Class::Container => "see subcommands".into(),
@@ -1415,7 +1420,8 @@ mod tests {
     fn markdown() {
         let md = markdown_table();
         assert!(md.contains("| `GET` | string | yes |  |"));
-        assert!(md.contains("| `MULTI` | transactions | no (transactions need"));
+        assert!(md.contains("| `MULTI` | transactions | proxy | 30 |"));
+        assert!(md.contains("| `BLPOP` | list | private connection | 29 |"));
         assert!(md.contains("\n1. All keys"));
         assert_eq!(md.matches("\n| `").count(), COMMANDS.len());
         assert!(md.contains("| `DEBUG` (other subcommands) | server | no ("));

@@ -164,6 +164,11 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "commands refused, comma separated",
     ),
     (
+        "private_connections",
+        "N",
+        "private backend connections per backend for blocking commands and WATCH (default 64)",
+    ),
+    (
         "membership_commands",
         "BOOL",
         "allow PROXY ADDBACKEND/REMOVEBACKEND (default no)",
@@ -233,6 +238,9 @@ pub struct PoolConfig {
     /// is that error (default); true = MGET gives nil for that backend's keys (a cache miss) and
     /// the counting commands count what answered. MSET always reports the error.
     pub split_partial: bool,
+    /// Private backend connections per backend (blocking commands, WATCH); over it such a
+    /// command gets an error.
+    pub private_connections: usize,
     /// Allow the runtime membership commands (PROXY ADDBACKEND / REMOVEBACKEND) on this pool.
     pub membership_commands: bool,
 }
@@ -267,6 +275,7 @@ impl PoolConfig {
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,
+            private_connections: 64,
         }
     }
 }
@@ -747,6 +756,7 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "disable_commands" => "disable_commands",
         "split_failure" => "split_failure",
         "membership_commands" => "membership_commands",
+        "private_connections" => "private_connections",
         _ => return None,
     })
 }
@@ -833,6 +843,11 @@ impl PoolBuilder {
             "redis_auth" => p.redis_auth = (!v.is_empty()).then(|| v.to_string()),
             "redis_db" => p.redis_db = parse_num(key, v)?,
             "membership_commands" => p.membership_commands = parse_bool(key, v)?,
+            "private_connections" => {
+                p.private_connections = v
+                    .parse()
+                    .map_err(|_| format!("bad number '{v}' for private_connections"))?
+            }
             "split_failure" => {
                 p.split_partial = match v.to_ascii_lowercase().as_str() {
                     "error" => false,
@@ -1390,6 +1405,7 @@ pub fn render_native(c: &Config) -> String {
             kv("disable_commands", p.disable_commands.join(","));
         }
         kv("membership_commands", yes_no(p.membership_commands).into());
+        kv("private_connections", p.private_connections.to_string());
         kv(
             "split_failure",
             if p.split_partial { "partial" } else { "error" }.into(),

@@ -43,7 +43,9 @@ use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::backend::{Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, WHOLE};
+use crate::backend::{
+    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, SWALLOW, WHOLE,
+};
 use crate::chain::{Delivered, Multi, Slot};
 use crate::client::{Client, Closing, Stream};
 use crate::commands::{Merge, Spec, Split};
@@ -65,6 +67,8 @@ const KEEP_OUTPUT: usize = 64 * 1024;
 const POOLED_BUFFERS: usize = 256;
 /// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// At shutdown, a client with nothing pending is closed after this long without a request.
+const SHUTDOWN_QUIET: Duration = Duration::from_millis(250);
 /// Longest wait for in-flight requests at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A backend whose oldest timed-out request is this many timeouts old is closed and reconnected.
@@ -241,6 +245,8 @@ impl Proxy {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             if let Some(deadline) = shutdown_deadline {
+                self.close_quiet_clients();
+                self.flush_all();
                 if self.clients.is_empty() || self.now >= deadline {
                     info!(
                         "shutdown complete ({} clients still open)",
@@ -305,6 +311,11 @@ impl Proxy {
             "shutting down: no new connections; finishing requests of {} clients",
             self.clients.len()
         );
+        // Take what is already queued on the listeners first: with reuseport, connections the
+        // kernel queued here would otherwise be reset when the socket closes.
+        for i in 0..self.listeners.len() {
+            self.accept(i);
+        }
         for l in self.listeners.iter_mut() {
             if let Some(mut l) = l.take() {
                 let _ = match &mut l {
@@ -313,16 +324,38 @@ impl Proxy {
                 };
             }
         }
+        // Serve what the clients already sent; `close_quiet_clients` then closes each one
+        // that has gone quiet with nothing pending.
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
-        for k in keys {
+        for &k in &keys {
+            self.client_readable(k);
+        }
+        self.flush_all();
+        self.now = Instant::now();
+        self.now + SHUTDOWN_GRACE
+    }
+
+    /// During shutdown: close clients with nothing pending that sent nothing for a moment (a
+    /// request already on its way still gets served).
+    fn close_quiet_clients(&mut self) {
+        let now = self.now;
+        let quiet: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.closing == Closing::No
+                    && c.chain.is_empty()
+                    && c.rbuf.is_empty()
+                    && now.duration_since(c.last_active) >= SHUTDOWN_QUIET
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in quiet {
             if let Some(c) = self.clients.get_mut(k) {
                 c.closing = Closing::AfterReplies;
             }
             self.maybe_finish(k);
         }
-        self.flush_all();
-        self.now = Instant::now();
-        self.now + SHUTDOWN_GRACE
     }
 
     // ----- accepting -------------------------------------------------------------------
@@ -388,7 +421,7 @@ impl Proxy {
                 budget_used = false;
                 break;
             };
-            if c.closing != Closing::No || c.paused {
+            if c.stalled() {
                 // Resumed later through `again`, which reads again.
                 budget_used = false;
                 break;
@@ -445,7 +478,7 @@ impl Proxy {
         let Some(c) = self.clients.get(k) else {
             return;
         };
-        if c.closing != Closing::No || c.paused {
+        if c.stalled() {
             return;
         }
         if !c.rbuf.is_empty() {
@@ -481,7 +514,7 @@ impl Proxy {
             let Some(c) = self.clients.get(k) else {
                 break;
             };
-            if c.closing != Closing::No || c.paused {
+            if c.stalled() {
                 break;
             }
             let limits = self.pools[c.pool].limits;
@@ -538,6 +571,15 @@ impl Proxy {
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reply_err(k, "NOAUTH Authentication required.");
         }
+        if self.clients.get(k).is_some_and(|c| c.in_multi())
+            && !matches!(
+                spec.name,
+                "EXEC" | "DISCARD" | "MULTI" | "WATCH" | "QUIT" | "RESET"
+            )
+        {
+            self.queue_in_multi(k, spec, frame, args);
+            return self.check_pressure(k);
+        }
         let pool = &self.pools[pool_i];
         let target = Target {
             ring: &pool.ring,
@@ -560,6 +602,18 @@ impl Proxy {
                     None
                 };
                 self.forward(k, server, bytes.as_deref().unwrap_or(frame));
+            }
+            Plan::Blocking {
+                server,
+                argc,
+                reencode,
+            } => {
+                let bytes = if reencode {
+                    Some(encode_args(args, frame, 0..argc))
+                } else {
+                    None
+                };
+                self.blocking(k, server, bytes.as_deref().unwrap_or(frame));
             }
             Plan::Split {
                 split,
@@ -658,18 +712,35 @@ impl Proxy {
 
     // ----- sending to backends ----------------------------------------------------------
 
-    /// The connection to use for `server` of `pool` with protocol `proto`, connecting if needed.
+    /// The shared connection to use for `server` (slot) of `pool` with protocol `proto`,
+    /// connecting if needed.
     fn conn_for(&mut self, pool_i: usize, server_i: usize, proto: usize) -> Result<usize, String> {
-        let now = self.now;
-        let pool = &mut self.pools[pool_i];
-        let connect_timeout = Duration::from_millis(pool.cfg.connect_timeout_ms.max(1));
-        let srv = &mut pool.servers[server_i];
+        let srv = &mut self.pools[pool_i].servers[server_i];
         let n = srv.conns[proto].len();
         srv.rr = srv.rr.wrapping_add(1);
         let slot = srv.rr % n;
         if let Some(k) = srv.conns[proto][slot] {
             return Ok(k);
         }
+        let key = self.open_conn(pool_i, server_i, proto, slot, false)?;
+        self.pools[pool_i].servers[server_i].conns[proto][slot] = Some(key);
+        Ok(key)
+    }
+
+    /// Open a connection to a server (non-blocking connect) with its handshake queued.
+    /// `private`: lent to one client at a time (not in the server's shared list).
+    fn open_conn(
+        &mut self,
+        pool_i: usize,
+        server_i: usize,
+        proto: usize,
+        slot: usize,
+        private: bool,
+    ) -> Result<usize, String> {
+        let now = self.now;
+        let pool = &mut self.pools[pool_i];
+        let connect_timeout = Duration::from_millis(pool.cfg.connect_timeout_ms.max(1));
+        let srv = &mut pool.servers[server_i];
         if srv.is_down(now) {
             return Err(srv.down_error());
         }
@@ -704,6 +775,8 @@ impl Proxy {
             inflight: Default::default(),
             orphans: 0,
             retiring: false,
+            private,
+            owner: None,
             writable: false,
             dirty: false,
         };
@@ -723,6 +796,7 @@ impl Proxy {
             client_id: 0,
             seq: 0,
             part: WHOLE,
+            blocking: false,
             sent: now,
         };
         if proto == 1 {
@@ -743,12 +817,15 @@ impl Proxy {
             resp::write_command(&mut conn.wbuf, [&b"SELECT"[..], db.as_bytes()]);
             conn.inflight.push_back(internal);
         }
-        srv.conns[proto][slot] = Some(key);
         srv.stats.connections += 1;
+        if private {
+            srv.private_open += 1;
+        }
         debug!(
-            "b{server_i}({}) connecting to {addr} (resp{})",
+            "b{server_i}({}) connecting to {addr} (resp{}{})",
             srv.name,
-            proto + 2
+            proto + 2,
+            if private { ", private" } else { "" }
         );
         entry.insert(conn);
         Ok(key)
@@ -768,24 +845,376 @@ impl Proxy {
         let Some(c) = self.clients.get(k) else {
             return Ok(());
         };
-        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
-        let Some(&server) = self.pools[pool_i].order.get(pos) else {
-            return Err("ERR no such backend (the configuration changed)".into());
+        let (pool_i, proto) = (c.pool, c.resp3 as usize);
+        // A client holding a private connection (WATCH) sends everything for that backend on it.
+        let ck = match c.private {
+            Some(ck)
+                if self
+                    .conns
+                    .get(ck)
+                    .is_some_and(|cn| self.pools[pool_i].order.get(pos) == Some(&cn.server)) =>
+            {
+                ck
+            }
+            _ => {
+                let Some(&server) = self.pools[pool_i].order.get(pos) else {
+                    return Err("ERR no such backend (the configuration changed)".into());
+                };
+                self.conn_for(pool_i, server, proto)?
+            }
         };
-        let ck = self.conn_for(pool_i, server, proto)?;
+        self.send_on(ck, k, bytes, seq, part, false);
+        Ok(())
+    }
+
+    /// Queue `bytes` on connection `ck` for client `k`'s slot `seq` (or SWALLOW its reply when
+    /// `k` is SWALLOW).
+    fn send_on(&mut self, ck: usize, k: usize, bytes: &[u8], seq: u64, part: u32, blocking: bool) {
+        let id = self.clients.get(k).map_or(0, |c| c.id);
         let now = self.now;
-        let conn = &mut self.conns[ck];
+        let Some(conn) = self.conns.get_mut(ck) else {
+            return;
+        };
         conn.wbuf.extend_from_slice(bytes);
         conn.inflight.push_back(Pending {
             client: k,
             client_id: id,
             seq,
             part,
+            blocking,
             sent: now,
         });
-        self.pools[pool_i].servers[server].stats.requests += 1;
+        self.pools[conn.pool].servers[conn.server].stats.requests += 1;
         self.mark_conn(ck);
-        Ok(())
+    }
+
+    // ----- private connections, blocking commands, transactions ---------------------------
+
+    /// Lend client `k` a private connection to the server at config position `pos` (or return
+    /// the one it holds, which must be to that server).
+    fn acquire_private(&mut self, k: usize, pos: usize) -> Result<usize, String> {
+        let Some(c) = self.clients.get(k) else {
+            return Err("ERR client gone".into());
+        };
+        let (pool_i, proto, id, held) = (c.pool, c.resp3 as usize, c.id, c.private);
+        let Some(&slot) = self.pools[pool_i].order.get(pos) else {
+            return Err("ERR no such backend (the configuration changed)".into());
+        };
+        if let Some(ck) = held {
+            return match self.conns.get(ck) {
+                Some(cn) if cn.server == slot => Ok(ck),
+                _ => Err("PROXYERROR keys are on different backends".into()),
+            };
+        }
+        let cap = self.pools[pool_i].cfg.private_connections;
+        let srv = &mut self.pools[pool_i].servers[slot];
+        let mut found = None;
+        while let Some(ck) = srv.idle_private[proto].pop() {
+            if self.conns.get(ck).is_some_and(|cn| cn.owner.is_none()) {
+                found = Some(ck);
+                break;
+            }
+        }
+        let ck = match found {
+            Some(ck) => ck,
+            None => {
+                if srv.private_open >= cap {
+                    return Err(format!(
+                        "ERR too many private connections to backend {} (private_connections {cap})",
+                        srv.name
+                    ));
+                }
+                self.open_conn(pool_i, slot, proto, 0, true)?
+            }
+        };
+        if let Some(cn) = self.conns.get_mut(ck) {
+            cn.owner = Some((k, id));
+        }
+        if let Some(c) = self.clients.get_mut(k) {
+            c.private = Some(ck);
+        }
+        Ok(ck)
+    }
+
+    /// Client `k` gives its private connection back (to the idle pool, or closed when the pool
+    /// is full). Requests still in flight on it keep their own client references.
+    fn release_private(&mut self, k: usize) {
+        let Some(ck) = self.clients.get_mut(k).and_then(|c| c.private.take()) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(ck) else {
+            return;
+        };
+        conn.owner = None;
+        let srv = &mut self.pools[conn.pool].servers[conn.server];
+        if !srv.retired && srv.idle_private[conn.proto].len() < PRIVATE_IDLE {
+            srv.idle_private[conn.proto].push(ck);
+        } else {
+            self.retire_conn(ck);
+        }
+    }
+
+    /// Run a blocking command on a private connection; the client is not read until it answers.
+    fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8]) {
+        let seq = match self.clients.get_mut(k) {
+            Some(c) => c.chain.push(Slot::Waiting),
+            None => return,
+        };
+        match self.acquire_private(k, pos) {
+            Ok(ck) => {
+                self.send_on(ck, k, bytes, seq, WHOLE, true);
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.blocked = true;
+                }
+            }
+            Err(e) => self.fail_slot(k, seq, WHOLE, &e),
+        }
+    }
+
+    /// The blocking command of client `k` (id) was answered (or failed): lift the block.
+    fn unblock(&mut self, k: usize, id: u64) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        if c.id != id || !c.blocked {
+            return;
+        }
+        c.blocked = false;
+        let keep = c.watching();
+        if !keep {
+            self.release_private(k);
+        }
+        if !self.again.contains(&k) {
+            self.again.push(k);
+        }
+    }
+
+    /// A command received between MULTI and EXEC: check it, queue it, answer +QUEUED.
+    fn queue_in_multi(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
+            return;
+        };
+        let pool = &self.pools[pool_i];
+        let target = Target {
+            ring: &pool.ring,
+            tag: pool.cfg.hash_tag,
+            nservers: pool.len(),
+            disabled: &pool.cfg.disable_commands,
+        };
+        // Keyless commands float: they run wherever the transaction's keys are.
+        let (argc, hinted) = router::hash_hint(spec, args, frame);
+        let keyless = !hinted
+            && (spec.class == crate::commands::Class::AnyBackend
+                || spec.class == crate::commands::Class::Local
+                || crate::commands::key_positions(
+                    spec,
+                    argc,
+                    &|i| args.get(frame, i),
+                    &mut self.keys,
+                )
+                .is_ok_and(|()| self.keys.is_empty()));
+        let plan = router::plan(spec, args, frame, &target, &mut self.keys);
+        let (server, argc, reencode) = match plan {
+            Plan::Forward {
+                server,
+                argc,
+                reencode,
+            }
+            | Plan::Blocking {
+                server,
+                argc,
+                reencode,
+            } => (server, argc, reencode),
+            Plan::Local(s) if matches!(s.name, "PING" | "ECHO") => {
+                (0, args.len(), args.is_inline())
+            }
+            Plan::Error(e) => return self.multi_error(k, &e),
+            Plan::Split { .. } => {
+                return self.multi_error(k, "PROXYERROR keys are on different backends")
+            }
+            _ => {
+                let msg = format!(
+                    "ERR {} inside MULTI is not supported by rustproxy",
+                    spec.name
+                );
+                return self.multi_error(k, &msg);
+            }
+        };
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let Some(txn) = c.txn.as_mut() else {
+            return;
+        };
+        if !keyless {
+            match txn.server {
+                None => txn.server = Some(server),
+                Some(s) if s != server => {
+                    return self.multi_error(k, "PROXYERROR keys are on different backends")
+                }
+                _ => {}
+            }
+        }
+        if reencode {
+            let bytes = encode_args(args, frame, 0..argc);
+            txn.queued.extend_from_slice(&bytes);
+        } else {
+            txn.queued.extend_from_slice(frame);
+        }
+        txn.count += 1;
+        self.reply(k, b"+QUEUED\r\n");
+    }
+
+    /// A command that cannot join the transaction: its error now, EXECABORT at EXEC.
+    fn multi_error(&mut self, k: usize, msg: &str) {
+        if let Some(t) = self.clients.get_mut(k).and_then(|c| c.txn.as_mut()) {
+            t.dirty = true;
+        }
+        self.reply_err(k, msg);
+    }
+
+    /// End WATCH (if any) and forget the transaction; the private connection goes back.
+    fn end_txn(&mut self, k: usize, send_unwatch: bool) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let watching = c.watching();
+        let ck = c.private;
+        c.txn = None;
+        if watching {
+            if let (true, Some(ck)) = (send_unwatch, ck) {
+                self.send_on(ck, SWALLOW, b"*1\r\n$7\r\nUNWATCH\r\n", 0, WHOLE, false);
+            }
+            if !self.clients.get(k).is_some_and(|c| c.blocked) {
+                self.release_private(k);
+            }
+        }
+    }
+
+    fn txn_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let in_multi = c.in_multi();
+        match spec.name {
+            "MULTI" => {
+                if in_multi {
+                    return self.reply_err(k, "ERR MULTI calls can not be nested");
+                }
+                c.txn.get_or_insert_with(Default::default).in_multi = true;
+                self.reply(k, b"+OK\r\n");
+            }
+            "DISCARD" => {
+                if !in_multi {
+                    return self.reply_err(k, "ERR DISCARD without MULTI");
+                }
+                self.end_txn(k, true);
+                self.reply(k, b"+OK\r\n");
+            }
+            "EXEC" => {
+                if !in_multi {
+                    return self.reply_err(k, "ERR EXEC without MULTI");
+                }
+                let Some(txn) = c.txn.take() else {
+                    return;
+                };
+                if txn.dirty {
+                    c.txn = Some(txn);
+                    self.end_txn(k, true);
+                    return self.reply_err(
+                        k,
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    );
+                }
+                let watching = txn.watching;
+                let pos = txn.server.unwrap_or(0);
+                let seq = c.chain.push(Slot::Waiting);
+                let mut block = Vec::with_capacity(txn.queued.len() + 32);
+                block.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
+                block.extend_from_slice(&txn.queued);
+                // Sent as one block: a backend runs MULTI...EXEC atomically, and nothing else
+                // can land inside the block even on a shared connection.
+                let ck = if watching {
+                    c.private
+                        .ok_or_else(|| "ERR watch connection lost".to_string())
+                } else {
+                    let (pool_i, proto) = (c.pool, c.resp3 as usize);
+                    match self.pools[pool_i].order.get(pos).copied() {
+                        Some(slot) => self.conn_for(pool_i, slot, proto),
+                        None => Err("ERR no such backend (the configuration changed)".into()),
+                    }
+                };
+                match ck {
+                    Ok(ck) => {
+                        self.send_on(ck, SWALLOW, &block, 0, WHOLE, false);
+                        for _ in 0..txn.count {
+                            // One swallowed +QUEUED per command; the bytes went with MULTI.
+                            self.send_on(ck, SWALLOW, b"", 0, WHOLE, false);
+                        }
+                        self.send_on(ck, k, b"*1\r\n$4\r\nEXEC\r\n", seq, WHOLE, false);
+                    }
+                    Err(e) => self.fail_slot(k, seq, WHOLE, &e),
+                }
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.txn = None;
+                }
+                if watching {
+                    self.release_private(k);
+                }
+            }
+            "WATCH" => {
+                if in_multi {
+                    return self.reply_err(k, "ERR WATCH inside MULTI is not allowed");
+                }
+                let pool_i = c.pool;
+                let pool = &self.pools[pool_i];
+                let target = Target {
+                    ring: &pool.ring,
+                    tag: pool.cfg.hash_tag,
+                    nservers: pool.len(),
+                    disabled: &[],
+                };
+                let mut pos = None;
+                for i in 1..args.len() {
+                    let Some(s) = target.pick(args.get(frame, i)) else {
+                        return self.reply_err(k, "ERR no backend available for this key");
+                    };
+                    if pos.is_some_and(|p| p != s) {
+                        return self.reply_err(k, "PROXYERROR keys are on different backends");
+                    }
+                    pos = Some(s);
+                }
+                let pos = pos.unwrap_or(0);
+                let seq = match self.clients.get_mut(k) {
+                    Some(c) => c.chain.push(Slot::Waiting),
+                    None => return,
+                };
+                match self.acquire_private(k, pos) {
+                    Ok(ck) => {
+                        let bytes = encode_args(args, frame, 0..args.len());
+                        self.send_on(ck, k, &bytes, seq, WHOLE, false);
+                        if let Some(c) = self.clients.get_mut(k) {
+                            let t = c.txn.get_or_insert_with(Default::default);
+                            t.watching = true;
+                            t.server = Some(pos);
+                        }
+                    }
+                    Err(e) => self.fail_slot(k, seq, WHOLE, &e),
+                }
+            }
+            "UNWATCH" => {
+                if c.watching() {
+                    let seq = c.chain.push(Slot::Waiting);
+                    if let Some(ck) = c.private {
+                        self.send_on(ck, k, b"*1\r\n$7\r\nUNWATCH\r\n", seq, WHOLE, false);
+                    }
+                    self.end_txn(k, false);
+                } else {
+                    self.reply(k, b"+OK\r\n");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Forward one request to one server; its reply fills one chain slot.
@@ -1039,8 +1468,11 @@ impl Proxy {
                     ));
                     break;
                 }
-            } else if !orphan && p.client != ORPHAN {
+            } else if !orphan && p.client != ORPHAN && p.client != SWALLOW {
                 self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, reply);
+                if p.blocking {
+                    self.unblock(p.client, p.client_id);
+                }
             }
             rbuf.consume(n);
         }
@@ -1085,7 +1517,24 @@ impl Proxy {
             }
             Fail::Idle => debug!("b{}({}) {} {why}", conn.server, srv.name, srv.addr),
         }
+        if conn.private {
+            srv.private_open = srv.private_open.saturating_sub(1);
+            for list in &mut srv.idle_private {
+                list.retain(|&x| x != k);
+            }
+        }
         let msg = format!("ERR backend {} ({}) {why}", srv.name, srv.addr);
+        if let Some((owner, id)) = conn.owner {
+            // The client loses its private connection: a WATCH on it is gone, so its
+            // transaction must not run.
+            if let Some(c) = self.clients.get_mut(owner).filter(|c| c.id == id) {
+                c.private = None;
+                if let Some(t) = c.txn.as_mut().filter(|t| t.watching) {
+                    t.watching = false;
+                    t.dirty = true;
+                }
+            }
+        }
         if how != Fail::Idle {
             self.pools[conn.pool].server_failed(conn.server, now);
         }
@@ -1105,6 +1554,9 @@ impl Proxy {
             reply_error(&mut e, &msg);
             self.stats.errors += 1;
             self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+            if p.blocking {
+                self.unblock(p.client, p.client_id);
+            }
         }
     }
 
@@ -1139,7 +1591,7 @@ impl Proxy {
                 }
             }
             while let Some(p) = conn.inflight.get(conn.orphans) {
-                if now.duration_since(p.sent) < timeout {
+                if p.blocking || now.duration_since(p.sent) < timeout {
                     break;
                 }
                 let p = *p;
@@ -1308,6 +1760,14 @@ impl Proxy {
     }
 
     fn close_client(&mut self, k: usize) {
+        // A private connection lent to the client is closed with it: a backend keeps a blocked
+        // connection blocked (and WATCH state) until the connection goes.
+        if let Some(ck) = self.clients.get_mut(k).and_then(|c| c.private.take()) {
+            if let Some(conn) = self.conns.get_mut(ck) {
+                conn.owner = None;
+            }
+            self.conn_failed(ck, "closed with its client", Fail::Idle);
+        }
         let Some(mut c) = self.clients.try_remove(k) else {
             return;
         };
@@ -1652,6 +2112,7 @@ impl Proxy {
                 }
             }
             "RESET" => {
+                self.end_txn(k, true);
                 if let Some(c) = self.clients.get_mut(k) {
                     c.resp3 = false;
                     c.meta = None;
@@ -1708,6 +2169,9 @@ impl Proxy {
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
             "PROXY" => return self.proxy_cmd(k, frame, args),
+            "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
+                return self.txn_cmd(k, spec, frame, args)
+            }
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }

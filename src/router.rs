@@ -35,6 +35,13 @@ pub enum Plan {
         argc: usize,
         reencode: bool,
     },
+    /// Like `Forward`, on a private backend connection lent to the client until the reply
+    /// (blocking commands).
+    Blocking {
+        server: usize,
+        argc: usize,
+        reencode: bool,
+    },
     /// One sub-request per backend; `groups[i]` lists the first argument index of each key
     /// (with `step` arguments per key) sent to `groups[i].0`.
     Split {
@@ -224,43 +231,45 @@ pub fn plan(
                 reencode,
             }
         }
-        Class::Keyed => {
-            if commands::is_blocking_xread(argc, &|i| args.get(buf, i)) {
-                return Plan::Error(format!(
-                    "ERR {} with BLOCK is not supported by rustproxy: it needs a dedicated backend connection",
-                    spec.name
-                ));
-            }
-            if let Some(h) = hint {
-                return match target.pick(h) {
-                    Some(server) => Plan::Forward {
-                        server,
-                        argc,
-                        reencode,
-                    },
-                    None => no_backend(),
-                };
-            }
-            if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
-                return Plan::Error(e.to_string());
-            }
-            let mut server = None;
-            for &k in keys.iter() {
-                let Some(s) = target.pick(args.get(buf, k)) else {
-                    return no_backend();
-                };
-                match server {
-                    None => server = Some(s),
-                    Some(prev) if prev != s => {
-                        return Plan::Error("PROXYERROR keys are on different backends".into())
-                    }
-                    _ => {}
+        Class::Keyed | Class::Blocking => {
+            let blocking = spec.class == Class::Blocking
+                || commands::is_blocking_xread(argc, &|i| args.get(buf, i));
+            let server = if let Some(h) = hint {
+                match target.pick(h) {
+                    Some(s) => s,
+                    None => return no_backend(),
                 }
-            }
-            Plan::Forward {
-                server: server.unwrap_or(0),
-                argc,
-                reencode,
+            } else {
+                if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
+                    return Plan::Error(e.to_string());
+                }
+                let mut server = None;
+                for &k in keys.iter() {
+                    let Some(s) = target.pick(args.get(buf, k)) else {
+                        return no_backend();
+                    };
+                    match server {
+                        None => server = Some(s),
+                        Some(prev) if prev != s => {
+                            return Plan::Error("PROXYERROR keys are on different backends".into())
+                        }
+                        _ => {}
+                    }
+                }
+                server.unwrap_or(0)
+            };
+            if blocking {
+                Plan::Blocking {
+                    server,
+                    argc,
+                    reencode,
+                }
+            } else {
+                Plan::Forward {
+                    server,
+                    argc,
+                    reencode,
+                }
             }
         }
         Class::Split(split) => {

@@ -128,14 +128,24 @@ impl Histogram {
         if self.count == 0 {
             return 0;
         }
-        let p = if p.is_nan() { 100.0 } else { p.clamp(0.0, 100.0) };
+        let p = if p.is_nan() {
+            100.0
+        } else {
+            p.clamp(0.0, 100.0)
+        };
         // Rank of the wanted sample, 1-based: ceil(p% of count), at least 1.
         let rank = ((p / 100.0 * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0u64;
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return bucket_range(i).1.min(self.max);
+                // The last bucket also holds everything above HIST_MAX_USEC.
+                let hi = if i == HIST_BUCKETS - 1 {
+                    u64::MAX
+                } else {
+                    bucket_range(i).1
+                };
+                return hi.min(self.max);
             }
         }
         self.max
@@ -244,7 +254,13 @@ pub fn command_index(spec: &'static Spec) -> usize {
 pub fn stat_name(spec_name: &str) -> String {
     spec_name
         .chars()
-        .map(|c| if c == ' ' { '|' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == ' ' {
+                '|'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect()
 }
 
@@ -285,7 +301,9 @@ impl Default for Stats {
             timeouts: 0,
             net_input_bytes: 0,
             net_output_bytes: 0,
-            commands_by: (0..COMMANDS.len()).map(|_| CommandStats::default()).collect(),
+            commands_by: (0..COMMANDS.len())
+                .map(|_| CommandStats::default())
+                .collect(),
             unknown_commands: 0,
             started_unix: 0,
             ops_rate: Rate::default(),
@@ -668,7 +686,10 @@ mod tests {
         assert_eq!(h.counts.len(), HIST_BUCKETS);
         assert_eq!(Histogram::HEAP_BYTES, HIST_BUCKETS * 8);
         h.reset();
-        assert_eq!((h.count(), h.sum(), h.max(), h.percentile(99.0)), (0, 0, 0, 0));
+        assert_eq!(
+            (h.count(), h.sum(), h.max(), h.percentile(99.0)),
+            (0, 0, 0, 0)
+        );
         assert_eq!(h.counts.len(), HIST_BUCKETS);
         assert!(h.counts.iter().all(|&c| c == 0));
     }
@@ -720,7 +741,10 @@ mod tests {
         s.record_rejected(None);
         s.record_rejected(Some(COMMANDS.len()));
         let c = &s.commands_by[i];
-        assert_eq!((c.calls, c.usec, c.failed_calls, c.rejected_calls), (2, 40, 1, 1));
+        assert_eq!(
+            (c.calls, c.usec, c.failed_calls, c.rejected_calls),
+            (2, 40, 1, 1)
+        );
         assert_eq!(c.latency.count(), 2);
         assert_eq!(s.unknown_commands, 1);
         s.commands = 5;
@@ -738,7 +762,10 @@ mod tests {
         };
         ss.latency.record(5);
         ss.reset();
-        assert_eq!((ss.requests, ss.ejected_at_usec, ss.latency.count()), (0, 7, 0));
+        assert_eq!(
+            (ss.requests, ss.ejected_at_usec, ss.latency.count()),
+            (0, 7, 0)
+        );
         ss.latency.record(5);
         assert_eq!(ss.latency.count(), 1);
     }
@@ -785,7 +812,14 @@ mod tests {
         log.maybe_push(1, 99, [&b"GET"[..], b"k"], "1.2.3.4:5", "", "b0");
         assert!(log.is_empty());
         for i in 0..5u64 {
-            log.maybe_push(10 + i, 100 + i, [&b"GET"[..], b"k"], "1.2.3.4:5", "me", "b0");
+            log.maybe_push(
+                10 + i,
+                100 + i,
+                [&b"GET"[..], b"k"],
+                "1.2.3.4:5",
+                "me",
+                "b0",
+            );
         }
         assert_eq!(log.len(), 3);
         let e = get(&log, None);
@@ -844,6 +878,8 @@ mod tests {
         let e = get(&log, None);
         let Reply::Array(a) = &e[0][3] else { panic!() };
         assert_eq!(a.len(), 32);
-        assert!(a.iter().all(|x| *x == Reply::Bulk(Box::leak(b128.clone().into_boxed_slice()))));
+        assert!(a
+            .iter()
+            .all(|x| *x == Reply::Bulk(Box::leak(b128.clone().into_boxed_slice()))));
     }
 }

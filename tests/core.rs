@@ -832,14 +832,22 @@ fn departed_client_replies_are_not_misdelivered() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let mut buf = [0u8; 64];
-    match std::io::Read::read(&mut f.stream, &mut buf) {
-        Ok(n) => panic!("unexpected {n} bytes: {}", show(&buf[..n])),
+    let res = std::io::Read::read(&mut f.stream, &mut buf);
+    let alive = proxy.alive();
+    match res {
+        Ok(n) => panic!(
+            "unexpected {n} bytes: {} (proxy alive: {alive})\nproxy log:\n{}",
+            show(&buf[..n]),
+            proxy.log()
+        ),
         Err(e) => assert!(
             matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ),
-            "{e}"
+            "{e} ({:?}), proxy alive: {alive}\nproxy log:\n{}",
+            e.kind(),
+            proxy.log()
         ),
     }
 }
