@@ -260,6 +260,8 @@ pub struct Conn {
     pub private: bool,
     /// The client (slab key, id) it is lent to.
     pub owner: Option<(usize, u64)>,
+    /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
+    pub pubsub: bool,
     pub writable: bool,
     pub dirty: bool,
 }

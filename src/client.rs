@@ -95,6 +95,27 @@ pub struct Txn {
     pub watching: bool,
 }
 
+/// Subscribe state: the client's subscriptions and the private connections holding them.
+#[derive(Default)]
+pub struct Sub {
+    /// (config position, connection) per backend holding some of the subscriptions.
+    pub conns: Vec<(usize, usize)>,
+    pub channels: std::collections::HashSet<Vec<u8>>,
+    pub patterns: std::collections::HashSet<Vec<u8>>,
+    pub shard: std::collections::HashSet<Vec<u8>>,
+    /// Confirmations still to come back to the client.
+    pub pending: usize,
+}
+
+impl Sub {
+    pub fn conn_at(&self, pos: usize) -> Option<usize> {
+        self.conns.iter().find(|(p, _)| *p == pos).map(|&(_, c)| c)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty()
+    }
+}
+
 /// Per-client metadata that most clients never set (kept out of line to keep `Client` small).
 #[derive(Default)]
 pub struct Meta {
@@ -135,6 +156,8 @@ pub struct Client {
     /// Waiting for a blocking command's reply: later commands are not read until it arrives.
     pub blocked: bool,
     pub txn: Option<Box<Txn>>,
+    /// Subscribe mode (set by the first (P|S)SUBSCRIBE, cleared when nothing is left).
+    pub sub: Option<Box<Sub>>,
 }
 
 impl Client {
@@ -162,6 +185,7 @@ impl Client {
             private: None,
             blocked: false,
             txn: None,
+            sub: None,
         }
     }
 

@@ -82,6 +82,8 @@ pub enum Merge {
     PerBackend,
     /// RANDOMKEY: the reply of a backend that has keys (nil when none has).
     FirstNonNil,
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` arrays, counts summed per name.
+    SumPairs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +166,6 @@ const ANY: Class = Class::AnyBackend;
 const CONTAINER: Class = Class::Container;
 
 // Reasons given to clients for refused commands.
-const R_PUBSUB: &str = "pub/sub is not supported yet";
 const R_BLOCKING: &str = "it waits for the replication of its own connection's writes, and clients share backend connections";
 const R_MONITOR: &str = "it needs a dedicated backend connection";
 const R_REPL: &str = "replication needs a direct connection to the backend";
@@ -211,6 +212,10 @@ pub static NOTES: &[(u8, &str)] = &[
     (28, "Answered by the proxy with the user the client authenticated as."),
     (29, "All keys must be on one backend. The command runs on a private backend connection lent to the client until the reply arrives (at most `private_connections` per backend); the client's later commands wait for it, as in Redis. A client that disconnects while blocked closes that connection."),
     (30, "MULTI queues commands in the proxy (`+QUEUED`); every key of the transaction must be on one backend (else the command gets `-PROXYERROR keys are on different backends` and EXEC answers `-EXECABORT`). EXEC sends MULTI...EXEC as one block to that backend, which runs it atomically. WATCH pins the client to a private connection to the watched keys' backend until EXEC, DISCARD or UNWATCH."),
+    (31, "Channels are placed like keys (hash, hash tag): publisher and subscribers of a channel meet on one backend. A subscribed client holds a private connection to each backend its channels live on, and returns them when it unsubscribes from everything. Subscription counts in the replies are the client's totals."),
+    (32, "Patterns are subscribed on every backend (a private connection to each), so a pattern sees messages of every channel; confirmations are answered once."),
+    (33, "Patterns are subscribed on every backend, so one backend's count is the proxy's count."),
+    (34, "Sent to every backend; the counts of each channel are summed."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -458,18 +463,18 @@ pub static COMMANDS: &[Spec] = &[
     row("PING", -1, NO_KEYS, LOCAL, "connection", &[]),
     row("PROXY", -2, NO_KEYS, LOCAL, "proxy", &[22]),
     row("PSETEX", 4, K1, KEYED, "string", &[]),
-    row("PSUBSCRIBE", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("PSUBSCRIBE", -2, NO_KEYS, LOCAL, "pubsub", &[32]),
     row("PSYNC", -3, NO_KEYS, Class::Refused(R_REPL), "server", &[]),
     row("PTTL", 2, K1, KEYED, "generic", &[]),
-    row("PUBLISH", 3, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("PUBLISH", 3, K1, KEYED, "pubsub", &[31]),
     row("PUBSUB", -2, NO_KEYS, CONTAINER, "pubsub", &[]),
-    row("PUBSUB CHANNELS", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUBSUB HELP", 2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUBSUB NUMPAT", 2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUBSUB NUMSUB", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUBSUB SHARDCHANNELS", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUBSUB SHARDNUMSUB", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
-    row("PUNSUBSCRIBE", -1, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("PUBSUB CHANNELS", -2, NO_KEYS, Class::FanOut(Merge::ConcatArrays), "pubsub", &[7]),
+    row("PUBSUB HELP", 2, NO_KEYS, ANY, "pubsub", &[15]),
+    row("PUBSUB NUMPAT", 2, NO_KEYS, ANY, "pubsub", &[33]),
+    row("PUBSUB NUMSUB", -2, NO_KEYS, Class::FanOut(Merge::SumPairs), "pubsub", &[34]),
+    row("PUBSUB SHARDCHANNELS", -2, NO_KEYS, Class::FanOut(Merge::ConcatArrays), "pubsub", &[7]),
+    row("PUBSUB SHARDNUMSUB", -2, NO_KEYS, Class::FanOut(Merge::SumPairs), "pubsub", &[34]),
+    row("PUNSUBSCRIBE", -1, NO_KEYS, LOCAL, "pubsub", &[32]),
     row("QUIT", -1, NO_KEYS, LOCAL, "connection", &[]),
     row("RANDOMKEY", 1, NO_KEYS, Class::FanOut(Merge::FirstNonNil), "generic", &[11]),
     row("READONLY", 1, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
@@ -522,17 +527,17 @@ pub static COMMANDS: &[Spec] = &[
     row("SORT", -2, Keys::KeyPlusStore, KEYED, "generic", &[1, 13]),
     row("SORT_RO", -2, K1, KEYED, "generic", &[]),
     row("SPOP", -2, K1, KEYED, "set", &[]),
-    row("SPUBLISH", 3, K1, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("SPUBLISH", 3, K1, KEYED, "pubsub", &[31]),
     row("SRANDMEMBER", -2, K1, KEYED, "set", &[]),
     row("SREM", -3, K1, KEYED, "set", &[]),
     row("SSCAN", -3, K1, KEYED, "set", &[]),
-    row("SSUBSCRIBE", -2, K_ALL, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("SSUBSCRIBE", -2, K_ALL, LOCAL, "pubsub", &[31]),
     row("STRLEN", 2, K1, KEYED, "string", &[]),
-    row("SUBSCRIBE", -2, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("SUBSCRIBE", -2, NO_KEYS, LOCAL, "pubsub", &[31]),
     row("SUBSTR", 4, K1, KEYED, "string", &[]),
     row("SUNION", -2, K_ALL, KEYED, "set", &[1]),
     row("SUNIONSTORE", -3, K_ALL, KEYED, "set", &[1]),
-    row("SUNSUBSCRIBE", -1, K_ALL, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("SUNSUBSCRIBE", -1, K_ALL, LOCAL, "pubsub", &[31]),
     row("SWAPDB", 3, NO_KEYS, Class::Refused(R_SHARED), "server", &[]),
     row("SYNC", 1, NO_KEYS, Class::Refused(R_REPL), "server", &[]),
     row("TIME", 1, NO_KEYS, LOCAL, "server", &[20]),
@@ -540,7 +545,7 @@ pub static COMMANDS: &[Spec] = &[
     row("TTL", 2, K1, KEYED, "generic", &[]),
     row("TYPE", 2, K1, KEYED, "generic", &[]),
     row("UNLINK", -2, K_ALL, Class::Split(Split::SumInt), "generic", &[3]),
-    row("UNSUBSCRIBE", -1, NO_KEYS, Class::Refused(R_PUBSUB), "pubsub", &[]),
+    row("UNSUBSCRIBE", -1, NO_KEYS, LOCAL, "pubsub", &[31]),
     row("UNWATCH", 1, NO_KEYS, LOCAL, "transactions", &[30]),
     row("WAIT", 3, NO_KEYS, Class::Refused(R_BLOCKING), "generic", &[]),
     row("WAITAOF", 4, NO_KEYS, Class::Refused(R_BLOCKING), "generic", &[27]),
@@ -1162,7 +1167,8 @@ mod tests {
             lookup(b"keys").unwrap().class,
             Class::FanOut(Merge::ConcatArrays)
         );
-        assert!(matches!(lookup(b"multi").unwrap().class, Class::Refused(_)));
+        assert_eq!(lookup(b"multi").unwrap().class, Class::Local);
+        assert_eq!(lookup(b"blpop").unwrap().class, Class::Blocking);
     }
 
     #[test]
@@ -1360,13 +1366,9 @@ mod tests {
             assert_eq!(class(n), Class::Keyed, "{n}");
         }
         for n in [
-            "MULTI",
-            "WATCH",
             "SUBSCRIBE",
             "PUBLISH",
             "PUBSUB NUMSUB",
-            "BLPOP",
-            "BZMPOP",
             "WAIT",
             "WAITAOF",
             "MONITOR",

@@ -1416,9 +1416,7 @@ mod tests {
                 assert!(family.ends_with("_total"), "{family}");
             }
             assert!(*val >= 0.0);
-            for (_, lv) in labels {
-                let _ = lv;
-            }
+            assert!(labels.iter().all(|(k, _)| !k.is_empty()));
         }
         // histograms: cumulative buckets ending with +Inf == _count
         let hist_families: Vec<&String> = typed
@@ -1479,21 +1477,15 @@ mod tests {
         ));
         assert!(text.contains("rustproxy_pool_clients{pool=\"we\\\"ird\\\\pool\"} 1\n"));
         assert!(text
-            .contains("rustproxy_command_latency_seconds_bucket{cmd=\"get\",le=\"0.0001\"} 3\n"));
+            .contains("rustproxy_command_latency_seconds_bucket{cmd=\"get\",le=\"0.0001\"} 4\n"));
         assert!(text.contains("rustproxy_command_latency_seconds_sum{cmd=\"get\"} 0.002156\n"));
         assert!(text.contains("rustproxy_resident_memory_bytes 5242880\n"));
         // label parsing round trip of the escaped pool name
-        let s = samples
+        let s: Vec<String> = samples
             .iter()
-            .find(|(n, _, _)| n == "rustproxy_pool_clients" && true)
-            .into_iter()
-            .chain(
-                samples
-                    .iter()
-                    .filter(|(n, _, _)| n == "rustproxy_pool_clients"),
-            )
+            .filter(|(n, _, _)| n == "rustproxy_pool_clients")
             .map(|(_, l, _)| l[0].1.clone())
-            .collect::<Vec<_>>();
+            .collect();
         assert!(s.contains(&"we\"ird\\pool".to_string()));
     }
 
@@ -1652,7 +1644,8 @@ mod tests {
             connections_received: 2,
             ..Stats::default()
         };
-        let mut v = view(&s, &[]);
+        let (_, fixture_ss) = fixture();
+        let mut v = view(&s, &fixture_ss);
         v.version = "0.5.0";
         v.uptime_secs = 4;
         v.now_unix = 1795313940;

@@ -51,7 +51,7 @@ use crate::client::{Client, Closing, Stream};
 use crate::commands::{Merge, Spec, Split};
 use crate::config::{Config, Listen};
 use crate::pool::Pool;
-use crate::resp::{self, Args, ParseError, ReplyScanner};
+use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
 use crate::router::{self, Combine, Plan, Target};
 use crate::stats::Stats;
 
@@ -571,6 +571,29 @@ impl Proxy {
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reply_err(k, "NOAUTH Authentication required.");
         }
+        if self
+            .clients
+            .get(k)
+            .is_some_and(|c| c.sub.is_some() && !c.resp3)
+            && !matches!(
+                spec.name,
+                "SUBSCRIBE"
+                    | "PSUBSCRIBE"
+                    | "SSUBSCRIBE"
+                    | "UNSUBSCRIBE"
+                    | "PUNSUBSCRIBE"
+                    | "SUNSUBSCRIBE"
+                    | "PING"
+                    | "QUIT"
+                    | "RESET"
+            )
+        {
+            let msg = format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                spec.name.to_ascii_lowercase().replace(' ', "|")
+            );
+            return self.reply_err(k, &msg);
+        }
         if self.clients.get(k).is_some_and(|c| c.in_multi())
             && !matches!(
                 spec.name,
@@ -777,6 +800,7 @@ impl Proxy {
             retiring: false,
             private,
             owner: None,
+            pubsub: false,
             writable: false,
             dirty: false,
         };
@@ -986,6 +1010,275 @@ impl Proxy {
         }
         if !self.again.contains(&k) {
             self.again.push(k);
+        }
+    }
+
+    /// A private connection for client `k`'s subscriptions on the backend at `pos`.
+    fn pubsub_conn(&mut self, k: usize, pos: usize) -> Result<usize, String> {
+        if let Some(ck) = self
+            .clients
+            .get(k)
+            .and_then(|c| c.sub.as_ref())
+            .and_then(|s| s.conn_at(pos))
+        {
+            return Ok(ck);
+        }
+        // Borrow through the same pool as blocking commands, without disturbing `private`.
+        let held = self.clients.get_mut(k).and_then(|c| c.private.take());
+        let got = self.acquire_private(k, pos);
+        if let Some(c) = self.clients.get_mut(k) {
+            c.private = held;
+        }
+        let ck = got?;
+        if let Some(conn) = self.conns.get_mut(ck) {
+            conn.pubsub = true;
+        }
+        if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
+            sub.conns.push((pos, ck));
+        }
+        Ok(ck)
+    }
+
+    /// (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE. Channels live on the backend their name hashes
+    /// to; patterns on every backend. Each channel or pattern is one part of one chain slot, so
+    /// confirmations come back in request order; a pattern's confirmation is taken from
+    /// backend 0 and the others' are swallowed.
+    fn pubsub_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let pool_i = c.pool;
+        let name = spec.name;
+        let pattern = name.starts_with('P');
+        let unsub = name.contains("UNSUB");
+        let mut names: Vec<Vec<u8>> = (1..args.len())
+            .map(|i| args.get(frame, i).to_vec())
+            .collect();
+        if unsub && names.is_empty() {
+            if let Some(sub) = c.sub.as_ref() {
+                let set = match name {
+                    "UNSUBSCRIBE" => &sub.channels,
+                    "PUNSUBSCRIBE" => &sub.patterns,
+                    _ => &sub.shard,
+                };
+                names = set.iter().cloned().collect();
+                names.sort();
+            }
+            if names.is_empty() {
+                // Nothing to leave: Redis's one confirmation with a nil name.
+                let mut out = Vec::new();
+                let kind = name.to_ascii_lowercase();
+                write_push_len(&mut out, 3, c.resp3);
+                resp::write_bulk(&mut out, kind.as_bytes());
+                resp::write_nil(&mut out, c.resp3);
+                let count = c
+                    .sub
+                    .as_ref()
+                    .map_or(0, |s| s.channels.len() + s.patterns.len());
+                resp::write_int(&mut out, count as i64);
+                self.reply(k, &out);
+                self.maybe_end_sub(k);
+                return;
+            }
+        }
+        if !unsub {
+            c.sub.get_or_insert_with(Default::default);
+        }
+        let nparts = names.len();
+        let seq = c
+            .chain
+            .push(Slot::Multi(Box::new(Multi::new(nparts, Combine::Concat))));
+        if let Some(sub) = c.sub.as_mut() {
+            sub.pending += nparts;
+        }
+        let npos = self.pools[pool_i].len();
+        for (part, ch) in names.iter().enumerate() {
+            let req = {
+                let mut r = Vec::with_capacity(ch.len() + 32);
+                resp::write_command(&mut r, [name.as_bytes(), ch.as_slice()]);
+                r
+            };
+            let part = part as u32;
+            if pattern {
+                for pos in 0..npos {
+                    let ck = if unsub {
+                        self.clients
+                            .get(k)
+                            .and_then(|c| c.sub.as_ref())
+                            .and_then(|s| s.conn_at(pos))
+                            .ok_or_else(String::new)
+                    } else {
+                        self.pubsub_conn(k, pos)
+                    };
+                    match (ck, pos) {
+                        (Ok(ck), 0) => self.send_on(ck, k, &req, seq, part, false),
+                        (Ok(ck), _) => self.send_on(ck, SWALLOW, &req, 0, WHOLE, false),
+                        (Err(_), 0) if unsub => self.local_confirm(k, seq, part, name, ch),
+                        (Err(e), 0) => self.fail_sub_part(k, seq, part, &e),
+                        (Err(e), _) => {
+                            if !e.is_empty() {
+                                warn!("c{k} pattern subscription on backend {pos} failed: {e}");
+                            }
+                        }
+                    }
+                }
+            } else {
+                let pool = &self.pools[pool_i];
+                let pos = pool.ring.pick(crate::ring::hash_tag(ch, pool.cfg.hash_tag));
+                let Some(pos) = pos else {
+                    self.fail_sub_part(k, seq, part, "ERR no backend available for this channel");
+                    continue;
+                };
+                let ck = if unsub {
+                    self.clients
+                        .get(k)
+                        .and_then(|c| c.sub.as_ref())
+                        .and_then(|s| s.conn_at(pos))
+                        .ok_or_else(String::new)
+                } else {
+                    self.pubsub_conn(k, pos)
+                };
+                match ck {
+                    Ok(ck) => self.send_on(ck, k, &req, seq, part, false),
+                    Err(_) if unsub => self.local_confirm(k, seq, part, name, ch),
+                    Err(e) => self.fail_sub_part(k, seq, part, &e),
+                }
+            }
+        }
+    }
+
+    fn fail_sub_part(&mut self, k: usize, seq: u64, part: u32, msg: &str) {
+        if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
+            sub.pending = sub.pending.saturating_sub(1);
+        }
+        self.fail_slot(k, seq, part, msg);
+        self.maybe_end_sub(k);
+    }
+
+    /// Confirm an unsubscribe the backends need not hear about (not subscribed there).
+    fn local_confirm(&mut self, k: usize, seq: u64, part: u32, name: &str, ch: &[u8]) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let resp3 = c.resp3;
+        let mut out = Vec::new();
+        write_push_len(&mut out, 3, resp3);
+        resp::write_bulk(&mut out, name.to_ascii_lowercase().as_bytes());
+        resp::write_bulk(&mut out, ch);
+        let mut count = 0;
+        if let Some(sub) = c.sub.as_mut() {
+            sub.pending = sub.pending.saturating_sub(1);
+            match name {
+                "UNSUBSCRIBE" => sub.channels.remove(ch),
+                "PUNSUBSCRIBE" => sub.patterns.remove(ch),
+                _ => sub.shard.remove(ch),
+            };
+            count = if name == "SUNSUBSCRIBE" {
+                sub.shard.len()
+            } else {
+                sub.channels.len() + sub.patterns.len()
+            };
+        }
+        resp::write_int(&mut out, count as i64);
+        self.deliver_to(k, None, seq, part, &out);
+        self.maybe_end_sub(k);
+    }
+
+    /// A (un)subscribe confirmation from a backend: track the client's subscriptions and
+    /// answer with its total count (a backend only knows its own share).
+    fn confirm(&mut self, p: Pending, reply: &[u8]) {
+        let Some(c) = self
+            .clients
+            .get_mut(p.client)
+            .filter(|c| c.id == p.client_id)
+        else {
+            return;
+        };
+        let resp3 = c.resp3;
+        let mut out = Vec::new();
+        if let (Some(sub), Ok(Some((Reply::Array(items) | Reply::Push(items), _)))) =
+            (c.sub.as_mut(), resp::parse_reply(reply))
+        {
+            sub.pending = sub.pending.saturating_sub(1);
+            if let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(ch)), Some(Reply::Integer(_))) =
+                (items.first(), items.get(1), items.get(2))
+            {
+                let (set, shard) = match *kind {
+                    b"subscribe" | b"unsubscribe" => (&mut sub.channels, false),
+                    b"psubscribe" | b"punsubscribe" => (&mut sub.patterns, false),
+                    _ => (&mut sub.shard, true),
+                };
+                if kind.starts_with(b"un") || kind.starts_with(b"pun") || kind.starts_with(b"sun") {
+                    set.remove(*ch);
+                } else {
+                    set.insert(ch.to_vec());
+                }
+                let count = if shard {
+                    sub.shard.len()
+                } else {
+                    sub.channels.len() + sub.patterns.len()
+                };
+                write_push_len(&mut out, 3, resp3);
+                resp::write_bulk(&mut out, kind);
+                resp::write_bulk(&mut out, ch);
+                resp::write_int(&mut out, count as i64);
+            }
+        }
+        if out.is_empty() {
+            out.extend_from_slice(reply);
+        }
+        self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &out);
+        self.maybe_end_sub(p.client);
+    }
+
+    /// A message for a subscriber: through its chain, after whatever it is waiting for.
+    fn push_to(&mut self, k: usize, id: u64, msg: &[u8]) {
+        if self
+            .clients
+            .get(k)
+            .is_some_and(|c| c.id == id && c.sub.is_some())
+        {
+            self.reply(k, msg);
+        }
+    }
+
+    /// Leave subscribe mode when nothing is subscribed or pending: give the connections back.
+    fn maybe_end_sub(&mut self, k: usize) {
+        let done = self
+            .clients
+            .get(k)
+            .and_then(|c| c.sub.as_ref())
+            .is_some_and(|s| s.is_empty() && s.pending == 0);
+        if !done {
+            return;
+        }
+        let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.take()) else {
+            return;
+        };
+        for (_, ck) in sub.conns {
+            if let Some(conn) = self.conns.get_mut(ck) {
+                conn.pubsub = false;
+                conn.owner = None;
+                let srv = &mut self.pools[conn.pool].servers[conn.server];
+                if !srv.retired && srv.idle_private[conn.proto].len() < PRIVATE_IDLE {
+                    srv.idle_private[conn.proto].push(ck);
+                } else {
+                    self.retire_conn(ck);
+                }
+            }
+        }
+    }
+
+    /// Close every subscription connection of client `k` (disconnect, RESET).
+    fn drop_subscriptions(&mut self, k: usize) {
+        let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.take()) else {
+            return;
+        };
+        for (_, ck) in sub.conns {
+            if let Some(conn) = self.conns.get_mut(ck) {
+                conn.owner = None;
+            }
+            self.conn_failed(ck, "subscriber gone", Fail::Idle);
         }
     }
 
@@ -1436,7 +1729,17 @@ impl Proxy {
                     break;
                 }
             };
-            if data[0] == b'>' {
+            if conn.pubsub {
+                if let Some((owner, id)) = conn.owner {
+                    if is_message(&data[..n]) {
+                        // A published message: out of band, to the subscriber, in arrival order.
+                        let msg = data[..n].to_vec();
+                        rbuf.consume(n);
+                        self.push_to(owner, id, &msg);
+                        continue;
+                    }
+                }
+            } else if data[0] == b'>' {
                 // RESP3 push on a shared connection: no request of ours asked for it.
                 rbuf.consume(n);
                 continue;
@@ -1469,6 +1772,12 @@ impl Proxy {
                     break;
                 }
             } else if !orphan && p.client != ORPHAN && p.client != SWALLOW {
+                if conn.pubsub {
+                    let reply = reply.to_vec();
+                    rbuf.consume(n);
+                    self.confirm(p, &reply);
+                    continue;
+                }
                 self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, reply);
                 if p.blocking {
                     self.unblock(p.client, p.client_id);
@@ -1528,7 +1837,12 @@ impl Proxy {
             // The client loses its private connection: a WATCH on it is gone, so its
             // transaction must not run.
             if let Some(c) = self.clients.get_mut(owner).filter(|c| c.id == id) {
-                c.private = None;
+                if let Some(sub) = c.sub.as_mut() {
+                    sub.conns.retain(|&(_, ck)| ck != k);
+                }
+                if c.private == Some(k) {
+                    c.private = None;
+                }
                 if let Some(t) = c.txn.as_mut().filter(|t| t.watching) {
                     t.watching = false;
                     t.dirty = true;
@@ -1768,6 +2082,7 @@ impl Proxy {
             }
             self.conn_failed(ck, "closed with its client", Fail::Idle);
         }
+        self.drop_subscriptions(k);
         let Some(mut c) = self.clients.try_remove(k) else {
             return;
         };
@@ -2069,6 +2384,16 @@ impl Proxy {
         let argc = args.len();
         let arg = |i: usize| args.get(frame, i);
         match spec.name {
+            "PING"
+                if self
+                    .clients
+                    .get(k)
+                    .is_some_and(|c| c.sub.is_some() && !c.resp3) =>
+            {
+                resp::write_array_len(&mut out, 2);
+                resp::write_bulk(&mut out, b"pong");
+                resp::write_bulk(&mut out, if argc > 1 { arg(1) } else { b"" });
+            }
             "PING" => {
                 if argc > 1 {
                     resp::write_bulk(&mut out, arg(1));
@@ -2113,6 +2438,7 @@ impl Proxy {
             }
             "RESET" => {
                 self.end_txn(k, true);
+                self.drop_subscriptions(k);
                 if let Some(c) = self.clients.get_mut(k) {
                     c.resp3 = false;
                     c.meta = None;
@@ -2172,6 +2498,8 @@ impl Proxy {
             "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
                 return self.txn_cmd(k, spec, frame, args)
             }
+            "SUBSCRIBE" | "SSUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "SUNSUBSCRIBE"
+            | "PUNSUBSCRIBE" => return self.pubsub_cmd(k, spec, frame, args),
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }
@@ -2544,6 +2872,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= x ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
+}
+
+/// `*n` (RESP2) or `>n` (RESP3 push), the frame of pub/sub confirmations and messages.
+fn write_push_len(out: &mut Vec<u8>, n: usize, resp3: bool) {
+    if resp3 {
+        out.push(b'>');
+        resp::write_usize(out, n);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        resp::write_array_len(out, n);
+    }
+}
+
+/// A published message (`message`, `pmessage`, `smessage`), as opposed to a reply.
+fn is_message(reply: &[u8]) -> bool {
+    if !matches!(reply.first(), Some(b'*') | Some(b'>')) {
+        return false;
+    }
+    let Some(nl) = reply.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let rest = &reply[nl + 1..];
+    rest.starts_with(b"$7\r\nmessage\r\n")
+        || rest.starts_with(b"$8\r\npmessage\r\n")
+        || rest.starts_with(b"$8\r\nsmessage\r\n")
 }
 
 fn valid_client_name(name: &[u8]) -> bool {

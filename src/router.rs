@@ -78,6 +78,8 @@ pub enum Combine {
         server: usize,
         nservers: usize,
     },
+    /// The parts one after another (subscription confirmations).
+    Concat,
 }
 
 /// The routing inputs of one pool.
@@ -466,6 +468,11 @@ impl Combine {
                 }
             }
             Combine::Merge { merge, names } => merge_all(*merge, names, parts, resp3, out),
+            Combine::Concat => {
+                for p in parts {
+                    out.extend_from_slice(p);
+                }
+            }
             Combine::Scan { server, nservers } => {
                 if let Some(e) = first_error {
                     out.extend_from_slice(e);
@@ -645,6 +652,35 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
                 out.extend_from_slice(e);
             } else {
                 resp::write_nil(out, resp3);
+            }
+        }
+        Merge::SumPairs => {
+            if let Some(e) = first_error {
+                out.extend_from_slice(e);
+                return;
+            }
+            // [name, count, name, count, ...] in the same order from every backend.
+            let mut acc: Vec<(Vec<u8>, i64)> = Vec::new();
+            for p in parts {
+                let Ok(Some((Reply::Array(items), _))) = resp::parse_reply(p) else {
+                    return unexpected(out);
+                };
+                for (i, pair) in items.chunks(2).enumerate() {
+                    let (Some(Reply::Bulk(name)), Some(Reply::Integer(n))) =
+                        (pair.first(), pair.get(1))
+                    else {
+                        return unexpected(out);
+                    };
+                    match acc.get_mut(i) {
+                        Some((_, total)) => *total += n,
+                        None => acc.push((name.to_vec(), *n)),
+                    }
+                }
+            }
+            resp::write_array_len(out, acc.len() * 2);
+            for (name, n) in acc {
+                resp::write_bulk(out, &name);
+                resp::write_int(out, n);
             }
         }
         Merge::Scan => unexpected(out),

@@ -857,9 +857,9 @@ mod tests {
     #[test]
     fn slowlog_truncation() {
         let mut log = SlowLog::new(10, 0);
-        let big = vec![b'x'; 200];
+        let big = [b'x'; 200];
         let args: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
-            .chain(std::iter::repeat(&big[..]).take(39))
+            .chain(std::iter::repeat_n(&big[..], 39))
             .collect(); // argc 40
         log.maybe_push(1, 5, &args, "a", "", "");
         let e = get(&log, None);
@@ -873,7 +873,7 @@ mod tests {
 
         // exactly 32 arguments of exactly 128 bytes: untouched
         let b128 = vec![b'y'; 128];
-        let args: Vec<&[u8]> = std::iter::repeat(&b128[..]).take(32).collect();
+        let args: Vec<&[u8]> = std::iter::repeat_n(&b128[..], 32).collect();
         log.maybe_push(1, 5, args.iter(), "a", "", "");
         let e = get(&log, None);
         let Reply::Array(a) = &e[0][3] else { panic!() };

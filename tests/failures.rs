@@ -1129,26 +1129,69 @@ fn garbage_and_truncated_backend_replies() {
     }
     assert!(ok, "fake backend not usable again after a garbage reply");
 
-    // Truncated reply, then close: an error, then a reconnect works.
-    let r = raw.call(&[b"GET", trunc.as_bytes()]);
-    assert_backend_err(&r, fake, "GET of a key answered with a truncated reply");
-    eprintln!("truncated reply -> {}", show(&r));
-    assert!(proxy.alive(), "proxy died on a truncated reply");
-    let mut ok = false;
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = raw.call(&[b"SET", fine.as_bytes(), b"x"]);
-        if last == b"+OK\r\n" {
-            ok = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(
-        ok,
-        "fake backend not usable after a truncated reply: {}",
-        show(&last)
+    // Truncated reply, then close: the request gets "connection closed by the backend" (not a
+    // timeout: the close is seen), then a reconnect works. Several rounds, since the fake's
+    // bytes and its FIN may reach the proxy separately or together.
+    let closed_err = format!(
+        "-ERR backend 127.0.0.1:{fake} (127.0.0.1:{fake}) connection closed by the backend\r\n"
     );
+    for round in 0..10 {
+        let t = Instant::now();
+        let r = raw.call(&[b"GET", trunc.as_bytes()]);
+        eprintln!(
+            "truncated reply round {round} -> {} after {:?}",
+            show(&r),
+            t.elapsed()
+        );
+        assert_eq!(
+            show(&r),
+            show(closed_err.as_bytes()),
+            "round {round}: GET of a key answered with `$10\\r\\nabc` then close"
+        );
+        assert!(proxy.alive(), "proxy died on a truncated reply");
+        let mut ok = false;
+        let mut last = Vec::new();
+        for _ in 0..100 {
+            last = raw.call(&[b"SET", fine.as_bytes(), b"x"]);
+            if last == b"+OK\r\n" {
+                ok = true;
+                break;
+            }
+            sleep_ms(50);
+        }
+        assert!(
+            ok,
+            "fake backend not usable after a truncated reply: {}",
+            show(&last)
+        );
+    }
     assert_eq!(other.call(&[b"GET", real2.as_bytes()]), bulk(b"r2"));
     assert_eq!(raw.call(&[b"GET", real1.as_bytes()]), bulk(b"r1"));
+}
+
+// ---------------------------------------------------------------------------
+// 12. Half-closed client
+// ---------------------------------------------------------------------------
+
+/// A client that sends its requests and half-closes (shutdown(Write)) at once gets every reply,
+/// then EOF. Several rounds: the request bytes and the FIN often reach the proxy together.
+#[test]
+fn half_closed_client_gets_replies_then_eof() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    for round in 0..20 {
+        let mut raw = proxy.raw();
+        raw.stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        raw.send(b"PING\r\n");
+        raw.stream
+            .shutdown(Shutdown::Write)
+            .expect("shutdown(Write)");
+        assert_eq!(raw.reply(), b"+PONG\r\n", "round {round}");
+        assert!(
+            raw.closed(),
+            "round {round}: half-closed client got its reply but no EOF within 3 s"
+        );
+    }
 }

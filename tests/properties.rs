@@ -136,8 +136,14 @@ fn mget_equals_backends_truth() {
     let servers: Vec<Redis> = common::redises(3);
     let refs: Vec<&Redis> = servers.iter().collect();
     let proxy = Proxy::start(&refs, &[]);
-    let mut p = proxy.raw();
-    let mut direct: Vec<Raw> = servers.iter().map(|s| Raw::connect(s.port)).collect();
+    // TestRunner::run takes a Fn closure: the connections live in RefCells.
+    let p = std::cell::RefCell::new(proxy.raw());
+    let direct = std::cell::RefCell::new(
+        servers
+            .iter()
+            .map(|s| Raw::connect(s.port))
+            .collect::<Vec<Raw>>(),
+    );
     let mut runner = TestRunner::new(Config::with_cases(32));
     let strategy = (
         prop::collection::vec(key(), 1..24),
@@ -151,6 +157,8 @@ fn mget_equals_backends_truth() {
     );
     runner
         .run(&strategy, |(keys, writes)| {
+            let mut p = p.borrow_mut();
+            let mut direct = direct.borrow_mut();
             // Writes through the proxy: a value (MSET, split over backends) or a delete.
             let mut mset: Vec<&[u8]> = vec![b"MSET"];
             let mut del: Vec<&[u8]> = vec![b"DEL"];

@@ -181,6 +181,7 @@ fn key_name(t: usize, i: usize) -> String {
 
 /// Something a load thread saw that was not the model value.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // `what` is read through Debug in failure messages
 struct Event {
     phase: usize,
     thread: usize,
@@ -457,13 +458,16 @@ fn reload_under_pipelined_load_moves_only_changed_keys() {
                 assert!(!moved.is_empty(), "B owned no key");
             }
             3 => {
-                for &k in &moved {
-                    assert_eq!(
-                        after[k], "C",
-                        "raising C's weight moved {} {} -> {}",
-                        keys[k], owner[k], after[k]
-                    );
-                }
+                // Ketama (twemproxy): raising C's weight changes every server's share of
+                // points, so some keys also move between other servers; most go to C.
+                let to_c = moved.iter().filter(|&&k| after[k] == "C").count();
+                assert!(
+                    !moved.is_empty() && to_c * 2 > moved.len(),
+                    "raising C's weight: {to_c} of {} moved keys went to C",
+                    moved.len()
+                );
+                let from_c = moved.iter().filter(|&&k| owner[k] == "C").count();
+                assert_eq!(from_c, 0, "raising C's weight moved keys away from C");
             }
             _ => {}
         }
@@ -861,7 +865,8 @@ fn membership_commands_add_and_remove_backends() {
         port,
     );
     let mut c = proxy.client();
-    let keys: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    // (Default hash fnv1a_64: "m0".."m299" happen to miss a third server entirely, "key:N" do not.)
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
 
     let r: String = redis::cmd("PROXY")
         .arg("ADDBACKEND")
@@ -982,7 +987,7 @@ fn one_shot(port: u16, n: u64) -> Result<(), (bool, String)> {
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let key = format!("up{}", n % 1000);
+    let key = format!("up{n}");
     let val = format!("v{n}");
     let mut bytes = enc(&[b"SET", key.as_bytes(), val.as_bytes()]);
     bytes.extend(enc(&[b"GET", key.as_bytes()]));
@@ -1018,31 +1023,34 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
     let a_pid = a.child.id();
 
     let st = Arc::new(UpgradeStats::default());
-    let load = {
-        let st = Arc::clone(&st);
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !st.stop.load(Ordering::Relaxed) && n < 200_000 {
-                n += 1;
-                match one_shot(port, n) {
-                    Ok(()) => {
-                        st.ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err((refused, e)) => {
-                        if refused {
-                            st.refused.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            st.failed.fetch_add(1, Ordering::Relaxed);
+    // Four client threads, each opening a new connection per request pair.
+    let loads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let st = Arc::clone(&st);
+            std::thread::spawn(move || {
+                let mut n = t * 1_000_000;
+                while !st.stop.load(Ordering::Relaxed) && n < t * 1_000_000 + 100_000 {
+                    n += 1;
+                    match one_shot(port, n) {
+                        Ok(()) => {
+                            st.ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        let mut errs = st.errors.lock().unwrap();
-                        if errs.len() < 20 {
-                            errs.push(e);
+                        Err((refused, e)) => {
+                            if refused {
+                                st.refused.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                st.failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let mut errs = st.errors.lock().unwrap();
+                            if errs.len() < 20 {
+                                errs.push(e);
+                            }
                         }
                     }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let wait_ok = |min: u64| {
         let target = st.ok.load(Ordering::Relaxed) + min;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1113,7 +1121,9 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
         );
     }
     st.stop.store(true, Ordering::Relaxed);
-    load.join().expect("load thread");
+    for l in loads {
+        l.join().expect("load thread");
+    }
     assert!(b.alive(), "process B died");
 
     let ok = st.ok.load(Ordering::Relaxed);
@@ -1136,5 +1146,101 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
     assert_eq!(
         failed, 0,
         "requests failed during the upgrade (ok {ok}): {errors:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6b. Deterministic repros of the two ways the upgrade test above loses requests
+// ---------------------------------------------------------------------------
+
+/// Stop `pid` with SIGSTOP and wait (bounded) until the kernel reports it stopped.
+fn stop_process(pid: u32) {
+    signal(pid, "STOP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "pid (comm) STATE ..." -- the state follows the last ')'.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
+        if state == Some("T") || state == Some("t") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A client already connected (and accepted) whose request is in the proxy's socket buffer
+/// when SIGTERM is handled: the request must be served before the connection closes.
+#[test]
+fn sigterm_serves_request_already_sent_on_accepted_connection() {
+    let rs = redises(1);
+    let port = free_port();
+    let text = pool_text("main", port, &[srv("a", &rs[0], 1)], "");
+    let (mut proxy, _path) = start_with_file("reload-term-buffered", &text, port);
+    let pid = proxy.child.id();
+    let mut c = proxy.raw();
+    assert_eq!(c.call(&[b"PING"]), b"+PONG\r\n"); // accepted and registered
+    stop_process(pid);
+    c.send(&enc(&[b"SET", b"buffered", b"1"])); // sits unread in the proxy's socket buffer
+    signal(pid, "TERM");
+    signal(pid, "CONT");
+    let r = c.try_reply();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("buffered")
+        .query(&mut rs[0].client())
+        .unwrap();
+    assert_eq!(
+        r.as_deref(),
+        Some(&b"+OK\r\n"[..]),
+        "request sent before SIGTERM was handled got no reply (connection closed/reset); \
+         backend has the key: {stored:?}; log: {}",
+        proxy.log()
+    );
+}
+
+/// A connection the kernel completed into the listener's accept queue before SIGTERM is
+/// handled: with reuseport upgrades this is where new clients land while the old process
+/// shuts down. It must be accepted and served, not reset by closing the listener.
+#[test]
+fn sigterm_serves_connections_queued_in_accept_backlog() {
+    let rs = redises(1);
+    let port = free_port();
+    let text = pool_text("main", port, &[srv("a", &rs[0], 1)], "reuseport yes");
+    let (mut proxy, _path) = start_with_file("reload-term-backlog", &text, port);
+    let pid = proxy.child.id();
+    stop_process(pid);
+    // The kernel completes the handshake while the process is stopped.
+    let mut c = Raw::connect(port);
+    c.send(&enc(&[b"SET", b"queued", b"1"]));
+    signal(pid, "TERM");
+    signal(pid, "CONT");
+    let r = c.try_reply();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        r.as_deref(),
+        Some(&b"+OK\r\n"[..]),
+        "connection queued in the accept backlog before SIGTERM was reset/closed without a reply; log: {}",
+        proxy.log()
     );
 }
