@@ -11,6 +11,7 @@
 //!   arrives after its client is gone or after the slot was failed (timeout) is simply dropped.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::router::Combine;
 
@@ -44,12 +45,64 @@ impl Multi {
     }
 }
 
+/// `Meta::cmd` of a reply that answers no command of the client (a pub/sub message).
+pub const NO_CMD: u16 = u16::MAX;
+/// Bytes of the first argument kept for the slow log.
+pub const SNIP: usize = 24;
+
+/// What the stats need of a request: which command, when it arrived, its first argument.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    /// Row of the command table, or NO_CMD.
+    pub cmd: u16,
+    pub started: Instant,
+    pub argc: u32,
+    pub snip_len: u8,
+    pub snip: [u8; SNIP],
+}
+
+impl Meta {
+    pub fn new(cmd: u16, started: Instant) -> Meta {
+        Meta {
+            cmd,
+            started,
+            argc: 0,
+            snip_len: 0,
+            snip: [0; SNIP],
+        }
+    }
+
+    /// Keep (the start of) the first argument for the slow log.
+    pub fn with_arg(mut self, argc: usize, first: &[u8]) -> Meta {
+        let n = first.len().min(SNIP);
+        self.snip[..n].copy_from_slice(&first[..n]);
+        self.snip_len = n as u8;
+        self.argc = argc as u32;
+        self
+    }
+}
+
+/// A request whose reply left the chain: fed to the command stats by the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Done {
+    pub meta: Meta,
+    /// The reply was an error.
+    pub failed: bool,
+}
+
 #[derive(Default)]
 pub struct Chain {
     /// Sequence number of `slots[0]`.
     head: u64,
     /// Pushed by the client reader when a request is accepted; popped only by `drain_ready`.
-    slots: VecDeque<Slot>,
+    slots: VecDeque<(Slot, Meta)>,
+    /// Requests answered since the proxy last looked. Pushed when a reply leaves; drained by
+    /// the proxy into its counters.
+    pub done: Vec<Done>,
+}
+
+fn is_error(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(b'-') | Some(b'!'))
 }
 
 /// What happened when a reply was delivered to a slot.
@@ -77,20 +130,30 @@ impl Chain {
         self.head + self.slots.len() as u64
     }
 
-    pub fn push(&mut self, slot: Slot) -> u64 {
+    pub fn push(&mut self, slot: Slot, meta: Meta) -> u64 {
         let seq = self.next_seq();
-        self.slots.push_back(slot);
+        self.slots.push_back((slot, meta));
         seq
     }
 
     /// A complete reply produced now (local answer or error): written at once when nothing is
     /// ahead of it, else queued behind the pending slots.
-    pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+    pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>, meta: Meta) {
         if self.slots.is_empty() {
             out.extend_from_slice(bytes);
             self.head += 1;
+            self.finished(meta, bytes);
         } else {
-            self.slots.push_back(Slot::Ready(bytes.to_vec()));
+            self.slots.push_back((Slot::Ready(bytes.to_vec()), meta));
+        }
+    }
+
+    fn finished(&mut self, meta: Meta, bytes: &[u8]) {
+        if meta.cmd != NO_CMD {
+            self.done.push(Done {
+                meta,
+                failed: is_error(bytes),
+            });
         }
     }
 
@@ -108,18 +171,20 @@ impl Chain {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
         };
-        match self.slots[i] {
+        match self.slots[i].0 {
             Slot::Waiting => {}
             _ => return Delivered::Dropped,
         }
         if i == 0 {
             out.extend_from_slice(reply);
-            self.slots.pop_front();
+            if let Some((_, meta)) = self.slots.pop_front() {
+                self.finished(meta, reply);
+            }
             self.head += 1;
             self.drain_ready(out);
             Delivered::Written
         } else {
-            self.slots[i] = Slot::Ready(reply.to_vec());
+            self.slots[i].0 = Slot::Ready(reply.to_vec());
             Delivered::Stored
         }
     }
@@ -137,7 +202,7 @@ impl Chain {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
         };
-        let Slot::Multi(m) = &mut self.slots[i] else {
+        let Slot::Multi(m) = &mut self.slots[i].0 else {
             return Delivered::Dropped;
         };
         let Some(p) = m.parts.get_mut(part) else {
@@ -155,12 +220,14 @@ impl Chain {
         m.combine.combine(&m.parts, resp3, &mut bytes);
         if i == 0 {
             out.extend_from_slice(&bytes);
-            self.slots.pop_front();
+            if let Some((_, meta)) = self.slots.pop_front() {
+                self.finished(meta, &bytes);
+            }
             self.head += 1;
             self.drain_ready(out);
             Delivered::Written
         } else {
-            self.slots[i] = Slot::Ready(bytes);
+            self.slots[i].0 = Slot::Ready(bytes);
             Delivered::Stored
         }
     }
@@ -168,9 +235,10 @@ impl Chain {
     /// Move the leading run of ready slots to `out`. Returns how many left the chain.
     pub fn drain_ready(&mut self, out: &mut Vec<u8>) -> usize {
         let mut n = 0;
-        while let Some(Slot::Ready(_)) = self.slots.front() {
-            if let Some(Slot::Ready(b)) = self.slots.pop_front() {
+        while let Some((Slot::Ready(_), _)) = self.slots.front() {
+            if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
                 out.extend_from_slice(&b);
+                self.finished(meta, &b);
             }
             self.head += 1;
             n += 1;
@@ -183,6 +251,9 @@ impl Chain {
         if self.slots.is_empty() && self.slots.capacity() > 64 {
             self.slots = VecDeque::new();
         }
+        if self.done.is_empty() && self.done.capacity() > 64 {
+            self.done = Vec::new();
+        }
     }
 }
 
@@ -190,25 +261,30 @@ impl Chain {
 mod tests {
     use super::*;
 
+    fn m() -> Meta {
+        Meta::new(0, Instant::now())
+    }
+
     #[test]
     fn replies_leave_in_request_order() {
         let mut c = Chain::default();
         let mut out = Vec::new();
-        let a = c.push(Slot::Waiting);
-        let b = c.push(Slot::Waiting);
-        c.reply(b"+local\r\n", &mut out);
+        let a = c.push(Slot::Waiting, m());
+        let b = c.push(Slot::Waiting, m());
+        c.reply(b"+local\r\n", &mut out, m());
         assert!(out.is_empty());
         assert_eq!(c.deliver(b, b"$1\r\nb\r\n", &mut out), Delivered::Stored);
         assert!(out.is_empty());
         assert_eq!(c.deliver(a, b"$1\r\na\r\n", &mut out), Delivered::Written);
         assert_eq!(out, b"$1\r\na\r\n$1\r\nb\r\n+local\r\n");
+        assert_eq!(c.done.len(), 3);
         assert!(c.is_empty());
         // A reply for a slot that is gone is dropped.
         assert_eq!(c.deliver(a, b"+x\r\n", &mut out), Delivered::Dropped);
         // Local reply on an empty chain goes straight out.
-        c.reply(b"+PONG\r\n", &mut out);
+        c.reply(b"+PONG\r\n", &mut out, m());
         assert!(out.ends_with(b"+PONG\r\n"));
-        let d = c.push(Slot::Waiting);
+        let d = c.push(Slot::Waiting, m());
         assert_eq!(d, a + 4);
     }
 
@@ -216,8 +292,8 @@ mod tests {
     fn double_delivery_is_dropped() {
         let mut c = Chain::default();
         let mut out = Vec::new();
-        let _a = c.push(Slot::Waiting);
-        let b = c.push(Slot::Waiting);
+        let _a = c.push(Slot::Waiting, m());
+        let b = c.push(Slot::Waiting, m());
         assert_eq!(c.deliver(b, b"+1\r\n", &mut out), Delivered::Stored);
         assert_eq!(c.deliver(b, b"+2\r\n", &mut out), Delivered::Dropped);
     }

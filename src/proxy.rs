@@ -46,14 +46,14 @@ use slab::Slab;
 use crate::backend::{
     Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, SWALLOW, WHOLE,
 };
-use crate::chain::{Delivered, Multi, Slot};
+use crate::chain::{Delivered, Meta, Multi, Slot, NO_CMD};
 use crate::client::{Client, Closing, Stream};
 use crate::commands::{Merge, Spec, Split};
 use crate::config::{Config, Listen};
 use crate::pool::Pool;
 use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
 use crate::router::{self, Combine, Plan, Target};
-use crate::stats::Stats;
+use crate::stats::{command_index, SlowLog, Stats};
 
 /// The Redis version the proxy reports to clients (HELLO, INFO): the command set it speaks.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -67,6 +67,9 @@ const KEEP_OUTPUT: usize = 64 * 1024;
 const POOLED_BUFFERS: usize = 256;
 /// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// Slow log defaults (Redis's): entries kept, and the threshold in microseconds.
+const SLOWLOG_MAX_LEN: usize = 128;
+const SLOWLOG_SLOWER_THAN_USEC: i64 = 10_000;
 /// At shutdown, a client with nothing pending is closed after this long without a request.
 const SHUTDOWN_QUIET: Duration = Duration::from_millis(250);
 /// Longest wait for in-flight requests at shutdown.
@@ -149,6 +152,13 @@ pub struct Proxy {
     config: Config,
     /// Outcome of the last reload: (unix time, ok, message), shown by INFO.
     pub last_reload: Option<(u64, bool, String)>,
+    /// The command being executed (its stats identity), used for every reply slot it makes.
+    cur: Meta,
+    pub slowlog: SlowLog,
+    last_sample: Instant,
+    /// Set by SIGINT/SIGTERM (graceful shutdown) and SIGHUP (reload).
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -162,6 +172,13 @@ fn reply_error(out: &mut Vec<u8>, msg: &str) {
 impl Proxy {
     /// Bind every pool's listener. Nothing is connected to backends yet (unless `preconnect`).
     pub fn new(config: Config) -> io::Result<Proxy> {
+        // Signals first: a SIGTERM that arrives once the port is bound must be graceful.
+        let term = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&term))?;
+        }
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut pools = Vec::new();
@@ -210,6 +227,11 @@ impl Proxy {
             now,
             config,
             last_reload: None,
+            cur: Meta::new(NO_CMD, now),
+            slowlog: SlowLog::new(SLOWLOG_MAX_LEN, SLOWLOG_SLOWER_THAN_USEC),
+            last_sample: now,
+            term,
+            hup,
         };
         for pi in 0..p.pools.len() {
             if p.pools[pi].cfg.preconnect {
@@ -235,12 +257,8 @@ impl Proxy {
     /// Run until SIGINT/SIGTERM (graceful: stop accepting, finish in-flight requests for at
     /// most `SHUTDOWN_GRACE`, exit) or an unrecoverable error of the poller itself.
     pub fn run(&mut self) -> io::Result<()> {
-        let term = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&term))?;
-        }
-        let hup = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+        let term = Arc::clone(&self.term);
+        let hup = Arc::clone(&self.hup);
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
@@ -285,16 +303,21 @@ impl Proxy {
                             }
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.client_readable(k);
+                            self.client_readable(k, ev.is_read_closed() || ev.is_error());
                         }
                     }
-                    Some(Kind::Conn(k)) => self.conn_event(k, ev.is_readable(), ev.is_writable()),
+                    Some(Kind::Conn(k)) => self.conn_event(
+                        k,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable(),
+                        ev.is_read_closed() || ev.is_error(),
+                    ),
                     None => {}
                 }
             }
             let again = std::mem::take(&mut self.again_conns);
             for k in again {
-                self.conn_readable(k);
+                self.conn_readable(k, true);
             }
             let again = std::mem::take(&mut self.again);
             for k in again {
@@ -302,6 +325,11 @@ impl Proxy {
             }
             self.check_timers();
             self.flush_all();
+            if self.now.duration_since(self.last_sample) >= Duration::from_millis(100) {
+                self.last_sample = self.now;
+                let ms = self.now.duration_since(self.started).as_millis() as u64;
+                self.stats.sample_ops(ms);
+            }
         }
     }
 
@@ -328,7 +356,7 @@ impl Proxy {
         // that has gone quiet with nothing pending.
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for &k in &keys {
-            self.client_readable(k);
+            self.client_readable(k, true);
         }
         self.flush_all();
         self.now = Instant::now();
@@ -413,7 +441,9 @@ impl Proxy {
     // ----- client input ----------------------------------------------------------------
 
     /// A client was announced readable: read under the budget and serve what arrived.
-    fn client_readable(&mut self, k: usize) {
+    /// `closed`: the event says the peer closed (or errored): read to the end even after a
+    /// short read, since no further edge will come.
+    fn client_readable(&mut self, k: usize, closed: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut budget_used = true;
         for _ in 0..READ_BUDGET {
@@ -460,9 +490,9 @@ impl Proxy {
                 c.rbuf.extend_from_slice(&scratch[..n]);
                 self.serve_buffered(k);
             }
-            if n < scratch.len() {
+            if n < scratch.len() && !closed {
                 // Short read: the socket is drained; edge-triggered polling announces the next
-                // bytes that arrive.
+                // bytes (or the peer's close) with a new event.
                 budget_used = false;
                 break;
             }
@@ -484,7 +514,7 @@ impl Proxy {
         if !c.rbuf.is_empty() {
             self.serve_buffered(k);
         }
-        self.client_readable(k);
+        self.client_readable(k, true);
     }
 
     /// Serve the client's buffered input (`rbuf`).
@@ -533,7 +563,7 @@ impl Proxy {
                         debug!("c{k}#{} {} protocol error: {msg}", c.id, c.peer);
                         let mut e = Vec::with_capacity(msg.len() + 8);
                         resp::write_error(&mut e, format!("ERR {msg}").as_bytes());
-                        c.chain.reply(&e, &mut c.wbuf);
+                        c.chain.reply(&e, &mut c.wbuf, Meta::new(NO_CMD, self.now));
                         c.closing = Closing::AfterReplies;
                         self.mark_client(k);
                         self.maybe_finish(k);
@@ -550,16 +580,28 @@ impl Proxy {
     /// Execute one command.
     fn command(&mut self, k: usize, frame: &[u8], args: &Args) {
         self.stats.commands += 1;
-        let pool_i = match self.clients.get_mut(k) {
-            Some(c) => {
-                c.commands += 1;
-                c.pool
-            }
+        match self.clients.get_mut(k) {
+            Some(c) => c.commands += 1,
             None => return,
-        };
+        }
         let spec = match router::resolve(args, frame) {
             Ok(s) => s,
-            Err(e) => return self.reply_err(k, &e),
+            Err(e) => {
+                self.stats.record_rejected(None);
+                self.cur = Meta::new(NO_CMD, self.now);
+                return self.reply_err(k, &e);
+            }
+        };
+        let first = if args.len() > 1 { args.get(frame, 1) } else { b"" };
+        self.cur = Meta::new(command_index(spec) as u16, self.now).with_arg(args.len(), first);
+        self.execute(k, spec, frame, args);
+        self.cur.cmd = NO_CMD;
+    }
+
+    /// Execute one resolved command (`self.cur` describes it).
+    fn execute(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
+            return;
         };
         let authed = match self.clients.get_mut(k) {
             Some(c) => {
@@ -569,7 +611,7 @@ impl Proxy {
             None => return,
         };
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
-            return self.reply_err(k, "NOAUTH Authentication required.");
+            return self.reject(k, "NOAUTH Authentication required.");
         }
         if self
             .clients
@@ -613,7 +655,7 @@ impl Proxy {
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
-            Plan::Error(e) => self.reply_err(k, &e),
+            Plan::Error(e) => self.reject(k, &e),
             Plan::Forward {
                 server,
                 argc,
@@ -697,6 +739,13 @@ impl Proxy {
         }
     }
 
+    /// Refuse the current command before running it (counted as rejected, not as a call).
+    fn reject(&mut self, k: usize, msg: &str) {
+        self.stats.record_rejected(Some(self.cur.cmd as usize));
+        self.cur.cmd = NO_CMD;
+        self.reply_err(k, msg);
+    }
+
     fn reply_err(&mut self, k: usize, msg: &str) {
         self.stats.errors += 1;
         let mut e = Vec::with_capacity(msg.len() + 3);
@@ -704,13 +753,17 @@ impl Proxy {
         self.reply(k, &e);
     }
 
-    /// A complete reply made by the proxy, through the chain.
+    /// A complete reply made by the proxy for the command being executed, through the chain.
     fn reply(&mut self, k: usize, bytes: &[u8]) {
+        self.reply_meta(k, bytes, self.cur);
+    }
+
+    fn reply_meta(&mut self, k: usize, bytes: &[u8], meta: Meta) {
         if let Some(c) = self.clients.get_mut(k) {
             if c.wbuf.capacity() == 0 {
                 c.wbuf = self.buffers.pop().unwrap_or_default();
             }
-            c.chain.reply(bytes, &mut c.wbuf);
+            c.chain.reply(bytes, &mut c.wbuf, meta);
             self.mark_client(k);
         }
     }
@@ -908,7 +961,9 @@ impl Proxy {
             blocking,
             sent: now,
         });
-        self.pools[conn.pool].servers[conn.server].stats.requests += 1;
+        let st = &mut self.pools[conn.pool].servers[conn.server].stats;
+        st.requests += 1;
+        st.request_bytes += bytes.len() as u64;
         self.mark_conn(ck);
     }
 
@@ -981,7 +1036,7 @@ impl Proxy {
     /// Run a blocking command on a private connection; the client is not read until it answers.
     fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8]) {
         let seq = match self.clients.get_mut(k) {
-            Some(c) => c.chain.push(Slot::Waiting),
+            Some(c) => c.chain.push(Slot::Waiting, self.cur),
             None => return,
         };
         match self.acquire_private(k, pos) {
@@ -1087,7 +1142,7 @@ impl Proxy {
         let nparts = names.len();
         let seq = c
             .chain
-            .push(Slot::Multi(Box::new(Multi::new(nparts, Combine::Concat))));
+            .push(Slot::Multi(Box::new(Multi::new(nparts, Combine::Concat))), self.cur);
         if let Some(sub) = c.sub.as_mut() {
             sub.pending += nparts;
         }
@@ -1421,7 +1476,7 @@ impl Proxy {
                 }
                 let watching = txn.watching;
                 let pos = txn.server.unwrap_or(0);
-                let seq = c.chain.push(Slot::Waiting);
+                let seq = c.chain.push(Slot::Waiting, self.cur);
                 let mut block = Vec::with_capacity(txn.queued.len() + 32);
                 block.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
                 block.extend_from_slice(&txn.queued);
@@ -1479,7 +1534,7 @@ impl Proxy {
                 }
                 let pos = pos.unwrap_or(0);
                 let seq = match self.clients.get_mut(k) {
-                    Some(c) => c.chain.push(Slot::Waiting),
+                    Some(c) => c.chain.push(Slot::Waiting, self.cur),
                     None => return,
                 };
                 match self.acquire_private(k, pos) {
@@ -1497,7 +1552,7 @@ impl Proxy {
             }
             "UNWATCH" => {
                 if c.watching() {
-                    let seq = c.chain.push(Slot::Waiting);
+                    let seq = c.chain.push(Slot::Waiting, self.cur);
                     if let Some(ck) = c.private {
                         self.send_on(ck, k, b"*1\r\n$7\r\nUNWATCH\r\n", seq, WHOLE, false);
                     }
@@ -1513,7 +1568,7 @@ impl Proxy {
     /// Forward one request to one server; its reply fills one chain slot.
     fn forward(&mut self, k: usize, server: usize, bytes: &[u8]) {
         let seq = match self.clients.get_mut(k) {
-            Some(c) => c.chain.push(Slot::Waiting),
+            Some(c) => c.chain.push(Slot::Waiting, self.cur),
             None => return,
         };
         if let Err(e) = self.send(k, server, bytes, seq, WHOLE) {
@@ -1526,7 +1581,7 @@ impl Proxy {
         let seq = match self.clients.get_mut(k) {
             Some(c) => c
                 .chain
-                .push(Slot::Multi(Box::new(Multi::new(reqs.len(), combine)))),
+                .push(Slot::Multi(Box::new(Multi::new(reqs.len(), combine))), self.cur),
             None => return,
         };
         for (part, (server, bytes)) in reqs.iter().enumerate() {
@@ -1633,7 +1688,9 @@ impl Proxy {
 
     // ----- backend events ---------------------------------------------------------------
 
-    fn conn_event(&mut self, k: usize, readable: bool, writable: bool) {
+    /// `closed`: the event says the peer closed (or errored): read to the end even after a
+    /// short read, since no further edge will come.
+    fn conn_event(&mut self, k: usize, readable: bool, writable: bool, closed: bool) {
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };
@@ -1664,11 +1721,11 @@ impl Proxy {
             self.mark_conn(k);
         }
         if readable {
-            self.conn_readable(k);
+            self.conn_readable(k, closed);
         }
     }
 
-    fn conn_readable(&mut self, k: usize) {
+    fn conn_readable(&mut self, k: usize, closed: bool) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(k) else {
                 return;
@@ -1694,8 +1751,9 @@ impl Proxy {
             if let Err((e, how)) = self.conn_replies(k) {
                 return self.conn_failed(k, &e, how);
             }
-            if short {
-                // Edge-triggered: whatever arrives after this read announces itself.
+            if short && !closed {
+                // Edge-triggered: whatever arrives after this read (bytes or the peer's close)
+                // announces itself with a new event.
                 return;
             }
         }
@@ -1754,6 +1812,11 @@ impl Proxy {
             }
             let srv = &mut self.pools[conn.pool].servers[conn.server];
             srv.stats.replies += 1;
+            srv.stats.response_bytes += n as u64;
+            if p.client != INTERNAL && p.client != SWALLOW && !p.blocking {
+                let usec = self.now.duration_since(p.sent).as_micros() as u64;
+                srv.stats.latency.record(usec);
+            }
             srv.failure_count = 0;
             let reply = &data[..n];
             if p.client == INTERNAL {
@@ -1820,6 +1883,9 @@ impl Proxy {
                 srv.connect_failed(now, why);
             }
             Fail::Broken => {
+                if why.contains("closed by the backend") {
+                    srv.stats.eof += 1;
+                }
                 warn!("b{}({}) {} {why}", conn.server, srv.name, srv.addr);
                 srv.last_error = why.to_string();
                 srv.stats.failures += 1;
@@ -2024,6 +2090,43 @@ impl Proxy {
             return;
         };
         c.dirty = false;
+        if !c.chain.done.is_empty() {
+            let now = self.now;
+            let mut done = std::mem::take(&mut c.chain.done);
+            for d in done.drain(..) {
+                let usec = now.duration_since(d.meta.started).as_micros() as u64;
+                self.stats
+                    .record_command(d.meta.cmd as usize, usec, d.failed);
+                if self.slowlog.is_slow(usec) {
+                    let name = crate::commands::COMMANDS
+                        .get(d.meta.cmd as usize)
+                        .map_or("?", |s| s.name);
+                    let snip = &d.meta.snip[..d.meta.snip_len as usize];
+                    let mut args: Vec<Vec<u8>> = vec![name.as_bytes().to_vec()];
+                    if d.meta.argc > 1 {
+                        args.push(snip.to_vec());
+                    }
+                    if d.meta.argc > 2 {
+                        args.push(format!("... ({} more arguments)", d.meta.argc - 2).into_bytes());
+                    }
+                    let pool = &self.pools[c.pool];
+                    let backend = if d.meta.argc > 1 && (d.meta.snip_len as usize) < crate::chain::SNIP {
+                        pool.ring
+                            .pick(crate::ring::hash_tag(snip, pool.cfg.hash_tag))
+                            .map_or("", |p| pool.at(p).name.as_str())
+                    } else {
+                        ""
+                    };
+                    let unix = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let cname = c.name().map(String::from_utf8_lossy).unwrap_or_default();
+                    self.slowlog
+                        .maybe_push(unix, usec, args, &c.peer, &cname, backend);
+                }
+            }
+            c.chain.done = done;
+        }
         if !c.writable {
             return;
         }
@@ -2453,9 +2556,26 @@ impl Proxy {
                 resp::write_bulk(&mut out, d.as_secs().to_string().as_bytes());
                 resp::write_bulk(&mut out, d.subsec_micros().to_string().as_bytes());
             }
-            "INFO" => {
-                let text = self.info_text();
-                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+            "INFO" => return self.info_cmd(k, frame, args),
+            "SLOWLOG GET" => {
+                let count = if argc > 2 {
+                    match router::parse_i64(arg(2)) {
+                        Some(n) if n < 0 => Some(usize::MAX),
+                        Some(n) => Some(n as usize),
+                        None => {
+                            reply_error(&mut out, "ERR value is not an integer or out of range");
+                            return self.reply(k, &out);
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.slowlog.write_get(count, &mut out);
+            }
+            "SLOWLOG LEN" => resp::write_int(&mut out, self.slowlog.len() as i64),
+            "SLOWLOG RESET" => {
+                self.slowlog.reset();
+                resp::write_simple(&mut out, b"OK");
             }
             "BACKEND" | "BACKENDNUM" => {
                 let Some(c) = self.clients.get(k) else {
@@ -2802,66 +2922,131 @@ impl Proxy {
         }
     }
 
-    fn info_text(&self) -> String {
-        let mut s = String::new();
-        let uptime = self.now.duration_since(self.started).as_secs();
-        s.push_str("# Server\r\n");
-        s.push_str(&format!("redis_version:{REDIS_COMPAT_VERSION}\r\n"));
-        s.push_str(&format!(
-            "rustproxy_version:{}\r\n",
-            env!("CARGO_PKG_VERSION")
-        ));
-        s.push_str("redis_mode:standalone\r\n");
-        s.push_str(&format!("process_id:{}\r\n", std::process::id()));
-        s.push_str(&format!("uptime_in_seconds:{uptime}\r\n"));
-        if let Some(p) = &self.config.path {
-            s.push_str(&format!("config_file:{}\r\n", p.display()));
+    /// The view of everything the stats renderers show.
+    fn view(&self) -> crate::metrics::View<'_> {
+        let now = self.now;
+        let pools = self
+            .pools
+            .iter()
+            .filter(|p| !p.removed)
+            .map(|p| crate::metrics::PoolView {
+                name: &p.cfg.name,
+                listen: listen_name(&p.cfg.listen),
+                hash: p.cfg.hash.name(),
+                distribution: p.cfg.distribution.name(),
+                clients: p.clients,
+                servers: p
+                    .order
+                    .iter()
+                    .map(|&slot| {
+                        let s = &p.servers[slot];
+                        let mut connections = 0;
+                        let mut in_flight = 0;
+                        let mut out_bytes = 0;
+                        for ck in s.conns.iter().flatten().flatten() {
+                            if let Some(c) = self.conns.get(*ck) {
+                                connections += 1;
+                                in_flight += c.inflight.len();
+                                out_bytes += c.pending_output();
+                            }
+                        }
+                        crate::metrics::ServerView {
+                            name: &s.name,
+                            addr: s.addr.to_string(),
+                            state: if s.is_ejected() {
+                                "ejected"
+                            } else if s.is_down(now) {
+                                "down"
+                            } else {
+                                "up"
+                            },
+                            connections: connections + s.private_open,
+                            in_flight,
+                            out_queue_bytes: out_bytes,
+                            stats: &s.stats,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        crate::metrics::View {
+            version: env!("CARGO_PKG_VERSION"),
+            redis_version: REDIS_COMPAT_VERSION,
+            pid: std::process::id(),
+            uptime_secs: now.duration_since(self.started).as_secs(),
+            config_file: self.config.path.as_ref().map(|p| p.display().to_string()),
+            now_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            connected_clients: self.clients.len(),
+            max_clients: self.pools.iter().map(|p| p.cfg.max_clients).sum(),
+            blocked_clients: self.clients.iter().filter(|(_, c)| c.blocked).count(),
+            stats: &self.stats,
+            pools,
+            slowlog_len: self.slowlog.len(),
+            rss_bytes: rss_bytes(),
+            last_reload: self.last_reload.clone(),
         }
-        s.push_str("\r\n# Clients\r\n");
-        s.push_str(&format!("connected_clients:{}\r\n", self.clients.len()));
-        s.push_str("\r\n# Stats\r\n");
-        s.push_str(&format!(
-            "total_connections_received:{}\r\n",
-            self.stats.connections_received
-        ));
-        s.push_str(&format!(
-            "total_commands_processed:{}\r\n",
-            self.stats.commands
-        ));
-        s.push_str(&format!(
-            "rejected_connections:{}\r\n",
-            self.stats.rejected_connections
-        ));
-        s.push_str(&format!(
-            "total_net_input_bytes:{}\r\n",
-            self.stats.net_input_bytes
-        ));
-        s.push_str(&format!(
-            "total_net_output_bytes:{}\r\n",
-            self.stats.net_output_bytes
-        ));
-        s.push_str(&format!("total_error_replies:{}\r\n", self.stats.errors));
-        s.push_str(&format!("total_timeouts:{}\r\n", self.stats.timeouts));
-        for p in &self.pools {
-            s.push_str(&format!("\r\n# Pool {}\r\n", p.cfg.name));
-            s.push_str(&format!("listen:{}\r\n", listen_name(&p.cfg.listen)));
-            s.push_str(&format!("hash:{}\r\n", p.cfg.hash.name()));
-            s.push_str(&format!("distribution:{}\r\n", p.cfg.distribution.name()));
-            for (i, b) in p.order.iter().map(|&slot| &p.servers[slot]).enumerate() {
-                let state = if b.is_ejected() {
-                    "ejected"
-                } else if b.is_down(self.now) {
-                    "down"
-                } else {
-                    "up"
+    }
+
+    /// INFO [section...] | INFO BACKEND <n|name> | INFO <n|name> [section] (forwarded).
+    fn info_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let Some((pool_i, resp3)) = self.clients.get(k).map(|c| (c.pool, c.resp3)) else {
+            return;
+        };
+        let argc = args.len();
+        let mut out = Vec::new();
+        let find = |p: &Pool, w: &[u8]| -> Option<usize> {
+            router::parse_u64(w)
+                .map(|i| i as usize)
+                .filter(|&i| i < p.len())
+                .or_else(|| {
+                    p.order.iter().position(|&slot| {
+                        let s = &p.servers[slot];
+                        s.name.as_bytes() == w || format!("{}:{}", s.host, s.port).as_bytes() == w
+                    })
+                })
+        };
+        if argc >= 2 {
+            let first = args.get(frame, 1);
+            if first.eq_ignore_ascii_case(b"BACKEND") && argc == 3 {
+                let text = match find(&self.pools[pool_i], args.get(frame, 2)) {
+                    Some(pos) => {
+                        let view = self.view();
+                        let vp = self
+                            .pools
+                            .iter()
+                            .filter(|p| !p.removed)
+                            .position(|p| std::ptr::eq(p, &self.pools[pool_i]))
+                            .unwrap_or(0);
+                        crate::metrics::info_backend(&view, vp, pos)
+                    }
+                    None => {
+                        let w = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                        return self.reply_err(k, &format!("ERR unknown backend '{w}'"));
+                    }
                 };
-                s.push_str(&format!(
-                    "backend{i}:name={},addr={},state={state},requests={},replies={},errors={},timeouts={}\r\n",
-                    b.name, b.addr, b.stats.requests, b.stats.replies, b.stats.errors, b.stats.timeouts
-                ));
+                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+                return self.reply(k, &out);
+            }
+            if let Some(pos) = find(&self.pools[pool_i], first) {
+                let mut req = Vec::new();
+                resp::write_array_len(&mut req, argc - 1);
+                resp::write_bulk(&mut req, b"INFO");
+                for i in 2..argc {
+                    resp::write_bulk(&mut req, args.get(frame, i));
+                }
+                return self.forward(k, pos, &req);
             }
         }
-        s
+        let section: Vec<String> = (1..argc)
+            .map(|i| String::from_utf8_lossy(args.get(frame, i)).into_owned())
+            .collect();
+        let section = section.join(" ");
+        let view = self.view();
+        let text = crate::metrics::info(&view, if argc > 1 { Some(&section) } else { None });
+        resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+        self.reply(k, &out);
     }
 }
 
@@ -2872,6 +3057,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= x ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+fn rss_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// `*n` (RESP2) or `>n` (RESP3 push), the frame of pub/sub confirmations and messages.

@@ -162,7 +162,8 @@ fn exists_on(server: &Redis, key: &str) -> bool {
 #[test]
 fn kill_backend_mid_pipeline_then_restart_on_same_port() {
     let mut servers = redises(4);
-    let proxy = Proxy::start(&refs(&servers), &[]);
+    // A generous request timeout, so only the kill can fail the DEBUG SLEEP.
+    let proxy = Proxy::start(&refs(&servers), &["--timeout", "5000"]);
     let per = 5;
     let keys = keys_by_backend(proxy.port, 4, "kill", per);
     let mut c = proxy.client();
@@ -895,13 +896,13 @@ fn oversized_bulk_and_huge_multibulk_count() {
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let servers = redises(2);
-    let mut proxy = Proxy::start(&refs(&servers), &[]);
+    let mut proxy = Proxy::start(&refs(&servers), &["--timeout", "5000"]);
     let keys = keys_by_backend(proxy.port, 2, "term", 1);
     let k = keys[1][0].as_bytes();
     let mut raw = proxy.raw();
     assert_eq!(raw.call(&[b"SET", k, b"kept"]), b"+OK\r\n");
 
-    let mut bytes = enc(&[b"FORWARD", b"0", b"DEBUG", b"SLEEP", b"1"]);
+    let mut bytes = enc(&[b"FORWARD", b"0", b"DEBUG", b"SLEEP", b"0.5"]);
     bytes.extend_from_slice(&enc(&[b"GET", k]));
     raw.send(&bytes);
     wait_busy(servers[0].port);

@@ -1222,6 +1222,9 @@ fn sigterm_serves_connections_queued_in_accept_backlog() {
     let text = pool_text("main", port, &[srv("a", &rs[0], 1)], "reuseport yes");
     let (mut proxy, _path) = start_with_file("reload-term-backlog", &text, port);
     let pid = proxy.child.id();
+    // A round trip proves the event loop runs, so the SIGTERM handler is installed (a SIGTERM
+    // between bind and handler registration would kill the process outright).
+    assert_eq!(proxy.raw().call(&[b"PING"]), b"+PONG\r\n");
     stop_process(pid);
     // The kernel completes the handshake while the process is stopped.
     let mut c = Raw::connect(port);
