@@ -160,6 +160,9 @@ impl Server {
         self.failure_count = 0;
         self.ejected_until = Some(now + retry);
         self.stats.ejections += 1;
+        self.stats.ejected_at_usec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         true
     }
 

@@ -216,6 +216,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (32, "Patterns are subscribed on every backend (a private connection to each), so a pattern sees messages of every channel; confirmations are answered once."),
     (33, "Patterns are subscribed on every backend, so one backend's count is the proxy's count."),
     (34, "Sent to every backend; the counts of each channel are summed."),
+    (35, "The proxy's own slow log: requests slower than `slowlog-log-slower-than` (10 ms) from arrival to reply, Redis's reply shape plus a 7th element naming the backend. A backend's own slow log: `FORWARD n SLOWLOG GET`."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -517,10 +518,10 @@ pub static COMMANDS: &[Spec] = &[
     row("SISMEMBER", 3, K1, KEYED, "set", &[]),
     row("SLAVEOF", 3, NO_KEYS, Class::Refused(R_SHARED), "server", &[]),
     row("SLOWLOG", -2, NO_KEYS, CONTAINER, "server", &[]),
-    row("SLOWLOG GET", -2, NO_KEYS, Class::FanOut(Merge::PerBackend), "server", &[5]),
+    row("SLOWLOG GET", -2, NO_KEYS, LOCAL, "server", &[35]),
     row("SLOWLOG HELP", 2, NO_KEYS, ANY, "server", &[15]),
-    row("SLOWLOG LEN", 2, NO_KEYS, Class::FanOut(Merge::PerBackend), "server", &[5]),
-    row("SLOWLOG RESET", 2, NO_KEYS, Class::FanOut(Merge::AllOk), "server", &[4]),
+    row("SLOWLOG LEN", 2, NO_KEYS, LOCAL, "server", &[35]),
+    row("SLOWLOG RESET", 2, NO_KEYS, LOCAL, "server", &[35]),
     row("SMEMBERS", 2, K1, KEYED, "set", &[]),
     row("SMISMEMBER", -3, K1, KEYED, "set", &[]),
     row("SMOVE", 4, Keys::Range { first: 1, last: 2, step: 1 }, KEYED, "set", &[1]),

@@ -20,27 +20,6 @@ use rustproxy::{config, proxy};
 const EXIT_CONFIG: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
-/// Printed by `-D/--describe-stats`: the counters kept in `stats.rs`.
-const STATS_DESCRIPTION: &str = "\
-proxy stats:
-  connections_received   client connections accepted since start
-  rejected_connections   client connections refused (max_clients)
-  commands               commands read from clients
-  errors                 error replies produced by the proxy
-  timeouts               requests failed by the request timeout
-  net_input_bytes        bytes read from clients
-  net_output_bytes       bytes written to clients
-
-server stats (per backend):
-  requests               requests sent (each part of a split command counts)
-  replies                replies received
-  errors                 requests answered with a proxy-made error
-  timeouts               requests that timed out
-  connections            connections opened
-  failures               times the backend went down
-  ejections              times it was ejected from the ring (auto_eject_hosts)
-";
-
 fn options() -> Options {
     let mut o = Options::new();
     o.optflag("h", "help", "show this help and exit");
@@ -154,7 +133,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if m.opt_present("D") {
-        print!("{STATS_DESCRIPTION}");
+        print!("{}", rustproxy::metrics::describe());
         return ExitCode::SUCCESS;
     }
     if let Some(extra) = m.free.first() {

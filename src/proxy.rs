@@ -96,6 +96,8 @@ pub enum Kind {
     Listener(usize),
     Client(usize),
     Conn(usize),
+    /// The stats listener (0) and its connections (slab key + 1).
+    Stats(usize),
 }
 
 impl Kind {
@@ -104,6 +106,7 @@ impl Kind {
             Kind::Listener(i) => Token(i << 2),
             Kind::Client(i) => Token((i << 2) | 1),
             Kind::Conn(i) => Token((i << 2) | 2),
+            Kind::Stats(i) => Token((i << 2) | 3),
         }
     }
     pub fn of(t: Token) -> Option<Kind> {
@@ -112,7 +115,7 @@ impl Kind {
             0 => Some(Kind::Listener(i)),
             1 => Some(Kind::Client(i)),
             2 => Some(Kind::Conn(i)),
-            _ => None,
+            _ => Some(Kind::Stats(i)),
         }
     }
 }
@@ -121,6 +124,21 @@ enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
+
+/// A connection to the stats port: nutcracker's JSON document for a plain connect, or an
+/// HTTP GET (`/metrics`: Prometheus text; anything else: the JSON).
+struct StatsConn {
+    stream: TcpStream,
+    accepted: Instant,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    answered: bool,
+}
+
+/// How long a stats connection may stay silent before it gets the JSON document (nutcracker's
+/// clients just connect and read).
+const STATS_WAIT: Duration = Duration::from_millis(100);
 
 pub struct Proxy {
     poll: Poll,
@@ -156,6 +174,8 @@ pub struct Proxy {
     cur: Meta,
     pub slowlog: SlowLog,
     last_sample: Instant,
+    stats_listener: Option<TcpListener>,
+    stats_conns: Slab<StatsConn>,
     /// Set by SIGINT/SIGTERM (graceful shutdown) and SIGHUP (reload).
     term: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
@@ -222,7 +242,12 @@ impl Proxy {
             args: Args::default(),
             keys: Vec::new(),
             buffers: Vec::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                started_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                ..Stats::default()
+            },
             started: now,
             now,
             config,
@@ -232,7 +257,17 @@ impl Proxy {
             last_sample: now,
             term,
             hup,
+            stats_listener: None,
+            stats_conns: Slab::new(),
         };
+        if let Some(addr) = p.config.stats_listen {
+            let mut l = TcpListener::bind(addr)?;
+            p.poll
+                .registry()
+                .register(&mut l, Kind::Stats(0).token(), Interest::READABLE)?;
+            info!("stats on {addr} (nutcracker JSON on connect, GET /metrics for Prometheus)");
+            p.stats_listener = Some(l);
+        }
         for pi in 0..p.pools.len() {
             if p.pools[pi].cfg.preconnect {
                 for si in 0..p.pools[pi].servers.len() {
@@ -312,6 +347,8 @@ impl Proxy {
                         ev.is_writable(),
                         ev.is_read_closed() || ev.is_error(),
                     ),
+                    Some(Kind::Stats(0)) => self.stats_accept(),
+                    Some(Kind::Stats(i)) => self.stats_event(i - 1),
                     None => {}
                 }
             }
@@ -324,6 +361,9 @@ impl Proxy {
                 self.client_resume(k);
             }
             self.check_timers();
+            if !self.stats_conns.is_empty() {
+                self.stats_timers();
+            }
             self.flush_all();
             if self.now.duration_since(self.last_sample) >= Duration::from_millis(100) {
                 self.last_sample = self.now;
@@ -592,7 +632,11 @@ impl Proxy {
                 return self.reply_err(k, &e);
             }
         };
-        let first = if args.len() > 1 { args.get(frame, 1) } else { b"" };
+        let first = if args.len() > 1 {
+            args.get(frame, 1)
+        } else {
+            b""
+        };
         self.cur = Meta::new(command_index(spec) as u16, self.now).with_arg(args.len(), first);
         self.execute(k, spec, frame, args);
         self.cur.cmd = NO_CMD;
@@ -1140,9 +1184,10 @@ impl Proxy {
             c.sub.get_or_insert_with(Default::default);
         }
         let nparts = names.len();
-        let seq = c
-            .chain
-            .push(Slot::Multi(Box::new(Multi::new(nparts, Combine::Concat))), self.cur);
+        let seq = c.chain.push(
+            Slot::Multi(Box::new(Multi::new(nparts, Combine::Concat))),
+            self.cur,
+        );
         if let Some(sub) = c.sub.as_mut() {
             sub.pending += nparts;
         }
@@ -1579,9 +1624,10 @@ impl Proxy {
     /// Send one sub-request per entry of `reqs` (server, bytes) into one multi slot.
     fn send_multi(&mut self, k: usize, combine: Combine, reqs: &[(usize, Vec<u8>)]) {
         let seq = match self.clients.get_mut(k) {
-            Some(c) => c
-                .chain
-                .push(Slot::Multi(Box::new(Multi::new(reqs.len(), combine))), self.cur),
+            Some(c) => c.chain.push(
+                Slot::Multi(Box::new(Multi::new(reqs.len(), combine))),
+                self.cur,
+            ),
             None => return,
         };
         for (part, (server, bytes)) in reqs.iter().enumerate() {
@@ -2110,13 +2156,14 @@ impl Proxy {
                         args.push(format!("... ({} more arguments)", d.meta.argc - 2).into_bytes());
                     }
                     let pool = &self.pools[c.pool];
-                    let backend = if d.meta.argc > 1 && (d.meta.snip_len as usize) < crate::chain::SNIP {
-                        pool.ring
-                            .pick(crate::ring::hash_tag(snip, pool.cfg.hash_tag))
-                            .map_or("", |p| pool.at(p).name.as_str())
-                    } else {
-                        ""
-                    };
+                    let backend =
+                        if d.meta.argc > 1 && (d.meta.snip_len as usize) < crate::chain::SNIP {
+                            pool.ring
+                                .pick(crate::ring::hash_tag(snip, pool.cfg.hash_tag))
+                                .map_or("", |p| pool.at(p).name.as_str())
+                        } else {
+                            ""
+                        };
                     let unix = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
@@ -2205,6 +2252,159 @@ impl Proxy {
         {
             buf.clear();
             self.buffers.push(buf);
+        }
+    }
+
+    // ----- stats port -------------------------------------------------------------------
+
+    fn stats_accept(&mut self) {
+        loop {
+            let Some(l) = &self.stats_listener else {
+                return;
+            };
+            let mut stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("stats accept failed: {e}");
+                    return;
+                }
+            };
+            let entry = self.stats_conns.vacant_entry();
+            let token = Kind::Stats(entry.key() + 1).token();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                entry.insert(StatsConn {
+                    stream,
+                    accepted: self.now,
+                    rbuf: Vec::new(),
+                    wbuf: Vec::new(),
+                    wpos: 0,
+                    answered: false,
+                });
+            }
+        }
+    }
+
+    fn stats_event(&mut self, i: usize) {
+        let mut eof = false;
+        if let Some(sc) = self.stats_conns.get_mut(i) {
+            let mut tmp = [0u8; 4096];
+            loop {
+                match sc.stream.read(&mut tmp) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) if sc.rbuf.len() < 16 * 1024 => sc.rbuf.extend_from_slice(&tmp[..n]),
+                    Ok(_) => continue,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+        } else {
+            return;
+        }
+        let request = self.stats_conns.get(i).and_then(|sc| {
+            if sc.answered {
+                return None;
+            }
+            let r = &sc.rbuf;
+            let complete =
+                r.windows(4).any(|w| w == b"\r\n\r\n") || r.windows(2).any(|w| w == b"\n\n");
+            if complete || (eof && !r.is_empty()) {
+                Some(r.starts_with(b"GET /metrics"))
+            } else if eof {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        let http = self
+            .stats_conns
+            .get(i)
+            .is_some_and(|sc| sc.rbuf.starts_with(b"GET "));
+        if let Some(metrics) = request {
+            self.stats_answer(i, http, metrics);
+        }
+        self.stats_flush(i);
+    }
+
+    /// Queue the answer: HTTP-wrapped when asked over HTTP.
+    fn stats_answer(&mut self, i: usize, http: bool, metrics: bool) {
+        let body = {
+            let view = self.view();
+            if metrics {
+                crate::metrics::prometheus(&view)
+            } else {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into());
+                crate::metrics::nutcracker_json(&view, &host)
+            }
+        };
+        let Some(sc) = self.stats_conns.get_mut(i) else {
+            return;
+        };
+        sc.answered = true;
+        if http {
+            let ctype = if metrics {
+                "text/plain; version=0.0.4; charset=utf-8"
+            } else {
+                "application/json"
+            };
+            sc.wbuf.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+        sc.wbuf.extend_from_slice(body.as_bytes());
+    }
+
+    /// Write what is queued; close once the answer is out.
+    fn stats_flush(&mut self, i: usize) {
+        let Some(sc) = self.stats_conns.get_mut(i) else {
+            return;
+        };
+        while sc.wpos < sc.wbuf.len() {
+            match sc.stream.write(&sc.wbuf[sc.wpos..]) {
+                Ok(0) => break,
+                Ok(n) => sc.wpos += n,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        if sc.answered {
+            let mut sc = self.stats_conns.remove(i);
+            let _ = self.poll.registry().deregister(&mut sc.stream);
+        }
+    }
+
+    /// Stats connections that said nothing get the JSON document (nutcracker's behaviour).
+    fn stats_timers(&mut self) {
+        let now = self.now;
+        let due: Vec<usize> = self
+            .stats_conns
+            .iter()
+            .filter(|(_, sc)| !sc.answered && now.duration_since(sc.accepted) >= STATS_WAIT)
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            self.stats_answer(i, false, false);
+            self.stats_flush(i);
         }
     }
 

@@ -591,7 +591,13 @@ fn half_closed_client_gets_replies_then_eof() {
     // Racy by nature (needs data and FIN in one edge): each case is tried a few times.
     for round in 0..5 {
         for (name, steps) in half_closed_cases() {
-            run_steps(proxy.port, pid, base, &format!("{name} (round {round})"), &steps);
+            run_steps(
+                proxy.port,
+                pid,
+                base,
+                &format!("{name} (round {round})"),
+                &steps,
+            );
             healthy(&mut proxy, "health", name);
         }
     }

@@ -59,23 +59,36 @@ fn show(b: &[u8]) -> String {
 
 fn parse_int(r: &[u8]) -> i64 {
     let s = std::str::from_utf8(r).expect("utf8 reply");
-    let s = s.strip_prefix(':').unwrap_or_else(|| panic!("not an integer: {s:?}"));
+    let s = s
+        .strip_prefix(':')
+        .unwrap_or_else(|| panic!("not an integer: {s:?}"));
     s.trim_end().parse().expect("integer reply")
 }
 
 fn backendnum(proxy: &Proxy, key: &str) -> usize {
     let mut c = proxy.client();
-    let n: i64 = redis::cmd("BACKENDNUM").arg(key).query(&mut c).expect("backendnum");
+    let n: i64 = redis::cmd("BACKENDNUM")
+        .arg(key)
+        .query(&mut c)
+        .expect("backendnum");
     n as usize
 }
 
 /// `count` names `prefix<i>` whose BACKENDNUM satisfies `want`.
-fn names_where(proxy: &Proxy, prefix: &str, count: usize, want: impl Fn(usize) -> bool) -> Vec<String> {
+fn names_where(
+    proxy: &Proxy,
+    prefix: &str,
+    count: usize,
+    want: impl Fn(usize) -> bool,
+) -> Vec<String> {
     let mut c = proxy.client();
     let mut out = Vec::new();
     for i in 0..100_000 {
         let k = format!("{prefix}{i}");
-        let n: i64 = redis::cmd("BACKENDNUM").arg(&k).query(&mut c).expect("backendnum");
+        let n: i64 = redis::cmd("BACKENDNUM")
+            .arg(&k)
+            .query(&mut c)
+            .expect("backendnum");
         if want(n as usize) {
             out.push(k);
             if out.len() == count {
@@ -84,6 +97,13 @@ fn names_where(proxy: &Proxy, prefix: &str, count: usize, want: impl Fn(usize) -
         }
     }
     panic!("not enough names for prefix {prefix}");
+}
+
+/// `per` names `prefix<i>` on each of the 4 backends, in backend order.
+fn spread(proxy: &Proxy, prefix: &str, per: usize) -> Vec<String> {
+    (0..4)
+        .flat_map(|b| names_where(proxy, prefix, per, move |n| n == b))
+        .collect()
 }
 
 /// Two names with the given prefix on different backends.
@@ -175,7 +195,11 @@ fn blpop_answered_by_lpush_from_another_client() {
         backend_clients(&proxy, n)
     );
     let mut c = proxy.client();
-    let pushed: i64 = redis::cmd("LPUSH").arg(key).arg("hello").query(&mut c).unwrap();
+    let pushed: i64 = redis::cmd("LPUSH")
+        .arg(key)
+        .arg("hello")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(pushed, 1);
     let (r, p) = recv(&rx, "blocked client");
     t.join().unwrap();
@@ -190,7 +214,10 @@ fn blpop_timeout_and_pipelined_ping() {
     let servers = redises(4);
     let proxy = Proxy::start(&refs(&servers), &[]);
     let mut raw = proxy.raw();
-    assert_eq!(show(&raw.call(&[b"BLPOP", b"blk:empty", b"0.2"])), "*-1\\r\\n");
+    assert_eq!(
+        show(&raw.call(&[b"BLPOP", b"blk:empty", b"0.2"])),
+        "*-1\\r\\n"
+    );
     // Pipelined: the PING waits behind the blocked BLPOP and both come back in order.
     let mut bytes = enc(&[b"BLPOP", b"blk:empty2", b"0.2"]);
     bytes.extend_from_slice(&enc(&[b"PING"]));
@@ -230,18 +257,28 @@ fn blocked_client_disconnect_closes_its_private_connection() {
     raw.stream.shutdown(Shutdown::Both).unwrap();
     drop(raw);
     assert!(
-        wait_for(|| count_cmd(&proxy, n, "blpop") == 0
-            && backend_clients(&proxy, n).len() == baseline),
+        wait_for(
+            || count_cmd(&proxy, n, "blpop") == 0 && backend_clients(&proxy, n).len() == baseline
+        ),
         "the private connection stayed open after its client left: {:?}",
         backend_clients(&proxy, n)
     );
     let mut c = proxy.client();
     let _: i64 = redis::cmd("LPUSH").arg(key).arg("v").query(&mut c).unwrap();
     // Give a ghost BLPOP (if any) every chance to take it: a round trip to that backend.
-    let _: String = redis::cmd("FORWARD").arg(n).arg("PING").query(&mut c).unwrap();
+    let _: String = redis::cmd("FORWARD")
+        .arg(n)
+        .arg("PING")
+        .query(&mut c)
+        .unwrap();
     let len: i64 = redis::cmd("LLEN").arg(key).query(&mut c).unwrap();
     assert_eq!(len, 1, "a ghost BLPOP consumed the value");
-    let v: Vec<String> = redis::cmd("LRANGE").arg(key).arg(0).arg(-1).query(&mut c).unwrap();
+    let v: Vec<String> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, vec!["v".to_string()]);
 }
 
@@ -293,7 +330,11 @@ fn private_connection_cap_and_other_clients_unaffected() {
     }
     // Unblock all: each gets its own value.
     for (i, k) in keys[..5].iter().enumerate() {
-        let _: i64 = redis::cmd("RPUSH").arg(k).arg(format!("v{i}")).query(&mut c).unwrap();
+        let _: i64 = redis::cmd("RPUSH")
+            .arg(k)
+            .arg(format!("v{i}"))
+            .query(&mut c)
+            .unwrap();
     }
     for (i, r) in blocked.iter_mut().enumerate() {
         let got = r.reply();
@@ -314,14 +355,36 @@ fn blocking_keys_must_share_a_backend() {
     let (a, b) = two_backends(&proxy, "xb:");
     let mut raw = proxy.raw();
     let want = "-PROXYERROR keys are on different backends\\r\\n";
-    assert_eq!(show(&raw.call(&[b"BLPOP", a.as_bytes(), b.as_bytes(), b"0"])), want);
-    assert_eq!(show(&raw.call(&[b"BRPOP", a.as_bytes(), b.as_bytes(), b"0"])), want);
     assert_eq!(
-        show(&raw.call(&[b"BLMOVE", a.as_bytes(), b.as_bytes(), b"LEFT", b"RIGHT", b"0"])),
+        show(&raw.call(&[b"BLPOP", a.as_bytes(), b.as_bytes(), b"0"])),
         want
     );
     assert_eq!(
-        show(&raw.call(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", a.as_bytes(), b.as_bytes(), b"$", b"$"])),
+        show(&raw.call(&[b"BRPOP", a.as_bytes(), b.as_bytes(), b"0"])),
+        want
+    );
+    assert_eq!(
+        show(&raw.call(&[
+            b"BLMOVE",
+            a.as_bytes(),
+            b.as_bytes(),
+            b"LEFT",
+            b"RIGHT",
+            b"0"
+        ])),
+        want
+    );
+    assert_eq!(
+        show(&raw.call(&[
+            b"XREAD",
+            b"BLOCK",
+            b"0",
+            b"STREAMS",
+            a.as_bytes(),
+            b.as_bytes(),
+            b"$",
+            b"$"
+        ])),
         want
     );
     assert_eq!(raw.call(&[b"PING"]), b"+PONG\r\n");
@@ -331,13 +394,19 @@ fn blocking_keys_must_share_a_backend() {
         show(&raw.call(&[b"BLPOP", b"{t}a", b"{t}b", b"1"])),
         show(&arr(&[b"{t}b", b"x"]))
     );
-    assert_eq!(show(&raw.call(&[b"BLPOP", b"{t}a", b"{t}b", b"0.1"])), "*-1\\r\\n");
+    assert_eq!(
+        show(&raw.call(&[b"BLPOP", b"{t}a", b"{t}b", b"0.1"])),
+        "*-1\\r\\n"
+    );
     assert_eq!(raw.call(&[b"RPUSH", b"{t}src", b"y"]), b":1\r\n");
     assert_eq!(
         show(&raw.call(&[b"BLMOVE", b"{t}src", b"{t}dst", b"LEFT", b"RIGHT", b"1"])),
         show(&bulk(b"y"))
     );
-    assert_eq!(show(&raw.call(&[b"LRANGE", b"{t}dst", b"0", b"-1"])), show(&arr(&[b"y"])));
+    assert_eq!(
+        show(&raw.call(&[b"LRANGE", b"{t}dst", b"0", b"-1"])),
+        show(&arr(&[b"y"]))
+    );
     // WAIT stays refused.
     let w = raw.call(&[b"WAIT", b"0", b"0"]);
     assert!(w.starts_with(b"-"), "{}", show(&w));
@@ -384,12 +453,19 @@ fn multi_exec_is_atomic_for_a_concurrent_reader() {
         for i in 1..=100 {
             want.extend_from_slice(format!(":{}\r\n", round * 100 + i).as_bytes());
         }
-        assert_eq!(show(&raw.reply()), show(&want), "EXEC reply of round {round}");
+        assert_eq!(
+            show(&raw.reply()),
+            show(&want),
+            "EXEC reply of round {round}"
+        );
     }
     let seen = recv(&rx, "reader");
     reader.join().unwrap();
     let torn: Vec<i64> = seen.iter().copied().filter(|v| v % 100 != 0).collect();
-    assert!(torn.is_empty(), "reader saw a transaction half done: {torn:?}");
+    assert!(
+        torn.is_empty(),
+        "reader saw a transaction half done: {torn:?}"
+    );
     assert_eq!(seen.last().copied(), Some(ROUNDS * 100));
 }
 
@@ -414,9 +490,15 @@ fn multi_exec_results_discard_and_errors() {
 
     // Errors without / nested MULTI.
     assert_eq!(show(&raw.call(&[b"EXEC"])), "-ERR EXEC without MULTI\\r\\n");
-    assert_eq!(show(&raw.call(&[b"DISCARD"])), "-ERR DISCARD without MULTI\\r\\n");
+    assert_eq!(
+        show(&raw.call(&[b"DISCARD"])),
+        "-ERR DISCARD without MULTI\\r\\n"
+    );
     assert_eq!(raw.call(&[b"MULTI"]), b"+OK\r\n");
-    assert_eq!(show(&raw.call(&[b"MULTI"])), "-ERR MULTI calls can not be nested\\r\\n");
+    assert_eq!(
+        show(&raw.call(&[b"MULTI"])),
+        "-ERR MULTI calls can not be nested\\r\\n"
+    );
     assert_eq!(raw.call(&[b"DISCARD"]), b"+OK\r\n");
 
     // DISCARD drops the queued commands.
@@ -450,10 +532,18 @@ fn multi_exec_results_discard_and_errors() {
     assert_eq!(raw.call(&[b"MULTI"]), b"+OK\r\n");
     assert_eq!(raw.call(&[b"SET", b"{t}u", b"1"]), b"+QUEUED\r\n");
     let e = raw.call(&[b"NOSUCHCMD", b"x"]);
-    assert!(e.starts_with(b"-ERR unknown command 'nosuchcmd'"), "{}", show(&e));
+    assert!(
+        e.starts_with(b"-ERR unknown command 'NOSUCHCMD'"),
+        "{}",
+        show(&e)
+    );
     // Wrong arity too.
     let e = raw.call(&[b"GET"]);
-    assert!(e.starts_with(b"-ERR wrong number of arguments"), "{}", show(&e));
+    assert!(
+        e.starts_with(b"-ERR wrong number of arguments"),
+        "{}",
+        show(&e)
+    );
     assert_eq!(
         show(&raw.call(&[b"EXEC"])),
         "-EXECABORT Transaction discarded because of previous errors.\\r\\n"
@@ -511,7 +601,9 @@ fn watch_conflict_and_no_conflict() {
         "-PROXYERROR keys are on different backends\\r\\n"
     );
     assert_eq!(a.call(&[b"MULTI"]), b"+OK\r\n");
-    assert!(a.call(&[b"WATCH", b"{t}w"]).starts_with(b"-ERR WATCH inside MULTI"));
+    assert!(a
+        .call(&[b"WATCH", b"{t}w"])
+        .starts_with(b"-ERR WATCH inside MULTI"));
     assert_eq!(a.call(&[b"DISCARD"]), b"+OK\r\n");
     // Transaction on a key of another backend than the watched one: conflict with the pin.
     assert_eq!(a.call(&[b"WATCH", b"{t}w"]), b"+OK\r\n");
@@ -541,20 +633,38 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
 
     let mut sub = proxy.raw();
     sub.cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes(), c.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "subscribe", &a, 1)));
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "subscribe", &b, 2)));
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "subscribe", &c, 3)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "subscribe", &a, 1))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "subscribe", &b, 2))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "subscribe", &c, 3))
+    );
     // Subscribing again to one already held keeps the total.
     sub.cmd(&[b"SUBSCRIBE", b.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "subscribe", &b, 3)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "subscribe", &b, 3))
+    );
 
     // Restrictions and PING in RESP2 subscribe mode.
     assert_eq!(
         show(&sub.call(&[b"GET", b"plain"])),
         show(b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n")
     );
-    assert_eq!(show(&sub.call(&[b"PING"])), show(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"));
-    assert_eq!(show(&sub.call(&[b"PING", b"hi"])), show(b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"));
+    assert_eq!(
+        show(&sub.call(&[b"PING"])),
+        show(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+    );
+    assert_eq!(
+        show(&sub.call(&[b"PING", b"hi"])),
+        show(b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n")
+    );
 
     // Messages from another client connection, on each channel.
     let mut publisher = proxy.raw();
@@ -573,15 +683,33 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
     // A second subscriber on one channel: PUBLISH counts both.
     let mut sub2 = proxy.raw();
     sub2.cmd(&[b"SUBSCRIBE", a.as_bytes()]);
-    assert_eq!(show(&sub2.reply()), show(&confirmation("*", "subscribe", &a, 1)));
-    assert_eq!(publisher.call(&[b"PUBLISH", a.as_bytes(), b"both"]), b":2\r\n");
-    assert_eq!(show(&sub.reply()), show(&arr(&[b"message", a.as_bytes(), b"both"])));
-    assert_eq!(show(&sub2.reply()), show(&arr(&[b"message", a.as_bytes(), b"both"])));
+    assert_eq!(
+        show(&sub2.reply()),
+        show(&confirmation("*", "subscribe", &a, 1))
+    );
+    assert_eq!(
+        publisher.call(&[b"PUBLISH", a.as_bytes(), b"both"]),
+        b":2\r\n"
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&arr(&[b"message", a.as_bytes(), b"both"]))
+    );
+    assert_eq!(
+        show(&sub2.reply()),
+        show(&arr(&[b"message", a.as_bytes(), b"both"]))
+    );
 
     // Unsubscribe one, then all: counts are totals, then normal mode again.
     sub.cmd(&[b"UNSUBSCRIBE", b.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "unsubscribe", &b, 2)));
-    assert_eq!(publisher.call(&[b"PUBLISH", b.as_bytes(), b"gone"]), b":0\r\n");
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "unsubscribe", &b, 2))
+    );
+    assert_eq!(
+        publisher.call(&[b"PUBLISH", b.as_bytes(), b"gone"]),
+        b":0\r\n"
+    );
     sub.cmd(&[b"UNSUBSCRIBE"]);
     let mut left = BTreeSet::new();
     let mut counts = Vec::new();
@@ -604,8 +732,14 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
     );
     assert_eq!(show(&sub.call(&[b"GET", b"plain"])), show(&bulk(b"value")));
     // sub2 still gets messages; sub does not.
-    assert_eq!(publisher.call(&[b"PUBLISH", a.as_bytes(), b"last"]), b":1\r\n");
-    assert_eq!(show(&sub2.reply()), show(&arr(&[b"message", a.as_bytes(), b"last"])));
+    assert_eq!(
+        publisher.call(&[b"PUBLISH", a.as_bytes(), b"last"]),
+        b":1\r\n"
+    );
+    assert_eq!(
+        show(&sub2.reply()),
+        show(&arr(&[b"message", a.as_bytes(), b"last"]))
+    );
     // The subscription connections went back: no backend client of sub's is subscribed
     // except sub2's one.
     assert!(
@@ -621,7 +755,9 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
                 == 1
         }),
         "subscribed backend connections: {:?}",
-        (0..4).map(|n| backend_clients(&proxy, n)).collect::<Vec<_>>()
+        (0..4)
+            .map(|n| backend_clients(&proxy, n))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -629,28 +765,55 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
 fn psubscribe_receives_from_every_backend() {
     let servers = redises(4);
     let proxy = Proxy::start(&refs(&servers), &[]);
-    let chans: Vec<String> = (0..16).map(|i| format!("news:{i}")).collect();
-    let on: BTreeSet<usize> = chans.iter().map(|c| backendnum(&proxy, c)).collect();
-    assert!(on.len() >= 3, "channels on too few backends: {on:?}");
+    // Four channels on each backend; news:0 is the first on backend 0.
+    let mut chans = spread(&proxy, "news:", 4);
+    if let Some(i) = chans.iter().position(|c| c == "news:0") {
+        chans.swap(0, i);
+    } else {
+        chans.insert(0, "news:0".into());
+    }
 
     let mut sub = proxy.raw();
     sub.cmd(&[b"PSUBSCRIBE", b"news:*"]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "psubscribe", "news:*", 1)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "psubscribe", "news:*", 1))
+    );
     sub.cmd(&[b"SUBSCRIBE", b"news:0"]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "subscribe", "news:0", 2)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "subscribe", "news:0", 2))
+    );
     sub.cmd(&[b"PSUBSCRIBE", b"other:*"]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "psubscribe", "other:*", 3)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "psubscribe", "other:*", 3))
+    );
 
     let mut publisher = proxy.client();
     let mut want = BTreeSet::new();
     for (i, ch) in chans.iter().enumerate() {
         let msg = format!("n{i}");
-        let n: i64 = redis::cmd("PUBLISH").arg(ch).arg(&msg).query(&mut publisher).unwrap();
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg(ch)
+            .arg(&msg)
+            .query(&mut publisher)
+            .unwrap();
         let receivers = if i == 0 { 2 } else { 1 };
-        assert_eq!(n, receivers, "PUBLISH {ch} (backend {})", backendnum(&proxy, ch));
+        assert_eq!(
+            n,
+            receivers,
+            "PUBLISH {ch} (backend {})",
+            backendnum(&proxy, ch)
+        );
         want.insert(show(&{
             let mut m = b"*4\r\n".to_vec();
-            for p in [b"pmessage".as_slice(), b"news:*", ch.as_bytes(), msg.as_bytes()] {
+            for p in [
+                b"pmessage".as_slice(),
+                b"news:*",
+                ch.as_bytes(),
+                msg.as_bytes(),
+            ] {
                 m.extend_from_slice(&bulk(p));
             }
             m
@@ -667,12 +830,25 @@ fn psubscribe_receives_from_every_backend() {
     // PUNSUBSCRIBE all patterns, then UNSUBSCRIBE: back to normal.
     sub.cmd(&[b"PUNSUBSCRIBE"]);
     // (Names in sorted order; counts are the client's totals: 1 channel + patterns left.)
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "punsubscribe", "news:*", 2)));
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "punsubscribe", "other:*", 1)));
-    let n: i64 = redis::cmd("PUBLISH").arg("news:5").arg("x").query(&mut publisher).unwrap();
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "punsubscribe", "news:*", 2))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "punsubscribe", "other:*", 1))
+    );
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news:5")
+        .arg("x")
+        .query(&mut publisher)
+        .unwrap();
     assert_eq!(n, 0);
     sub.cmd(&[b"UNSUBSCRIBE", b"news:0"]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "unsubscribe", "news:0", 0)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "unsubscribe", "news:0", 0))
+    );
     assert_eq!(sub.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
 }
 
@@ -683,16 +859,34 @@ fn ssubscribe_spublish() {
     let (a, b) = two_backends(&proxy, "shard:");
     let mut sub = proxy.raw();
     sub.cmd(&[b"SSUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "ssubscribe", &a, 1)));
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "ssubscribe", &b, 2)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "ssubscribe", &a, 1))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "ssubscribe", &b, 2))
+    );
     let mut publisher = proxy.raw();
     for ch in [&a, &b] {
-        assert_eq!(publisher.call(&[b"SPUBLISH", ch.as_bytes(), b"hi"]), b":1\r\n");
-        assert_eq!(show(&sub.reply()), show(&arr(&[b"smessage", ch.as_bytes(), b"hi"])));
+        assert_eq!(
+            publisher.call(&[b"SPUBLISH", ch.as_bytes(), b"hi"]),
+            b":1\r\n"
+        );
+        assert_eq!(
+            show(&sub.reply()),
+            show(&arr(&[b"smessage", ch.as_bytes(), b"hi"]))
+        );
     }
     sub.cmd(&[b"SUNSUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "sunsubscribe", &a, 1)));
-    assert_eq!(show(&sub.reply()), show(&confirmation("*", "sunsubscribe", &b, 0)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "sunsubscribe", &a, 1))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation("*", "sunsubscribe", &b, 0))
+    );
     assert_eq!(sub.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
 }
 
@@ -706,15 +900,24 @@ fn resp3_subscriber_gets_pushes_and_runs_commands() {
     assert!(hello.starts_with(b"%"), "{}", show(&hello));
     let (a, b) = two_backends(&proxy, "r3ch:");
     sub.cmd(&[b"SUBSCRIBE", a.as_bytes(), b.as_bytes()]);
-    assert_eq!(show(&sub.reply()), show(&confirmation(">", "subscribe", &a, 1)));
-    assert_eq!(show(&sub.reply()), show(&confirmation(">", "subscribe", &b, 2)));
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation(">", "subscribe", &a, 1))
+    );
+    assert_eq!(
+        show(&sub.reply()),
+        show(&confirmation(">", "subscribe", &b, 2))
+    );
     // Normal commands while subscribed.
     assert_eq!(show(&sub.call(&[b"GET", b"r3:key"])), show(&bulk(b"val")));
     assert_eq!(sub.call(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(sub.call(&[b"SET", b"r3:other", b"x"]), b"+OK\r\n");
     let mut publisher = proxy.raw();
     for ch in [&a, &b] {
-        assert_eq!(publisher.call(&[b"PUBLISH", ch.as_bytes(), b"pushed"]), b":1\r\n");
+        assert_eq!(
+            publisher.call(&[b"PUBLISH", ch.as_bytes(), b"pushed"]),
+            b":1\r\n"
+        );
         let mut want = b">3\r\n".to_vec();
         for p in [b"message".as_slice(), ch.as_bytes(), b"pushed"] {
             want.extend_from_slice(&bulk(p));
@@ -725,7 +928,11 @@ fn resp3_subscriber_gets_pushes_and_runs_commands() {
     sub.cmd(&[b"UNSUBSCRIBE"]);
     let r1 = sub.reply();
     let r2 = sub.reply();
-    assert!(r1.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"), "{}", show(&r1));
+    assert!(
+        r1.starts_with(b">3\r\n$11\r\nunsubscribe\r\n"),
+        "{}",
+        show(&r1)
+    );
     assert!(r2.ends_with(b":0\r\n"), "{}", show(&r2));
     assert_eq!(show(&sub.call(&[b"GET", b"r3:key"])), show(&bulk(b"val")));
 }
@@ -738,53 +945,70 @@ fn resp3_subscriber_gets_pushes_and_runs_commands() {
 fn pubsub_channels_numsub_numpat_aggregate() {
     let servers = redises(4);
     let proxy = Proxy::start(&refs(&servers), &[]);
-    let chans: Vec<String> = (0..8).map(|i| format!("agg:{i}")).collect();
-    let on: BTreeSet<usize> = chans.iter().map(|c| backendnum(&proxy, c)).collect();
-    assert!(on.len() >= 2, "{on:?}");
+    // Two channels on each backend.
+    let chans = spread(&proxy, "agg:", 2);
     let mut s1 = proxy.raw();
     let args: Vec<&[u8]> = std::iter::once(b"SUBSCRIBE".as_slice())
         .chain(chans.iter().map(|c| c.as_bytes()))
         .collect();
     s1.cmd(&args);
     for (i, ch) in chans.iter().enumerate() {
-        assert_eq!(show(&s1.reply()), show(&confirmation("*", "subscribe", ch, i as i64 + 1)));
+        assert_eq!(
+            show(&s1.reply()),
+            show(&confirmation("*", "subscribe", ch, i as i64 + 1))
+        );
     }
+    // A second subscriber on one channel of backend 0 and one of backend 1.
     let mut s2 = proxy.raw();
-    s2.cmd(&[b"SUBSCRIBE", b"agg:0", b"agg:1"]);
+    s2.cmd(&[b"SUBSCRIBE", chans[0].as_bytes(), chans[2].as_bytes()]);
     s2.reply();
     s2.reply();
     let mut s3 = proxy.raw();
     s3.cmd(&[b"PSUBSCRIBE", b"p:*", b"q:*"]);
-    assert_eq!(show(&s3.reply()), show(&confirmation("*", "psubscribe", "p:*", 1)));
-    assert_eq!(show(&s3.reply()), show(&confirmation("*", "psubscribe", "q:*", 2)));
+    assert_eq!(
+        show(&s3.reply()),
+        show(&confirmation("*", "psubscribe", "p:*", 1))
+    );
+    assert_eq!(
+        show(&s3.reply()),
+        show(&confirmation("*", "psubscribe", "q:*", 2))
+    );
 
     let mut c = proxy.client();
     let mut got: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut c).unwrap();
     got.sort();
-    assert_eq!(got, chans);
+    let mut all = chans.clone();
+    all.sort();
+    assert_eq!(got, all);
     let mut got: Vec<String> = redis::cmd("PUBSUB")
         .arg("CHANNELS")
-        .arg("agg:[0-3]")
+        .arg("agg:*")
         .query(&mut c)
         .unwrap();
     got.sort();
-    assert_eq!(got, chans[..4].to_vec());
+    assert_eq!(got, all);
+    let got: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(&chans[7])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec![chans[7].clone()]);
     let num: Vec<(String, i64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg("agg:0")
-        .arg("agg:1")
-        .arg("agg:2")
-        .arg("agg:7")
+        .arg(&chans[0])
+        .arg(&chans[2])
+        .arg(&chans[4])
+        .arg(&chans[7])
         .arg("nochan")
         .query(&mut c)
         .unwrap();
     assert_eq!(
         num,
         vec![
-            ("agg:0".to_string(), 2),
-            ("agg:1".to_string(), 2),
-            ("agg:2".to_string(), 1),
-            ("agg:7".to_string(), 1),
+            (chans[0].clone(), 2),
+            (chans[2].clone(), 2),
+            (chans[4].clone(), 1),
+            (chans[7].clone(), 1),
             ("nochan".to_string(), 0),
         ]
     );
@@ -810,7 +1034,10 @@ fn pubsub_channels_numsub_numpat_aggregate() {
 
 #[test]
 fn redis_py_pubsub_and_transactions() {
-    assert!(python_ok(), "python3 with the `redis` module is required (pip install redis)");
+    assert!(
+        python_ok(),
+        "python3 with the `redis` module is required (pip install redis)"
+    );
     let servers = redises(4);
     let proxy = Proxy::start(&refs(&servers), &["--hash-tag", "{}"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/stateful.py");
@@ -871,11 +1098,8 @@ fn throughput_with_100_blocked_clients() {
     let mut proxy = Proxy::start(&refs(&servers), &["--private-connections", "200"]);
     let without = benchmark(proxy.port);
 
-    let keys: Vec<String> = (0..100).map(|i| format!("tp:list:{i}")).collect();
-    let per: Vec<usize> = (0..4)
-        .map(|n| keys.iter().filter(|k| backendnum(&proxy, k) == n).count())
-        .collect();
-    assert!(per.iter().filter(|&&n| n > 0).count() >= 3, "{per:?}");
+    // 25 lists on each backend.
+    let keys = spread(&proxy, "tp:list:", 25);
     let mut blocked: Vec<Raw> = Vec::new();
     for k in &keys {
         let mut r = proxy.raw();
@@ -885,13 +1109,18 @@ fn throughput_with_100_blocked_clients() {
     assert!(
         wait_for(|| (0..4).map(|n| count_cmd(&proxy, n, "blpop")).sum::<usize>() == 100),
         "not all 100 BLPOPs blocked: {:?}",
-        (0..4).map(|n| count_cmd(&proxy, n, "blpop")).collect::<Vec<_>>()
+        (0..4)
+            .map(|n| count_cmd(&proxy, n, "blpop"))
+            .collect::<Vec<_>>()
     );
     let with = benchmark(proxy.port);
     eprintln!("redis-benchmark without blocked clients: {without}");
     eprintln!("redis-benchmark with 100 blocked clients: {with}");
     // Still all blocked (the benchmark neither consumed nor disturbed them).
-    assert_eq!((0..4).map(|n| count_cmd(&proxy, n, "blpop")).sum::<usize>(), 100);
+    assert_eq!(
+        (0..4).map(|n| count_cmd(&proxy, n, "blpop")).sum::<usize>(),
+        100
+    );
 
     let mut c = proxy.client();
     let mut p = redis::pipe();
@@ -901,7 +1130,10 @@ fn throughput_with_100_blocked_clients() {
     let _: () = p.query(&mut c).unwrap();
     for (i, r) in blocked.iter_mut().enumerate() {
         let v = format!("val{i}");
-        assert_eq!(show(&r.reply()), show(&arr(&[keys[i].as_bytes(), v.as_bytes()])));
+        assert_eq!(
+            show(&r.reply()),
+            show(&arr(&[keys[i].as_bytes(), v.as_bytes()]))
+        );
     }
     for k in &keys {
         let n: i64 = redis::cmd("LLEN").arg(k).query(&mut c).unwrap();
