@@ -301,7 +301,7 @@ fn init_logging(cfg: &config::Config) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file '{}': {e}", path.display()))?;
-            WriteLogger::init(cfg.log_level, lc, f).map_err(|e| e.to_string())
+            WriteLogger::init(log::LevelFilter::Trace, lc, f).map_err(|e| e.to_string())?;
         }
         None => {
             let color = if std::io::stderr().is_terminal() {
@@ -309,10 +309,14 @@ fn init_logging(cfg: &config::Config) -> Result<(), String> {
             } else {
                 ColorChoice::Never
             };
-            TermLogger::init(cfg.log_level, lc, TerminalMode::Stderr, color)
-                .map_err(|e| e.to_string())
+            TermLogger::init(log::LevelFilter::Trace, lc, TerminalMode::Stderr, color)
+                .map_err(|e| e.to_string())?;
         }
     }
+    // The logger passes everything; the `log` facade's max level filters, so that
+    // `CONFIG SET loglevel` and a reload can change it at run time.
+    log::set_max_level(cfg.log_level);
+    Ok(())
 }
 
 #[cfg(test)]

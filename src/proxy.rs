@@ -657,6 +657,31 @@ impl Proxy {
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reject(k, "NOAUTH Authentication required.");
         }
+        if spec.name == "CONFIG SET"
+            && args.len() == 4
+            && args.get(frame, 2).eq_ignore_ascii_case(b"loglevel")
+        {
+            // The proxy's own log level (Redis's names or ours), not the backends'.
+            let level = match args.get(frame, 3).to_ascii_lowercase().as_slice() {
+                b"trace" => Some(log::LevelFilter::Trace),
+                b"debug" | b"verbose" => Some(log::LevelFilter::Debug),
+                b"info" | b"notice" => Some(log::LevelFilter::Info),
+                b"warn" | b"warning" => Some(log::LevelFilter::Warn),
+                b"error" => Some(log::LevelFilter::Error),
+                _ => None,
+            };
+            return match level {
+                Some(l) => {
+                    log::set_max_level(l);
+                    info!("log level set to {l}");
+                    self.reply(k, b"+OK\r\n")
+                }
+                None => self.reject(
+                    k,
+                    "ERR Invalid argument for CONFIG SET 'loglevel': use debug, verbose, notice, warning, trace, info, warn or error",
+                ),
+            };
+        }
         if self
             .clients
             .get(k)

@@ -761,6 +761,58 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
     );
 }
 
+/// Confirmation counts follow request order even when channels live on different backends
+/// (whose confirmations can arrive in any order): `SUBSCRIBE c1..c40` answers 1..40.
+#[test]
+fn subscribe_counts_follow_request_order_across_backends() {
+    let servers = redises(4);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let per = spread(&proxy, "ord:", 10);
+    // Round-robin over the backends: b0, b1, b2, b3, b0, ...
+    let chans: Vec<String> = (0..10)
+        .flat_map(|i| (0..4).map(move |b| (b, i)))
+        .map(|(b, i)| per[b * 10 + i].clone())
+        .collect();
+    for kind in ["subscribe", "ssubscribe"] {
+        let mut sub = proxy.raw();
+        for round in 0..5 {
+            let cmd = kind.to_ascii_uppercase();
+            let args: Vec<&[u8]> = std::iter::once(cmd.as_bytes())
+                .chain(chans.iter().map(|c| c.as_bytes()))
+                .collect();
+            sub.cmd(&args);
+            let got: Vec<String> = (0..chans.len()).map(|_| show(&sub.reply())).collect();
+            let want: Vec<String> = chans
+                .iter()
+                .enumerate()
+                .map(|(i, ch)| show(&confirmation("*", kind, ch, i as i64 + 1)))
+                .collect();
+            assert_eq!(got, want, "{kind} round {round}");
+            let un = format!("UN{cmd}");
+            let un_kind = format!("un{kind}");
+            let args: Vec<&[u8]> = std::iter::once(un.as_bytes())
+                .chain(chans.iter().map(|c| c.as_bytes()))
+                .collect();
+            sub.cmd(&args);
+            let got: Vec<String> = (0..chans.len()).map(|_| show(&sub.reply())).collect();
+            let want: Vec<String> = chans
+                .iter()
+                .enumerate()
+                .map(|(i, ch)| {
+                    show(&confirmation(
+                        "*",
+                        &un_kind,
+                        ch,
+                        (chans.len() - i - 1) as i64,
+                    ))
+                })
+                .collect();
+            assert_eq!(got, want, "{un_kind} round {round}");
+            assert_eq!(sub.call(&[b"PING"]), b"+PONG\r\n");
+        }
+    }
+}
+
 #[test]
 fn psubscribe_receives_from_every_backend() {
     let servers = redises(4);
