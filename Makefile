@@ -3,7 +3,7 @@ CARGO ?= cargo
 BACKEND_PORTS := 7001 7002 7003 7004
 RUN_DIR := target/run
 
-.PHONY: all build release run deps test check fmt clippy bench readme-table clean stop-backends
+.PHONY: all build release run deps test check fmt clippy bench fuzz soak readme-table clean stop-backends
 
 all: build
 
@@ -48,6 +48,16 @@ clippy:
 # Throughput against twemproxy and direct Redis, same run (see README "Benchmarks").
 bench: release
 	bash examples/bench.sh
+
+# Coverage-guided fuzzing of the parsers, config and router (needs cargo-fuzz; FUZZ_SECONDS each).
+fuzz:
+	bash fuzz/run.sh
+
+# Chaos and soak: random pipelined traffic checked against a model while backends are killed,
+# paused and restarted (SOAK_SECONDS, default 60). Not part of `make test`.
+SOAK_SECONDS ?= 60
+soak: release
+	$(CARGO) run --release --example soak -- --seconds $(SOAK_SECONDS)
 
 # Regenerate the command table in README.md from src/commands.rs.
 readme-table:

@@ -246,10 +246,6 @@ struct ClientThread {
 }
 
 impl ClientThread {
-    fn is_counter(&self, k: usize) -> bool {
-        k >= SKEYS
-    }
-
     fn gen_op(&mut self) -> Op {
         let r = &mut self.rng;
         let any = |r: &mut Rng| r.below(SKEYS + NKEYS);

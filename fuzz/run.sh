@@ -33,8 +33,10 @@ for t in "${targets[@]}"; do
     set +e
     cargo fuzz run "$t" "$work" "corpus/$t" -- \
         -max_total_time="$secs" -dict=resp.dict -max_len=4096 -timeout=10 \
-        -print_final_stats=1 2>&1 | tee "$log" | grep -E '^(#[0-9]+.*(DONE|pulse)|==[0-9]+==|SUMMARY|Done )' || true
-    rc=${PIPESTATUS[0]}
+        -print_final_stats=1 >"$log" 2>&1
+    rc=$?
+    grep -E '^(#[0-9]+.*DONE|==[0-9]+==|SUMMARY|Done |error)' "$log" || true
+    if [ "$rc" -ne 0 ]; then tail -30 "$log"; fi
     set -e
     execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo "?")
     if [ "$rc" -ne 0 ]; then

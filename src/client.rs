@@ -105,6 +105,9 @@ pub struct Sub {
     pub shard: std::collections::HashSet<Vec<u8>>,
     /// Confirmations still to come back to the client.
     pub pending: usize,
+    /// The count each pending confirmation reports, keyed by (chain slot, part): computed when
+    /// the request is read, so counts follow request order whatever order backends answer in.
+    pub expect: std::collections::HashMap<(u64, u32), usize>,
 }
 
 impl Sub {

@@ -491,6 +491,14 @@ impl Proxy {
                 budget_used = false;
                 break;
             };
+            if c.blocked && closed && c.closing == Closing::No {
+                // Like Redis, a blocked client that hangs up is freed at once; its private
+                // connection closes with it so the backend stops blocking for nobody.
+                debug!("c{k}#{} {} closed while blocked", c.id, c.peer);
+                self.close_client(k);
+                budget_used = false;
+                break;
+            }
             if c.stalled() {
                 // Resumed later through `again`, which reads again.
                 budget_used = false;
@@ -1215,6 +1223,25 @@ impl Proxy {
         );
         if let Some(sub) = c.sub.as_mut() {
             sub.pending += nparts;
+            // The counts the confirmations will report, in request order.
+            for (part, ch) in names.iter().enumerate() {
+                let set = match name {
+                    "SUBSCRIBE" | "UNSUBSCRIBE" => &mut sub.channels,
+                    "PSUBSCRIBE" | "PUNSUBSCRIBE" => &mut sub.patterns,
+                    _ => &mut sub.shard,
+                };
+                if unsub {
+                    set.remove(ch);
+                } else {
+                    set.insert(ch.clone());
+                }
+                let count = if matches!(name, "SSUBSCRIBE" | "SUNSUBSCRIBE") {
+                    sub.shard.len()
+                } else {
+                    sub.channels.len() + sub.patterns.len()
+                };
+                sub.expect.insert((seq, part as u32), count);
+            }
         }
         let npos = self.pools[pool_i].len();
         for (part, ch) in names.iter().enumerate() {
@@ -1275,6 +1302,7 @@ impl Proxy {
     fn fail_sub_part(&mut self, k: usize, seq: u64, part: u32, msg: &str) {
         if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
             sub.pending = sub.pending.saturating_sub(1);
+            sub.expect.remove(&(seq, part));
         }
         self.fail_slot(k, seq, part, msg);
         self.maybe_end_sub(k);
@@ -1293,16 +1321,7 @@ impl Proxy {
         let mut count = 0;
         if let Some(sub) = c.sub.as_mut() {
             sub.pending = sub.pending.saturating_sub(1);
-            match name {
-                "UNSUBSCRIBE" => sub.channels.remove(ch),
-                "PUNSUBSCRIBE" => sub.patterns.remove(ch),
-                _ => sub.shard.remove(ch),
-            };
-            count = if name == "SUNSUBSCRIBE" {
-                sub.shard.len()
-            } else {
-                sub.channels.len() + sub.patterns.len()
-            };
+            count = sub.expect.remove(&(seq, part)).unwrap_or(0);
         }
         resp::write_int(&mut out, count as i64);
         self.deliver_to(k, None, seq, part, &out);
@@ -1325,24 +1344,10 @@ impl Proxy {
             (c.sub.as_mut(), resp::parse_reply(reply))
         {
             sub.pending = sub.pending.saturating_sub(1);
-            if let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(ch)), Some(Reply::Integer(_))) =
-                (items.first(), items.get(1), items.get(2))
+            let expected = sub.expect.remove(&(p.seq, p.part));
+            if let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(ch)), Some(count)) =
+                (items.first(), items.get(1), expected)
             {
-                let (set, shard) = match *kind {
-                    b"subscribe" | b"unsubscribe" => (&mut sub.channels, false),
-                    b"psubscribe" | b"punsubscribe" => (&mut sub.patterns, false),
-                    _ => (&mut sub.shard, true),
-                };
-                if kind.starts_with(b"un") || kind.starts_with(b"pun") || kind.starts_with(b"sun") {
-                    set.remove(*ch);
-                } else {
-                    set.insert(ch.to_vec());
-                }
-                let count = if shard {
-                    sub.shard.len()
-                } else {
-                    sub.channels.len() + sub.patterns.len()
-                };
                 write_push_len(&mut out, 3, resp3);
                 resp::write_bulk(&mut out, kind);
                 resp::write_bulk(&mut out, ch);
@@ -2004,7 +2009,20 @@ impl Proxy {
             let mut e = Vec::with_capacity(msg.len() + 3);
             reply_error(&mut e, &msg);
             self.stats.errors += 1;
+            if conn.pubsub {
+                // A subscription request that will never be confirmed.
+                if let Some(sub) = self
+                    .clients
+                    .get_mut(p.client)
+                    .filter(|c| c.id == p.client_id)
+                    .and_then(|c| c.sub.as_mut())
+                {
+                    sub.pending = sub.pending.saturating_sub(1);
+                    sub.expect.remove(&(p.seq, p.part));
+                }
+            }
             self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+            self.maybe_end_sub(p.client);
             if p.blocking {
                 self.unblock(p.client, p.client_id);
             }

@@ -513,7 +513,7 @@ fn client_cases() -> Vec<(&'static str, Vec<Step>)> {
             vec![SendSlowly(get.clone(), 20), Reply(hk.clone())],
         ),
         // Half-close after the reply came back (the FIN arrives on its own). The immediate
-        // variants are in `half_closed_client_gets_replies_then_eof` (a known bug).
+        // variants are in `half_closed_client_gets_replies_then_eof` (a regression test).
         (
             "half-closed after the reply",
             vec![Send(get.clone()), Reply(hk.clone()), ShutdownWrite, Closed],
@@ -574,13 +574,14 @@ fn half_closed_cases() -> Vec<(&'static str, Vec<Step>)> {
     ]
 }
 
-/// KNOWN BUG (found by this suite): a client that sends a request and immediately
+/// Regression (found by this suite at commit eff4bc2, fixed by 87c54b7 "read to EOF on
+/// read-closed events"): a client that sends a request and immediately
 /// shutdown(SHUT_WR)s gets its reply but the proxy never closes the connection: the EOF that
 /// arrived together with the data is never read. `client_readable` treats a short read as
 /// "drained" and waits for the next edge, but under edge-triggered polling the FIN that came with
 /// the data produces no further edge (the event's `is_read_closed()` is not consulted).
-/// Expected (Redis's behaviour): the replies, then EOF. Observed: the replies, then the
-/// connection stays open (no EOF within the 10 s read timeout).
+/// Expected (Redis's behaviour): the replies, then EOF. Observed before the fix: the replies,
+/// then the connection stayed open (no EOF within the 10 s read timeout).
 #[test]
 fn half_closed_client_gets_replies_then_eof() {
     let server = Redis::start();
@@ -1030,14 +1031,14 @@ fn unsolicited_backend_reply_is_not_delivered_to_the_next_request() {
     healthy(&mut proxy, &real_key, "unsolicited");
 }
 
-/// KNOWN BUG (found by this suite): a backend that sends part of a reply and closes at once
+/// Regression (found by this suite at commit eff4bc2, fixed by 87c54b7): a backend that sends part of a reply and closes at once
 /// (data and FIN back to back) is not noticed: `conn_readable` treats the short read as
 /// "drained", and the FIN that arrived with the data produces no further edge. The request then
 /// waits for the request timeout (here none: `--timeout 0`, nutcracker's default) instead of
 /// failing with "connection closed by the backend".
 /// Expected: `-ERR backend ... connection closed by the backend` at once.
-/// Observed: no reply (the client's 10 s read timeout fires); with a timeout configured, a
-/// "timeout" error after it.
+/// Observed before the fix: no reply (the client's 10 s read timeout fires); with a timeout
+/// configured, a "timeout" error after it.
 #[test]
 fn backend_close_right_after_partial_reply_fails_the_request() {
     let real = Redis::start();

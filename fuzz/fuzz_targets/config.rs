@@ -29,7 +29,10 @@ fn round_trip(c: &Config, origin: &str) {
             bs.line = cs.line;
         }
     }
-    assert_eq!(&back, c, "{origin} config does not round-trip through:\n{text}");
+    assert_eq!(
+        &back, c,
+        "{origin} config does not round-trip through:\n{text}"
+    );
     // Rendering is a fixed point.
     assert_eq!(config::render_native(&back), text);
 }

@@ -24,7 +24,11 @@ fuzz_target!(|input: &[u8]| {
         for resp3 in [false, true] {
             let mut out = Vec::new();
             r.write(&mut out, resp3);
-            assert_eq!(resp::reply_len(&out), Ok(Some(out.len())), "re-encoded reply");
+            assert_eq!(
+                resp::reply_len(&out),
+                Ok(Some(out.len())),
+                "re-encoded reply"
+            );
         }
         // Trailing bytes do not change the measured length.
         let mut more = data[..*n].to_vec();
@@ -32,7 +36,11 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(resp::reply_len(&more), Ok(Some(*n)));
     }
     // Two chunks into a fresh scanner: the same result as one read.
-    let c = if data.is_empty() { 0 } else { cut as usize % (data.len() + 1) };
+    let c = if data.is_empty() {
+        0
+    } else {
+        cut as usize % (data.len() + 1)
+    };
     let mut sc = ReplyScanner::default();
     let two = match sc.scan(&data[..c]) {
         Ok(Some(n)) => Ok(Some(n)),

@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
                         let m = resp::parse_command(&enc, &limits, &mut b)
                             .unwrap_or_else(|e| panic!("re-encoded command fails: {e:?}"));
                         assert_eq!(m, enc.len());
-                        assert!(a.iter(rest).eq(b.iter(&enc)), "args differ after re-encoding");
+                        assert!(
+                            a.iter(rest).eq(b.iter(&enc)),
+                            "args differ after re-encoding"
+                        );
                         // A multibulk frame is forwarded verbatim: it must be canonical except
                         // for Redis's unchecked terminator bytes, so compare lengths only.
                         if !a.is_inline() {

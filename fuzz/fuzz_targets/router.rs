@@ -73,7 +73,7 @@ fuzz_target!(|input: &[u8]| {
         match router::plan(spec, &args, frame, &target, &mut keys) {
             Plan::Local(_) | Plan::FanOut(_) => {}
             Plan::Error(e) => assert!(!e.contains(['\r', '\n']), "multi-line error: {e:?}"),
-            Plan::Forward { server, argc, .. } => {
+            Plan::Forward { server, argc, .. } | Plan::Blocking { server, argc, .. } => {
                 assert!(server < nservers, "Forward to {server} of {nservers}");
                 assert!(argc <= args.len() && argc >= 1);
             }
@@ -88,7 +88,10 @@ fuzz_target!(|input: &[u8]| {
                 // (Random distribution picks per call, so placement is only checked otherwise.)
                 let placed = dist != Distribution::Random;
                 if placed {
-                    assert!(groups.len() >= 2, "a split over one backend should be a Forward");
+                    assert!(
+                        groups.len() >= 2,
+                        "a split over one backend should be a Forward"
+                    );
                 }
                 let argc = args.len();
                 let want: Vec<u32> = (1..argc).step_by(step).map(|i| i as u32).collect();
@@ -100,7 +103,10 @@ fuzz_target!(|input: &[u8]| {
                     servers_seen.push(*srv);
                     assert!(!idx.is_empty());
                     for &i in idx {
-                        assert!((i as usize) < argc && want.contains(&i), "bad key index {i}");
+                        assert!(
+                            (i as usize) < argc && want.contains(&i),
+                            "bad key index {i}"
+                        );
                         seen[i as usize] += 1;
                         let key = args.get(frame, i as usize);
                         if placed {
@@ -109,12 +115,19 @@ fuzz_target!(|input: &[u8]| {
                     }
                 }
                 for &i in &want {
-                    assert_eq!(seen[i as usize], 1, "key at {i} covered {} times", seen[i as usize]);
+                    assert_eq!(
+                        seen[i as usize], 1,
+                        "key at {i} covered {} times",
+                        seen[i as usize]
+                    );
                 }
                 assert_eq!(order.len(), want.len());
                 for (j, &(g, p)) in order.iter().enumerate() {
                     let (_, idx) = &groups[g as usize];
-                    assert_eq!(idx[p as usize], want[j], "order[{j}] points at the wrong key");
+                    assert_eq!(
+                        idx[p as usize], want[j],
+                        "order[{j}] points at the wrong key"
+                    );
                 }
             }
         }
