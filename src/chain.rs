@@ -47,6 +47,8 @@ impl Multi {
 
 /// `Meta::cmd` of a reply that answers no command of the client (a pub/sub message).
 pub const NO_CMD: u16 = u16::MAX;
+/// `Meta::backend` when no single backend served the request.
+pub const NO_BACKEND: u16 = u16::MAX;
 /// Bytes of the first argument kept for the slow log.
 pub const SNIP: usize = 24;
 
@@ -57,6 +59,8 @@ pub struct Meta {
     pub cmd: u16,
     pub started: Instant,
     pub argc: u32,
+    /// Config position of the backend that served it (NO_BACKEND for local, split, fan-out).
+    pub backend: u16,
     pub snip_len: u8,
     pub snip: [u8; SNIP],
 }
@@ -67,6 +71,7 @@ impl Meta {
             cmd,
             started,
             argc: 0,
+            backend: NO_BACKEND,
             snip_len: 0,
             snip: [0; SNIP],
         }

@@ -19,10 +19,31 @@ use mio::{Interest, Registry, Token};
 
 use crate::chain::Chain;
 
-/// A client socket: TCP or a unix-domain socket.
+/// A socket: TCP, a unix-domain socket, or TLS over TCP (clients of a TLS pool, and backend
+/// connections with `backend_tls`).
 pub enum Stream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl Stream {
+    /// Write TLS records rustls still holds. Ok(true): nothing left (always, for plain sockets).
+    pub fn flush_tls(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(t) => t.flush_tls(),
+            _ => Ok(true),
+        }
+    }
+
+    /// The TCP socket underneath, if any (connect completion, socket options).
+    pub fn tcp(&self) -> Option<&mio::net::TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(t) => Some(&t.sock),
+            Stream::Unix(_) => None,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -30,6 +51,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -39,6 +61,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -51,18 +74,21 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.register(r, t, i),
             Stream::Unix(s) => s.register(r, t, i),
+            Stream::Tls(s) => s.register(r, t, i),
         }
     }
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.reregister(r, t, i),
             Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::Tls(s) => s.reregister(r, t, i),
         }
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.deregister(r),
             Stream::Unix(s) => s.deregister(r),
+            Stream::Tls(s) => s.deregister(r),
         }
     }
 }
@@ -142,6 +168,8 @@ pub struct Client {
     pub resp3: bool,
     /// False until AUTH succeeds when the pool has a password.
     pub authed: bool,
+    /// What the authenticated user may run.
+    pub level: crate::auth::Level,
     pub closing: Closing,
     /// Reading is stopped by backpressure (too many pending replies or too much output).
     pub paused: bool,
@@ -176,6 +204,7 @@ impl Client {
             chain: Chain::default(),
             resp3: false,
             authed: true,
+            level: crate::auth::Level::Admin,
             closing: Closing::No,
             paused: false,
             writable: true,

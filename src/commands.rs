@@ -1366,10 +1366,10 @@ mod tests {
         ] {
             assert_eq!(class(n), Class::Keyed, "{n}");
         }
+        assert_eq!(class("SUBSCRIBE"), Class::Local);
+        assert_eq!(class("PUBLISH"), Class::Keyed);
+        assert_eq!(class("PUBSUB NUMSUB"), Class::FanOut(Merge::SumPairs));
         for n in [
-            "SUBSCRIBE",
-            "PUBLISH",
-            "PUBSUB NUMSUB",
             "WAIT",
             "WAITAOF",
             "MONITOR",

@@ -22,11 +22,20 @@
 //! dashes (as in the long CLI options) are accepted too.  A value may be
 //! wrapped in `"..."` (with `\"` and `\\` escapes) or `'...'`.
 //!
+//! Access-control keys (`requirepass`, repeatable `user NAME PASSWORD LEVEL`,
+//! `default_level`, `admin_commands`, repeatable `rename_command OLD NEW`) fill
+//! [`PoolConfig`] fields that [`crate::auth`] turns into its `Users` and
+//! `Renames`; backend credentials (`backend_username`, `backend_password`,
+//! `server ... user=NAME password=PASS`) and TLS keys are stored here and used
+//! by the connection code.  `user` and `rename_command` values are several
+//! words; a word may be quoted (`user alice "p w" readonly`, `rename_command
+//! FLUSHALL ""`).
+//!
 //! Nutcracker format: the YAML subset nutcracker's own configs use, parsed
 //! by hand: top-level `pool_name:` mappings, consistently indented
 //! `key: value` scalars, and a `servers:` block list (`- host:port:weight
 //! [name]`) or flow list (`[a, b]`).  All native pool keys are accepted as
-//! well.  Pools must say `redis: true` (nutcracker's default is memcached,
+//! well (`user:` and `rename_command:` may be repeated or take a block list).  Pools must say `redis: true` (nutcracker's default is memcached,
 //! which rustproxy does not speak).
 //!
 //! Format detection in [`load`]: a `.yml`/`.yaml` extension means
@@ -39,6 +48,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use crate::auth::{AdminPolicy, Level};
 use crate::hash::{self, HashKind};
 use crate::ring::{self, Distribution};
 
@@ -155,7 +165,79 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
     (
         "redis_auth",
         "PASSWORD",
-        "AUTH sent to backends (default none)",
+        "password clients must AUTH with, also sent to backends (default none)",
+    ),
+    (
+        "requirepass",
+        "PASSWORD",
+        "password clients must AUTH with; overrides redis_auth for clients (default none)",
+    ),
+    (
+        "user",
+        "'NAME PASSWORD LEVEL'",
+        "a user (level readonly|readwrite|admin); once on the command line",
+    ),
+    (
+        "default_level",
+        "LEVEL",
+        "level of the default user: readonly|readwrite|admin (default admin)",
+    ),
+    (
+        "admin_commands",
+        "all|admin|disabled",
+        "who may run admin commands (default all)",
+    ),
+    (
+        "rename_command",
+        "'OLD NEW'",
+        "reach command OLD only as NEW (\"\" disables it); once on the command line",
+    ),
+    (
+        "backend_username",
+        "NAME",
+        "ACL user for AUTH on backend connections (default none)",
+    ),
+    (
+        "backend_password",
+        "PASSWORD",
+        "password for AUTH on backend connections (default: redis_auth)",
+    ),
+    (
+        "tls_cert_file",
+        "PATH",
+        "TLS certificate for the listener; with tls_key_file the listener speaks TLS only",
+    ),
+    ("tls_key_file", "PATH", "TLS private key for the listener"),
+    (
+        "tls_client_ca_file",
+        "PATH",
+        "require client certificates signed by these CAs (default: not required)",
+    ),
+    ("backend_tls", "BOOL", "TLS to the backends (default no)"),
+    (
+        "backend_tls_ca_file",
+        "PATH",
+        "CAs for backend certificates (default: system roots)",
+    ),
+    (
+        "backend_tls_server_name",
+        "NAME",
+        "name checked in backend certificates (default: the server's host)",
+    ),
+    (
+        "backend_tls_cert_file",
+        "PATH",
+        "client certificate presented to backends (default none)",
+    ),
+    (
+        "backend_tls_key_file",
+        "PATH",
+        "private key of backend_tls_cert_file",
+    ),
+    (
+        "backend_tls_insecure",
+        "BOOL",
+        "do not verify backend certificates (default no)",
     ),
     ("redis_db", "N", "SELECT sent to backends (default 0)"),
     (
@@ -230,7 +312,47 @@ pub struct PoolConfig {
     pub max_request: usize,
     pub tcpkeepalive: bool,
     pub reuseport: bool,
+    /// nutcracker's key: the `default` user's password for clients (unless `requirepass` is
+    /// set) and the password sent to backends (unless `backend_password` is set).
     pub redis_auth: Option<String>,
+    /// `requirepass`: the `default` user's password for clients; wins over `redis_auth` for
+    /// clients, never sent to backends.
+    pub requirepass: Option<String>,
+    /// `user NAME PASSWORD LEVEL` lines in order: (name, password, level).  Names are unique,
+    /// never `default`; passwords are not empty.
+    pub users: Vec<(String, String, Level)>,
+    /// `default_level`: level of the `default` user (clients that AUTH with requirepass /
+    /// redis_auth, or every client when no password is configured).  Default Admin.
+    pub default_level: Level,
+    /// `admin_commands all|admin|disabled`, default All.
+    pub admin_commands: AdminPolicy,
+    /// `rename_command OLD NEW` lines in order: (OLD upper case, a top-level command of the
+    /// table; NEW as written, not a command name, "" = disabled).  OLDs and NEWs are unique.
+    pub rename_commands: Vec<(String, String)>,
+    /// `backend_username`: ACL user for `AUTH user pass` on backend connections; needs a
+    /// password (`backend_password` or `redis_auth`).  See [`PoolConfig::backend_auth`].
+    pub backend_username: Option<String>,
+    /// `backend_password`: password sent to backends instead of `redis_auth`.
+    pub backend_password: Option<String>,
+    /// `tls_cert_file` / `tls_key_file` (both or neither): when set, the listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// `tls_client_ca_file`: clients must present a certificate signed by these CAs.  Needs
+    /// `tls_cert_file`.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `backend_tls`: connect to the backends over TLS.  The other `backend_tls_*` keys need it.
+    pub backend_tls: bool,
+    /// `backend_tls_ca_file`: CAs for the backends' certificates (None = system roots).
+    pub backend_tls_ca_file: Option<PathBuf>,
+    /// `backend_tls_server_name`: name checked in backend certificates (None = each server's
+    /// host; see [`PoolConfig::backend_tls_name`]).
+    pub backend_tls_server_name: Option<String>,
+    /// `backend_tls_cert_file` / `backend_tls_key_file` (both or neither): client certificate
+    /// presented to the backends.
+    pub backend_tls_cert_file: Option<PathBuf>,
+    pub backend_tls_key_file: Option<PathBuf>,
+    /// `backend_tls_insecure`: skip verification of backend certificates.
+    pub backend_tls_insecure: bool,
     pub redis_db: u32,
     /// Uppercase command names.
     pub disable_commands: Vec<String>,
@@ -271,12 +393,53 @@ impl PoolConfig {
             tcpkeepalive: false,
             reuseport: false,
             redis_auth: None,
+            requirepass: None,
+            users: Vec::new(),
+            default_level: Level::Admin,
+            admin_commands: AdminPolicy::All,
+            rename_commands: Vec::new(),
+            backend_username: None,
+            backend_password: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            backend_tls: false,
+            backend_tls_ca_file: None,
+            backend_tls_server_name: None,
+            backend_tls_cert_file: None,
+            backend_tls_key_file: None,
+            backend_tls_insecure: false,
             redis_db: 0,
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,
             private_connections: 64,
         }
+    }
+
+    /// Credentials for `AUTH` on a connection to backend `s`: `(username, password)`, None =
+    /// no AUTH.  Each part is the server's own (`user=` / `password=` on its line), else the
+    /// pool's (`backend_username`; `backend_password`, else `redis_auth`).  Send
+    /// `AUTH user pass` (or `HELLO 3 AUTH user pass`) with a username, `AUTH pass` without.
+    pub fn backend_auth<'a>(&'a self, s: &'a ServerConfig) -> Option<(Option<&'a str>, &'a str)> {
+        let pass = s
+            .password
+            .as_deref()
+            .or(self.backend_password.as_deref())
+            .or(self.redis_auth.as_deref())?;
+        let user = s.username.as_deref().or(self.backend_username.as_deref());
+        Some((user, pass))
+    }
+
+    /// The name to verify in backend `s`'s certificate: `backend_tls_server_name`, else the
+    /// server's host as written.
+    pub fn backend_tls_name<'a>(&'a self, s: &'a ServerConfig) -> &'a str {
+        self.backend_tls_server_name.as_deref().unwrap_or(&s.host)
+    }
+
+    /// The listener speaks TLS (tls_cert_file and tls_key_file are set).
+    pub fn tls_listen(&self) -> bool {
+        self.tls_cert_file.is_some()
     }
 }
 
@@ -309,6 +472,12 @@ pub struct ServerConfig {
     /// > 0, default 1.
     pub weight: u32,
     pub name: Option<String>,
+    /// `user=NAME` on the server line: ACL user for AUTH on this backend (overrides
+    /// `backend_username`).
+    pub username: Option<String>,
+    /// `password=PASS` on the server line: AUTH password for this backend (overrides
+    /// `backend_password` / `redis_auth`).
+    pub password: Option<String>,
     /// Config line (0 for the command line).
     pub line: usize,
 }
@@ -488,7 +657,8 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
     let mut pools: Vec<PoolBuilder> = Vec::new();
     let mut key_indent: Option<usize> = None;
     let mut item_indent: Option<usize> = None;
-    let mut in_servers = false;
+    // The key whose block list is open: "server" (`servers:`), "user" or "rename_command".
+    let mut in_list: Option<&'static str> = None;
     let mut seen_content = false;
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
@@ -534,7 +704,7 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
             pools.push(PoolBuilder::new(&name, line));
             key_indent = None;
             item_indent = None;
-            in_servers = false;
+            in_list = None;
             continue;
         }
         let Some(pool) = pools.last_mut() else {
@@ -543,11 +713,11 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
 
         // A list item under `servers:`.
         if body == "-" || body.starts_with("- ") {
-            if !in_servers {
+            let Some(list_key) = in_list else {
                 return Err(e(
-                    "unexpected list item (only 'servers:' takes a list)".into()
+                    "unexpected list item (only 'servers:', 'user:' and 'rename_command:' take a list)".into()
                 ));
-            }
+            };
             let ki = key_indent.unwrap_or(0);
             match item_indent {
                 None if indent < ki => {
@@ -562,6 +732,15 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
                     )))
                 }
                 Some(_) => {}
+            }
+            if list_key != "server" {
+                // Several words, quoted one by one or as a whole (see `split_words`).
+                let item = body[1..].trim();
+                if item.is_empty() {
+                    return Err(e(format!("empty {list_key} entry")));
+                }
+                pool.set(list_key, list_key, item, line).map_err(e)?;
+                continue;
             }
             let item = unquote_yaml(body[1..].trim()).map_err(e)?;
             if item.is_empty() {
@@ -582,7 +761,7 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
             }
             Some(_) => {}
         }
-        in_servers = false;
+        in_list = None;
         item_indent = None;
         let (key, value) = split_yaml_key(body).map_err(e)?;
         match key.as_str() {
@@ -593,7 +772,7 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
                     )));
                 }
                 if value.is_empty() {
-                    in_servers = true;
+                    in_list = Some("server");
                 } else if let Some(inner) =
                     value.strip_prefix('[').and_then(|v| v.strip_suffix(']'))
                 {
@@ -612,6 +791,18 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
                 return Err(e(
                     "unknown key 'server' (nutcracker uses a 'servers:' list)".into(),
                 ))
+            }
+            "user" | "rename_command" => {
+                let canon = if key == "user" {
+                    "user"
+                } else {
+                    "rename_command"
+                };
+                if value.is_empty() {
+                    in_list = Some(canon);
+                } else {
+                    pool.set(canon, &key, &value, line).map_err(e)?;
+                }
             }
             "redis" => {
                 if let Some(first) = pool.seen.insert("redis", line) {
@@ -752,6 +943,22 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "tcpkeepalive" => "tcpkeepalive",
         "reuseport" => "reuseport",
         "redis_auth" => "redis_auth",
+        "requirepass" => "requirepass",
+        "user" => "user",
+        "default_level" => "default_level",
+        "admin_commands" => "admin_commands",
+        "rename_command" => "rename_command",
+        "backend_username" => "backend_username",
+        "backend_password" => "backend_password",
+        "tls_cert_file" => "tls_cert_file",
+        "tls_key_file" => "tls_key_file",
+        "tls_client_ca_file" => "tls_client_ca_file",
+        "backend_tls" => "backend_tls",
+        "backend_tls_ca_file" => "backend_tls_ca_file",
+        "backend_tls_server_name" => "backend_tls_server_name",
+        "backend_tls_cert_file" => "backend_tls_cert_file",
+        "backend_tls_key_file" => "backend_tls_key_file",
+        "backend_tls_insecure" => "backend_tls_insecure",
         "redis_db" => "redis_db",
         "disable_commands" => "disable_commands",
         "split_failure" => "split_failure",
@@ -769,6 +976,37 @@ struct PoolBuilder {
     seen: HashMap<&'static str, usize>,
     /// nutcracker only: `redis:` value and line.
     redis: Option<(bool, usize)>,
+    /// `user` name / `rename_command` OLD and NEW (upper case) -> line (duplicate detection).
+    user_lines: HashMap<String, usize>,
+    rename_lines: HashMap<String, usize>,
+}
+
+/// Keys that may be given more than once (besides `server`).
+fn repeatable(canon: &str) -> bool {
+    matches!(canon, "server" | "user" | "rename_command")
+}
+
+/// " (first on line N)", or "" for the command line.
+fn first_on(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" (first on line {line})")
+    }
+}
+
+/// A user name or a renamed command's new name: no whitespace or control characters, not
+/// starting with a quote or '#', so that it renders as a bare word.
+fn check_word(what: &str, w: &str) -> Result<(), String> {
+    if w.is_empty()
+        || w.starts_with(['"', '\'', '#'])
+        || w.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "bad {what} '{w}' (no whitespace, no leading quote or '#')"
+        ));
+    }
+    Ok(())
 }
 
 impl PoolBuilder {
@@ -779,12 +1017,14 @@ impl PoolBuilder {
             listen: None,
             seen: HashMap::new(),
             redis: None,
+            user_lines: HashMap::new(),
+            rename_lines: HashMap::new(),
         }
     }
 
     /// Set canonical key `canon` (written as `key`) to `v`; errors without file:line.
     fn set(&mut self, canon: &'static str, key: &str, v: &str, line: usize) -> Result<(), String> {
-        if canon != "server" {
+        if !repeatable(canon) {
             if let Some(first) = self.seen.insert(canon, line) {
                 return Err(if first == 0 {
                     format!("duplicate key '{key}'")
@@ -841,6 +1081,91 @@ impl PoolBuilder {
             "tcpkeepalive" => p.tcpkeepalive = parse_bool(key, v)?,
             "reuseport" => p.reuseport = parse_bool(key, v)?,
             "redis_auth" => p.redis_auth = (!v.is_empty()).then(|| v.to_string()),
+            "requirepass" => p.requirepass = Some(v.to_string()),
+            "user" => {
+                let w = split_words(v)?;
+                let [name, pass, level] = <[String; 3]>::try_from(w)
+                    .map_err(|_| format!("expected '{key} NAME PASSWORD LEVEL', got '{v}'"))?;
+                check_word("user name", &name)?;
+                if name == "default" {
+                    return Err(
+                        "user 'default' is reserved (set its password with requirepass and its level with default_level)"
+                            .into(),
+                    );
+                }
+                if pass.is_empty() {
+                    return Err(format!("empty password for user '{name}'"));
+                }
+                let level = Level::from_name(&level).ok_or_else(|| {
+                    format!(
+                        "unknown level '{level}' for user '{name}' (expected {})",
+                        crate::auth::LEVEL_NAMES.join(", ")
+                    )
+                })?;
+                if let Some(first) = self.user_lines.insert(name.clone(), line) {
+                    return Err(format!("duplicate user '{name}'{}", first_on(first)));
+                }
+                p.users.push((name, pass, level));
+            }
+            "default_level" => {
+                p.default_level = Level::from_name(v).ok_or_else(|| {
+                    format!(
+                        "unknown level '{v}' for '{key}' (expected {})",
+                        crate::auth::LEVEL_NAMES.join(", ")
+                    )
+                })?
+            }
+            "admin_commands" => {
+                p.admin_commands = AdminPolicy::from_name(v)
+                    .ok_or_else(|| format!("bad {key} '{v}' (expected all, admin or disabled)"))?
+            }
+            "rename_command" => {
+                let w = split_words(v)?;
+                let [old, new] = <[String; 2]>::try_from(w).map_err(|_| {
+                    format!("expected '{key} OLD NEW' (NEW \"\" disables OLD), got '{v}'")
+                })?;
+                let spec = crate::commands::lookup(old.as_bytes())
+                    .ok_or_else(|| format!("{key}: unknown command '{old}'"))?;
+                let old = spec.name.to_string();
+                if !new.is_empty() {
+                    check_word("new command name", &new)?;
+                    if let Some(s) = crate::commands::lookup(new.as_bytes()) {
+                        return Err(format!(
+                            "{key}: cannot rename {old} to '{new}', an existing command name ({})",
+                            s.name
+                        ));
+                    }
+                }
+                if let Some(first) = self.rename_lines.insert(old.clone(), line) {
+                    return Err(format!("{key}: {old} renamed twice{}", first_on(first)));
+                }
+                if !new.is_empty() {
+                    if let Some(first) = self.rename_lines.insert(new.to_ascii_uppercase(), line) {
+                        return Err(format!(
+                            "{key}: '{new}' is already a new name{}",
+                            first_on(first)
+                        ));
+                    }
+                }
+                p.rename_commands.push((old, new));
+            }
+            "backend_username" => {
+                check_word("backend_username", v)?;
+                p.backend_username = Some(v.to_string())
+            }
+            "backend_password" => p.backend_password = Some(v.to_string()),
+            "tls_cert_file" => p.tls_cert_file = Some(PathBuf::from(v)),
+            "tls_key_file" => p.tls_key_file = Some(PathBuf::from(v)),
+            "tls_client_ca_file" => p.tls_client_ca_file = Some(PathBuf::from(v)),
+            "backend_tls" => p.backend_tls = parse_bool(key, v)?,
+            "backend_tls_ca_file" => p.backend_tls_ca_file = Some(PathBuf::from(v)),
+            "backend_tls_server_name" => {
+                check_word("backend_tls_server_name", v)?;
+                p.backend_tls_server_name = Some(v.to_string())
+            }
+            "backend_tls_cert_file" => p.backend_tls_cert_file = Some(PathBuf::from(v)),
+            "backend_tls_key_file" => p.backend_tls_key_file = Some(PathBuf::from(v)),
+            "backend_tls_insecure" => p.backend_tls_insecure = parse_bool(key, v)?,
             "redis_db" => p.redis_db = parse_num(key, v)?,
             "membership_commands" => p.membership_commands = parse_bool(key, v)?,
             "private_connections" => {
@@ -879,6 +1204,74 @@ impl PoolBuilder {
                 p.disable_commands = cmds;
             }
             _ => unreachable!("not a pool key: {canon}"),
+        }
+        Ok(())
+    }
+}
+
+impl PoolBuilder {
+    /// Cross-key checks of the credential and TLS keys: `Err((line, message))`.
+    fn check_auth_tls(&self) -> Result<(), (usize, String)> {
+        let p = &self.pool;
+        let at = |k: &str| self.seen.get(k).copied().unwrap_or(self.line);
+        let pairs = [
+            (
+                "tls_cert_file",
+                "tls_key_file",
+                p.tls_cert_file.is_some(),
+                p.tls_key_file.is_some(),
+            ),
+            (
+                "backend_tls_cert_file",
+                "backend_tls_key_file",
+                p.backend_tls_cert_file.is_some(),
+                p.backend_tls_key_file.is_some(),
+            ),
+        ];
+        for (a, b, has_a, has_b) in pairs {
+            if has_a != has_b {
+                let (set, missing) = if has_a { (a, b) } else { (b, a) };
+                return Err((at(set), format!("'{set}' needs '{missing}' too")));
+            }
+        }
+        if p.tls_client_ca_file.is_some() && p.tls_cert_file.is_none() {
+            return Err((
+                at("tls_client_ca_file"),
+                "'tls_client_ca_file' needs 'tls_cert_file' and 'tls_key_file' (a TLS listener)"
+                    .into(),
+            ));
+        }
+        if !p.backend_tls {
+            let set = [
+                ("backend_tls_ca_file", p.backend_tls_ca_file.is_some()),
+                (
+                    "backend_tls_server_name",
+                    p.backend_tls_server_name.is_some(),
+                ),
+                ("backend_tls_cert_file", p.backend_tls_cert_file.is_some()),
+                ("backend_tls_insecure", p.backend_tls_insecure),
+            ];
+            if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+                return Err((at(k), format!("'{k}' needs 'backend_tls yes'")));
+            }
+        }
+        let pool_pass = p.backend_password.is_some() || p.redis_auth.is_some();
+        if p.backend_username.is_some() && !pool_pass {
+            return Err((
+                at("backend_username"),
+                "'backend_username' needs a password ('backend_password' or 'redis_auth')".into(),
+            ));
+        }
+        for s in &p.servers {
+            if s.username.is_some() && s.password.is_none() && !pool_pass {
+                return Err((
+                    s.line,
+                    format!(
+                        "server '{}': user= needs a password (password=, 'backend_password' or 'redis_auth')",
+                        s.display_name()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -942,6 +1335,7 @@ fn finish(mut cfg: Config, pools: Vec<PoolBuilder>, file: &str) -> Result<Config
                 ));
             }
         }
+        b.check_auth_tls().map_err(|(l, m)| err(file, l, m))?;
         if let Some((_, other, l)) = listens
             .iter()
             .find(|(l, _, _)| listen_conflict(l, &p.listen))
@@ -1151,21 +1545,46 @@ fn parse_listen(v: &str) -> Result<Listen, String> {
 
 /// twemproxy's server syntax: `host:port[:weight] [name]`, `[v6]:port[:weight]`,
 /// or bare `v6:port:weight` (the weight is then required).
-/// One `server` value (`host:port[:weight] [name]`), resolved; used by the runtime
-/// membership commands too.
+/// One `server` value (`host:port[:weight] [name] [user=NAME] [password=PASS]`), resolved;
+/// used by the runtime membership commands too.  The credentials are backend AUTH
+/// credentials for this server (words without whitespace, any order after the address).
 pub fn parse_server(v: &str, line: usize) -> Result<ServerConfig, String> {
     let mut parts = v.split_whitespace();
     let spec = parts.next().ok_or("missing server address")?;
-    let name = parts.next().map(str::to_string);
-    if let Some(n) = &name {
-        if n.starts_with(['#', '"', '\'']) {
+    let mut name: Option<String> = None;
+    let mut username: Option<String> = None;
+    let mut password: Option<String> = None;
+    for w in parts {
+        let (slot, val, what) = if let Some(u) = w.strip_prefix("user=") {
+            (&mut username, u, "user=")
+        } else if let Some(pw) = w.strip_prefix("password=") {
+            (&mut password, pw, "password=")
+        } else if name.is_none() && username.is_none() && password.is_none() {
+            if w.starts_with(['#', '"', '\'']) {
+                return Err(format!(
+                    "bad server name '{w}' (must not start with '#' or a quote)"
+                ));
+            }
+            name = Some(w.to_string());
+            continue;
+        } else if name.is_none() {
             return Err(format!(
-                "bad server name '{n}' (must not start with '#' or a quote)"
+                "unexpected '{w}' after server credentials (the name comes before user=/password=)"
+            ));
+        } else {
+            return Err(format!("unexpected '{w}' after server name"));
+        };
+        if val.is_empty() {
+            return Err(format!(
+                "malformed server credentials in '{spec}': empty {what}"
             ));
         }
-    }
-    if let Some(extra) = parts.next() {
-        return Err(format!("unexpected '{extra}' after server name"));
+        if slot.is_some() {
+            return Err(format!(
+                "malformed server credentials in '{spec}': {what} given twice"
+            ));
+        }
+        *slot = Some(val.to_string());
     }
     let usage = || format!("bad server address '{spec}' (expected host:port[:weight] [name])");
     let (host, port, weight): (&str, &str, Option<&str>) =
@@ -1213,6 +1632,8 @@ pub fn parse_server(v: &str, line: usize) -> Result<ServerConfig, String> {
         addr,
         weight,
         name,
+        username,
+        password,
         line,
     })
 }
@@ -1288,6 +1709,10 @@ fn split_native_line(raw: &str) -> Result<Option<(String, String)>, String> {
         Some(i) => (&l[..i], l[i..].trim_start()),
         None => (l, ""),
     };
+    if multi_word_key(key) {
+        // `user` / `rename_command`: several words, each maybe quoted; see `split_words`.
+        return Ok(Some((key.to_string(), rest.to_string())));
+    }
     if rest.starts_with('"') || rest.starts_with('\'') {
         let (v, tail) = parse_quoted(rest)?;
         if !tail.trim().is_empty() {
@@ -1296,6 +1721,43 @@ fn split_native_line(raw: &str) -> Result<Option<(String, String)>, String> {
         return Ok(Some((key.to_string(), v)));
     }
     Ok(Some((key.to_string(), rest.to_string())))
+}
+
+/// Keys whose value is several words (`user NAME PASSWORD LEVEL`, `rename_command OLD NEW`).
+fn multi_word_key(key: &str) -> bool {
+    matches!(
+        pool_key(&key.replace('-', "_")),
+        Some("user" | "rename_command")
+    )
+}
+
+/// Split a multi-word value on whitespace; a word that starts with a quote is a quoted string
+/// (as in [`parse_quoted`], so `""` is an empty word).  A value that is one quoted string of
+/// several words (`"alice pw readonly"`, YAML style) is split again.
+fn split_words(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = v.trim_start();
+    while !rest.is_empty() {
+        if rest.starts_with('"') || rest.starts_with('\'') {
+            let (w, tail) = parse_quoted(rest)?;
+            if !tail.is_empty() && !tail.starts_with(char::is_whitespace) {
+                return Err(format!("unexpected '{}' after quoted word", tail.trim()));
+            }
+            out.push(w);
+            rest = tail.trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            out.push(rest[..end].to_string());
+            rest = rest[end..].trim_start();
+        }
+    }
+    if out.len() == 1
+        && out[0].contains(char::is_whitespace)
+        && v.trim_start().starts_with(['"', '\''])
+    {
+        return split_words(&out[0].clone());
+    }
+    Ok(out)
 }
 
 /// `key: value` (value raw, maybe quoted, maybe empty).
@@ -1400,6 +1862,54 @@ pub fn render_native(c: &Config) -> String {
         if let Some(a) = &p.redis_auth {
             kv("redis_auth", quote(a));
         }
+        if let Some(a) = &p.requirepass {
+            kv("requirepass", quote(a));
+        }
+        for (name, pass, level) in &p.users {
+            kv("user", format!("{name} {} {}", quote(pass), level.name()));
+        }
+        kv("default_level", p.default_level.name().into());
+        kv("admin_commands", p.admin_commands.name().into());
+        for (old, new) in &p.rename_commands {
+            kv("rename_command", format!("{old} {}", quote(new)));
+        }
+        if let Some(u) = &p.backend_username {
+            kv("backend_username", quote(u));
+        }
+        if let Some(a) = &p.backend_password {
+            kv("backend_password", quote(a));
+        }
+        let path = |f: &PathBuf| quote(&f.to_string_lossy());
+        for (k, f) in [
+            ("tls_cert_file", &p.tls_cert_file),
+            ("tls_key_file", &p.tls_key_file),
+            ("tls_client_ca_file", &p.tls_client_ca_file),
+        ] {
+            if let Some(f) = f {
+                kv(k, path(f));
+            }
+        }
+        kv("backend_tls", yes_no(p.backend_tls).into());
+        if let Some(f) = &p.backend_tls_ca_file {
+            kv("backend_tls_ca_file", path(f));
+        }
+        if let Some(n) = &p.backend_tls_server_name {
+            kv("backend_tls_server_name", quote(n));
+        }
+        for (k, f) in [
+            ("backend_tls_cert_file", &p.backend_tls_cert_file),
+            ("backend_tls_key_file", &p.backend_tls_key_file),
+        ] {
+            if let Some(f) = f {
+                kv(k, path(f));
+            }
+        }
+        if p.backend_tls {
+            kv(
+                "backend_tls_insecure",
+                yes_no(p.backend_tls_insecure).into(),
+            );
+        }
         kv("redis_db", p.redis_db.to_string());
         if !p.disable_commands.is_empty() {
             kv("disable_commands", p.disable_commands.join(","));
@@ -1411,11 +1921,17 @@ pub fn render_native(c: &Config) -> String {
             if p.split_partial { "partial" } else { "error" }.into(),
         );
         for sv in &p.servers {
-            let name = sv
+            let mut name = sv
                 .name
                 .as_ref()
                 .map(|n| format!(" {n}"))
                 .unwrap_or_default();
+            if let Some(u) = &sv.username {
+                name.push_str(&format!(" user={u}"));
+            }
+            if let Some(pw) = &sv.password {
+                name.push_str(&format!(" password={pw}"));
+            }
             kv(
                 "server",
                 format!(
@@ -1499,13 +2015,52 @@ mod tests {
         assert_eq!(p.hash_tag, Some(*b"{}"));
         assert_eq!(p.redis_auth.as_deref(), Some("secret"));
         assert_eq!(p.disable_commands, ["KEYS", "FLUSHALL"]);
+        assert_eq!(p.requirepass.as_deref(), Some("client-secret"));
+        assert_eq!(
+            p.users,
+            [
+                ("reporting".into(), "r3ad-only pass".into(), Level::ReadOnly),
+                ("app".into(), "app-secret".into(), Level::ReadWrite),
+                ("ops".into(), "ops-secret".into(), Level::Admin),
+            ]
+        );
+        assert_eq!(
+            p.rename_commands,
+            [
+                ("FLUSHALL".into(), "".into()),
+                ("CONFIG".into(), "proxy-config-7f3a".into())
+            ]
+        );
+        assert_eq!(p.backend_username.as_deref(), Some("proxy"));
+        assert_eq!(p.backend_password.as_deref(), Some("backend-secret"));
+        assert!(p.tls_listen());
+        assert!(p.backend_tls);
+        assert_eq!(p.backend_tls_server_name.as_deref(), Some("redis.internal"));
+        assert_eq!(
+            p.backend_tls_key_file,
+            Some(PathBuf::from("/etc/rustproxy/proxy-client.key"))
+        );
         // Every other key is shown at its default.
         let mut want = PoolConfig::with_defaults("main", p.listen.clone());
         want.servers = p.servers.clone();
         want.hash_tag = p.hash_tag;
         want.redis_auth = p.redis_auth.clone();
         want.disable_commands = p.disable_commands.clone();
+        want.requirepass = p.requirepass.clone();
+        want.users = p.users.clone();
+        want.rename_commands = p.rename_commands.clone();
+        want.backend_username = p.backend_username.clone();
+        want.backend_password = p.backend_password.clone();
+        want.tls_cert_file = p.tls_cert_file.clone();
+        want.tls_key_file = p.tls_key_file.clone();
+        want.tls_client_ca_file = p.tls_client_ca_file.clone();
+        want.backend_tls = p.backend_tls;
+        want.backend_tls_ca_file = p.backend_tls_ca_file.clone();
+        want.backend_tls_server_name = p.backend_tls_server_name.clone();
+        want.backend_tls_cert_file = p.backend_tls_cert_file.clone();
+        want.backend_tls_key_file = p.backend_tls_key_file.clone();
         assert_eq!(*p, want);
+        assert_round_trip(&c);
     }
 
     #[test]
@@ -2074,5 +2629,315 @@ mod tests {
         for n in DISTRIBUTION_NAMES {
             assert_eq!(ring::Distribution::from_name(n).map(|d| d.name()), Some(*n));
         }
+    }
+
+    const AUTH_POOL: &str = "pool p\nlisten 127.0.0.1:6380\nserver 127.0.0.1:7001\n";
+
+    #[test]
+    fn access_control_keys() {
+        let c = native(&format!(
+            "{AUTH_POOL}redis_auth old\nrequirepass \"new pass\"\n\
+             user alice apw readonly\nuser bob \"b \\\"p\\\" w\" ADMIN\nuser carol 'c pw' readwrite\n\
+             default-level readwrite\nadmin_commands admin\n\
+             rename_command flushall \"\"\nrename-command config cfg-7\nrename_command KEYS ''\n"
+        ))
+        .unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.redis_auth.as_deref(), Some("old"));
+        assert_eq!(p.requirepass.as_deref(), Some("new pass"));
+        assert_eq!(
+            p.users,
+            [
+                ("alice".into(), "apw".into(), Level::ReadOnly),
+                ("bob".into(), "b \"p\" w".into(), Level::Admin),
+                ("carol".into(), "c pw".into(), Level::ReadWrite),
+            ]
+        );
+        assert_eq!(p.default_level, Level::ReadWrite);
+        assert_eq!(p.admin_commands, AdminPolicy::AdminOnly);
+        assert_eq!(
+            p.rename_commands,
+            [
+                ("FLUSHALL".into(), "".into()),
+                ("CONFIG".into(), "cfg-7".into()),
+                ("KEYS".into(), "".into())
+            ]
+        );
+        assert_round_trip(&c);
+        for (v, want) in [
+            ("all", AdminPolicy::All),
+            ("Disabled", AdminPolicy::Disabled),
+        ] {
+            let c = native(&format!("{AUTH_POOL}admin_commands {v}\n")).unwrap();
+            assert_eq!(c.pools[0].admin_commands, want);
+        }
+        // Defaults.
+        let c = native(AUTH_POOL).unwrap();
+        let p = &c.pools[0];
+        assert_eq!(
+            (p.default_level, p.admin_commands),
+            (Level::Admin, AdminPolicy::All)
+        );
+        assert!(p.users.is_empty() && p.rename_commands.is_empty() && p.requirepass.is_none());
+    }
+
+    #[test]
+    fn access_control_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "user alice pw root\n",
+                "unknown level 'root' for user 'alice'",
+            ),
+            ("user alice pw\n", "expected 'user NAME PASSWORD LEVEL'"),
+            (
+                "user alice pw readonly extra\n",
+                "expected 'user NAME PASSWORD LEVEL'",
+            ),
+            (
+                "user alice \"\" readonly\n",
+                "empty password for user 'alice'",
+            ),
+            ("user default pw admin\n", "user 'default' is reserved"),
+            ("user alice \"pw readonly\n", "unterminated"),
+            ("default_level superuser\n", "unknown level 'superuser'"),
+            ("admin_commands some\n", "bad admin_commands 'some'"),
+            (
+                "rename_command FLUSHALL\n",
+                "expected 'rename_command OLD NEW'",
+            ),
+            ("rename_command NOSUCH x\n", "unknown command 'NOSUCH'"),
+            (
+                "rename_command \"CONFIG GET\" x\n",
+                "unknown command 'CONFIG GET'",
+            ),
+            (
+                "rename_command FLUSHALL get\n",
+                "an existing command name (GET)",
+            ),
+            ("requirepass \"\"\n", "missing value for 'requirepass'"),
+            ("backend_tls maybe\n", "bad boolean 'maybe'"),
+        ];
+        for (text, want) in cases {
+            let (line, msg) = native_err(&format!("{AUTH_POOL}{text}"));
+            assert_eq!(line, 4, "{text}: {msg}");
+            assert!(msg.contains(want), "{text}: {msg}");
+        }
+        let (line, msg) = native_err(&format!(
+            "{AUTH_POOL}user alice pw readonly\n# x\nuser alice pw2 admin\n"
+        ));
+        assert_eq!(
+            (line, msg.as_str()),
+            (6, "duplicate user 'alice' (first on line 4)")
+        );
+        let (line, msg) = native_err(&format!(
+            "{AUTH_POOL}rename_command flushall f1\nrename_command FLUSHALL f2\n"
+        ));
+        assert_eq!(line, 5);
+        assert!(
+            msg.contains("FLUSHALL renamed twice (first on line 4)"),
+            "{msg}"
+        );
+        let (line, msg) = native_err(&format!(
+            "{AUTH_POOL}rename_command flushall x1\nrename_command flushdb X1\n"
+        ));
+        assert_eq!(line, 5);
+        assert!(
+            msg.contains("'X1' is already a new name (first on line 4)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn backend_credentials() {
+        let c = native(
+            "pool p\nlisten 127.0.0.1:6380\nredis_auth rp\nbackend_username proxy\n\
+             server 127.0.0.1:7001\nserver 127.0.0.1:7002 two user=u2 password=p2\n\
+             server 127.0.0.1:7003 password=p3\nserver 127.0.0.1:7004:2 user=u4\n",
+        )
+        .unwrap();
+        let p = &c.pools[0];
+        let s = &p.servers;
+        assert_eq!(s[1].name.as_deref(), Some("two"));
+        assert_eq!(
+            (s[1].username.as_deref(), s[1].password.as_deref()),
+            (Some("u2"), Some("p2"))
+        );
+        assert_eq!(s[2].name, None);
+        assert_eq!(s[2].display_name(), "127.0.0.1:7003");
+        assert_eq!(s[3].name, None);
+        assert_eq!(s[3].weight, 2);
+        assert_eq!(p.backend_auth(&s[0]), Some((Some("proxy"), "rp")));
+        assert_eq!(p.backend_auth(&s[1]), Some((Some("u2"), "p2")));
+        assert_eq!(p.backend_auth(&s[2]), Some((Some("proxy"), "p3")));
+        assert_eq!(p.backend_auth(&s[3]), Some((Some("u4"), "rp")));
+        assert_round_trip(&c);
+
+        // backend_password replaces redis_auth for backends only.
+        let c = native(&format!("{AUTH_POOL}redis_auth rp\nbackend_password bp\n")).unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.backend_auth(&p.servers[0]), Some((None, "bp")));
+        let c = native(AUTH_POOL).unwrap();
+        assert_eq!(c.pools[0].backend_auth(&c.pools[0].servers[0]), None);
+        // requirepass is never sent to backends.
+        let c = native(&format!("{AUTH_POOL}requirepass cp\n")).unwrap();
+        assert_eq!(c.pools[0].backend_auth(&c.pools[0].servers[0]), None);
+
+        // Errors.
+        for (text, line, want) in [
+            (
+                "server 127.0.0.1:7002 n password=\n",
+                4,
+                "malformed server credentials",
+            ),
+            (
+                "server 127.0.0.1:7002 user=a user=b password=c\n",
+                4,
+                "user= given twice",
+            ),
+            (
+                "server 127.0.0.1:7002 password=a n\n",
+                4,
+                "the name comes before",
+            ),
+            (
+                "server 127.0.0.1:7002 n password=a extra\n",
+                4,
+                "unexpected 'extra'",
+            ),
+            (
+                "server 127.0.0.1:7002 n user=u\n",
+                4,
+                "user= needs a password",
+            ),
+            (
+                "backend_username u\n",
+                4,
+                "'backend_username' needs a password",
+            ),
+        ] {
+            let (l, msg) = native_err(&format!("{AUTH_POOL}{text}"));
+            assert_eq!(l, line, "{text}: {msg}");
+            assert!(msg.contains(want), "{text}: {msg}");
+        }
+        // user= with a pool password is fine.
+        native(&format!(
+            "{AUTH_POOL}backend_password x\nserver 127.0.0.1:7002 n user=u\n"
+        ))
+        .unwrap();
+        // The membership commands' form still parses.
+        let sv = parse_server("127.0.0.1:7005:3 five", 0).unwrap();
+        assert_eq!(
+            (sv.name.as_deref(), sv.username, sv.password),
+            (Some("five"), None, None)
+        );
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = native(&format!(
+            "{AUTH_POOL}tls_cert_file /c.pem\ntls_key_file \"/k ey.pem\"\ntls_client_ca_file /ca.pem\n\
+             backend_tls yes\nbackend_tls_ca_file /bca.pem\nbackend_tls_server_name redis.local\n\
+             backend_tls_cert_file /bc.pem\nbackend_tls_key_file /bk.pem\nbackend_tls_insecure yes\n"
+        ))
+        .unwrap();
+        let p = &c.pools[0];
+        assert!(p.tls_listen());
+        assert_eq!(p.tls_cert_file, Some(PathBuf::from("/c.pem")));
+        assert_eq!(p.tls_key_file, Some(PathBuf::from("/k ey.pem")));
+        assert_eq!(p.tls_client_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(p.backend_tls && p.backend_tls_insecure);
+        assert_eq!(p.backend_tls_ca_file, Some(PathBuf::from("/bca.pem")));
+        assert_eq!(p.backend_tls_cert_file, Some(PathBuf::from("/bc.pem")));
+        assert_eq!(p.backend_tls_key_file, Some(PathBuf::from("/bk.pem")));
+        assert_eq!(p.backend_tls_name(&p.servers[0]), "redis.local");
+        assert_round_trip(&c);
+        let c = native(&format!("{AUTH_POOL}backend_tls yes\n")).unwrap();
+        let p = &c.pools[0];
+        assert!(!p.tls_listen() && !p.backend_tls_insecure);
+        assert_eq!(p.backend_tls_name(&p.servers[0]), "127.0.0.1");
+        assert_round_trip(&c);
+
+        for (text, line, want) in [
+            (
+                "tls_cert_file /c\n",
+                4,
+                "'tls_cert_file' needs 'tls_key_file' too",
+            ),
+            (
+                "\ntls_key_file /k\n",
+                5,
+                "'tls_key_file' needs 'tls_cert_file' too",
+            ),
+            ("tls_client_ca_file /ca\n", 4, "needs 'tls_cert_file'"),
+            (
+                "backend_tls yes\nbackend_tls_cert_file /c\n",
+                5,
+                "needs 'backend_tls_key_file' too",
+            ),
+            (
+                "backend_tls_ca_file /ca\n",
+                4,
+                "'backend_tls_ca_file' needs 'backend_tls yes'",
+            ),
+            (
+                "backend_tls no\nbackend_tls_insecure yes\n",
+                5,
+                "'backend_tls_insecure' needs 'backend_tls yes'",
+            ),
+            (
+                "backend_tls_server_name \"a b\"\n",
+                4,
+                "bad backend_tls_server_name",
+            ),
+        ] {
+            let (l, msg) = native_err(&format!("{AUTH_POOL}{text}"));
+            assert_eq!(l, line, "{text}: {msg}");
+            assert!(msg.contains(want), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn access_control_yaml_and_cli() {
+        let y = parse_nutcracker(
+            "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  requirepass: \"s p\"\n\
+             \x20 user:\n    - alice apw readonly\n    - \"bob bpw admin\"\n\
+             \x20 user: carol 'c pw' readwrite\n  rename_command:\n    - FLUSHALL \"\"\n\
+             \x20 admin_commands: admin\n  backend_username: proxy\n  backend_password: bp\n\
+             \x20 backend_tls: true\n  servers:\n   - 127.0.0.1:6379:1 one user=u password=p\n",
+            "t.yml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = &y.pools[0];
+        assert_eq!(p.requirepass.as_deref(), Some("s p"));
+        let names: Vec<&str> = p.users.iter().map(|u| u.0.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert_eq!(p.users[2].1, "c pw");
+        assert_eq!(p.rename_commands, [("FLUSHALL".into(), "".into())]);
+        assert_eq!(p.admin_commands, AdminPolicy::AdminOnly);
+        assert!(p.backend_tls);
+        assert_eq!(p.backend_auth(&p.servers[0]), Some((Some("u"), "p")));
+        assert_round_trip(&y);
+        let (line, msg) = yaml_err(
+            "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  user:\n    - alice pw\n\
+             \x20 servers:\n   - 127.0.0.1:6379:1\n",
+        );
+        assert_eq!(line, 5);
+        assert!(msg.contains("NAME PASSWORD LEVEL"), "{msg}");
+
+        let c = from_cli(
+            "127.0.0.1:6380",
+            "127.0.0.1:7001",
+            &[
+                ("requirepass".into(), "x".into()),
+                ("--user".into(), "alice apw readonly".into()),
+                ("rename-command".into(), "KEYS \"\"".into()),
+                ("admin-commands".into(), "disabled".into()),
+            ],
+        )
+        .unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.users.len(), 1);
+        assert_eq!(p.rename_commands, [("KEYS".into(), "".into())]);
+        assert_eq!(p.admin_commands, AdminPolicy::Disabled);
     }
 }

@@ -7,6 +7,7 @@
 //! `proxy` (event loop) -> `client`, `backend`, `router`, `chain`, `stats`;
 //! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`; `config` -> `hash`, `ring`.
 
+pub mod auth;
 pub mod backend;
 pub mod chain;
 pub mod client;
@@ -20,3 +21,4 @@ pub mod resp;
 pub mod ring;
 pub mod router;
 pub mod stats;
+pub mod tls;

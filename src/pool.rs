@@ -33,6 +33,46 @@ pub struct Pool {
     pub clients: usize,
     /// Removed by a reload: no listener; its clients drain.
     pub removed: bool,
+    /// Who may log in, at which level (requirepass / redis_auth / user lines).
+    pub users: crate::auth::Users,
+    /// rename_command.
+    pub renames: crate::auth::Renames,
+    /// TLS for clients (tls_cert_file) and to backends (backend_tls); loaded by the proxy.
+    pub tls_server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Load a pool's TLS configurations (certificate files are read now, so a bad file is a
+/// start-up or reload error, not a per-connection one).
+#[allow(clippy::type_complexity)]
+pub fn tls_configs(
+    cfg: &PoolConfig,
+) -> Result<
+    (
+        Option<std::sync::Arc<rustls::ServerConfig>>,
+        Option<std::sync::Arc<rustls::ClientConfig>>,
+    ),
+    String,
+> {
+    let server = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(
+            c,
+            k,
+            cfg.tls_client_ca_file.as_deref(),
+        )?),
+        _ => None,
+    };
+    let client = if cfg.backend_tls {
+        Some(crate::tls::client_config(
+            cfg.backend_tls_ca_file.as_deref(),
+            cfg.backend_tls_cert_file.as_deref(),
+            cfg.backend_tls_key_file.as_deref(),
+            cfg.backend_tls_insecure,
+        )?)
+    } else {
+        None
+    };
+    Ok((server, client))
 }
 
 /// What applying a new configuration to a pool changed.
@@ -142,6 +182,10 @@ impl Pool {
             .collect();
         let order = (0..servers.len()).collect();
         let mut p = Pool {
+            users: crate::auth::Users::from_config(&cfg),
+            renames: crate::auth::Renames::from_config(&cfg),
+            tls_server: None,
+            tls_client: None,
             limits: limits(&cfg),
             ring: Ring::build(cfg.hash, cfg.distribution, &[]),
             names: Rc::new(Vec::new()),
@@ -284,6 +328,8 @@ impl Pool {
         self.cfg = cfg;
         self.order = order;
         self.limits = limits(&self.cfg);
+        self.users = crate::auth::Users::from_config(&self.cfg);
+        self.renames = crate::auth::Renames::from_config(&self.cfg);
         self.rebuild();
         ch
     }

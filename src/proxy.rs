@@ -176,6 +176,8 @@ pub struct Proxy {
     last_sample: Instant,
     stats_listener: Option<TcpListener>,
     stats_conns: Slab<StatsConn>,
+    /// When a failed AUTH was last logged (the log is rate-limited).
+    last_auth_log: Option<Instant>,
     /// Set by SIGINT/SIGTERM (graceful shutdown) and SIGHUP (reload).
     term: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
@@ -222,8 +224,28 @@ impl Proxy {
                 pc.hash.name(),
                 pc.distribution.name()
             );
+            let (tls_server, tls_client) = crate::pool::tls_configs(pc).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("pool {}: {e}", pc.name),
+                )
+            })?;
+            let loopback = match &pc.listen {
+                Listen::Tcp(a) => a.ip().is_loopback(),
+                Listen::Unix { .. } => true,
+            };
+            if !loopback && !crate::auth::Users::from_config(pc).required() {
+                warn!(
+                    "pool {} listens on {} without a password (requirepass): anyone who can reach it can use the backends",
+                    pc.name,
+                    listen_name(&pc.listen)
+                );
+            }
             listeners.push(Some(l));
-            pools.push(Pool::new(pc.clone()));
+            let mut pool = Pool::new(pc.clone());
+            pool.tls_server = tls_server;
+            pool.tls_client = tls_client;
+            pools.push(pool);
         }
         let now = Instant::now();
         let mut p = Proxy {
@@ -259,6 +281,7 @@ impl Proxy {
             hup,
             stats_listener: None,
             stats_conns: Slab::new(),
+            last_auth_log: None,
         };
         if let Some(addr) = p.config.stats_listen {
             let mut l = TcpListener::bind(addr)?;
@@ -431,9 +454,15 @@ impl Proxy {
     fn accept(&mut self, li: usize) {
         loop {
             let accepted = match self.listeners.get(li) {
-                Some(Some(Listener::Tcp(l))) => l.accept().map(|(s, a)| {
+                Some(Some(Listener::Tcp(l))) => l.accept().and_then(|(s, a)| {
                     let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), a)
+                    match &self.pools[li].tls_server {
+                        Some(cfg) => Ok((
+                            Stream::Tls(Box::new(crate::tls::TlsStream::server(s, cfg.clone())?)),
+                            a,
+                        )),
+                        None => Ok((Stream::Tcp(s), a)),
+                    }
                 }),
                 Some(Some(Listener::Unix(l))) => l
                     .accept()
@@ -471,7 +500,8 @@ impl Proxy {
             let id = self.next_client_id;
             self.next_client_id += 1;
             let mut client = Client::new(stream, id, li, peer, self.now);
-            client.authed = pool.cfg.redis_auth.is_none();
+            client.authed = !pool.users.required();
+            client.level = pool.users.default_level();
             entry.insert(client);
             pool.clients += 1;
             debug!("c{key}#{id} {peer} connected to pool {}", pool.cfg.name);
@@ -628,10 +658,43 @@ impl Proxy {
     /// Execute one command.
     fn command(&mut self, k: usize, frame: &[u8], args: &Args) {
         self.stats.commands += 1;
-        match self.clients.get_mut(k) {
-            Some(c) => c.commands += 1,
+        let pool_i = match self.clients.get_mut(k) {
+            Some(c) => {
+                c.commands += 1;
+                c.pool
+            }
             None => return,
+        };
+        let renames = &self.pools[pool_i].renames;
+        if !renames.is_empty() {
+            let typed = args.get(frame, 0);
+            match renames.map(typed) {
+                None => {
+                    // Renamed away (rename_command OLD NEW, or disabled with ""): unknown.
+                    self.stats.record_rejected(None);
+                    self.cur = Meta::new(NO_CMD, self.now);
+                    let e = router::unknown_command(args, frame);
+                    return self.reply_err(k, &e);
+                }
+                Some(orig) if !orig.eq_ignore_ascii_case(typed) => {
+                    // Typed the new name: run the original, re-encoded under its real name.
+                    let mut rebuilt = Vec::with_capacity(frame.len() + 16);
+                    let parts =
+                        std::iter::once(orig).chain((1..args.len()).map(|i| args.get(frame, i)));
+                    resp::write_command(&mut rebuilt, parts.collect::<Vec<_>>());
+                    let mut args2 = Args::default();
+                    if resp::parse_command(&rebuilt, &resp::Limits::default(), &mut args2).is_ok() {
+                        return self.command_resolved(k, &rebuilt, &args2);
+                    }
+                }
+                Some(_) => {}
+            }
         }
+        self.command_resolved(k, frame, args)
+    }
+
+    /// Execute one command whose name is the table's (after rename_command).
+    fn command_resolved(&mut self, k: usize, frame: &[u8], args: &Args) {
         let spec = match router::resolve(args, frame) {
             Ok(s) => s,
             Err(e) => {
@@ -664,6 +727,12 @@ impl Proxy {
         };
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reject(k, "NOAUTH Authentication required.");
+        }
+        if let Some(c) = self.clients.get(k) {
+            let policy = self.pools[c.pool].cfg.admin_commands;
+            if let Err(e) = crate::auth::permitted(c.level, spec, policy) {
+                return self.reject(k, &e);
+            }
         }
         if spec.name == "CONFIG SET"
             && args.len() == 4
@@ -911,6 +980,24 @@ impl Proxy {
         if pool.cfg.tcpkeepalive {
             set_keepalive(&stream);
         }
+        let stream = match &pool.tls_client {
+            Some(cfg) => {
+                let name = pool
+                    .cfg
+                    .backend_tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| srv.host.clone());
+                match crate::tls::TlsStream::client(stream, cfg.clone(), &name) {
+                    Ok(t) => Stream::Tls(Box::new(t)),
+                    Err(e) => {
+                        let msg = format!("TLS setup failed: {e}");
+                        srv.connect_failed(now, &msg);
+                        return Err(srv.down_error());
+                    }
+                }
+            }
+            None => Stream::Tcp(stream),
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Conn {
@@ -953,17 +1040,45 @@ impl Proxy {
             blocking: false,
             sent: now,
         };
+        // Credentials: the server line's user=/password=, else the pool's backend_username /
+        // backend_password, else nutcracker's redis_auth (password only).
+        let server_cfg = pool
+            .order
+            .iter()
+            .position(|&s| s == server_i)
+            .and_then(|pos| pool.cfg.servers.get(pos));
+        let password = server_cfg
+            .and_then(|s| s.password.clone())
+            .or_else(|| pool.cfg.backend_password.clone())
+            .or_else(|| pool.cfg.redis_auth.clone());
+        let username = server_cfg
+            .and_then(|s| s.username.clone())
+            .or_else(|| pool.cfg.backend_username.clone())
+            .unwrap_or_else(|| "default".to_string());
         if proto == 1 {
-            match &pool.cfg.redis_auth {
+            match &password {
                 Some(pw) => resp::write_command(
                     &mut conn.wbuf,
-                    [&b"HELLO"[..], b"3", b"AUTH", b"default", pw.as_bytes()],
+                    [
+                        &b"HELLO"[..],
+                        b"3",
+                        b"AUTH",
+                        username.as_bytes(),
+                        pw.as_bytes(),
+                    ],
                 ),
                 None => conn.wbuf.extend_from_slice(HELLO3),
             }
             conn.inflight.push_back(internal);
-        } else if let Some(pw) = &pool.cfg.redis_auth {
-            resp::write_command(&mut conn.wbuf, [&b"AUTH"[..], pw.as_bytes()]);
+        } else if let Some(pw) = &password {
+            if username == "default" {
+                resp::write_command(&mut conn.wbuf, [&b"AUTH"[..], pw.as_bytes()]);
+            } else {
+                resp::write_command(
+                    &mut conn.wbuf,
+                    [&b"AUTH"[..], username.as_bytes(), pw.as_bytes()],
+                );
+            }
             conn.inflight.push_back(internal);
         }
         if pool.cfg.redis_db != 0 {
@@ -1112,6 +1227,7 @@ impl Proxy {
 
     /// Run a blocking command on a private connection; the client is not read until it answers.
     fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8]) {
+        self.cur.backend = pos.min(u16::MAX as usize - 1) as u16;
         let seq = match self.clients.get_mut(k) {
             Some(c) => c.chain.push(Slot::Waiting, self.cur),
             None => return,
@@ -1642,6 +1758,7 @@ impl Proxy {
 
     /// Forward one request to one server; its reply fills one chain slot.
     fn forward(&mut self, k: usize, server: usize, bytes: &[u8]) {
+        self.cur.backend = server.min(u16::MAX as usize - 1) as u16;
         let seq = match self.clients.get_mut(k) {
             Some(c) => c.chain.push(Slot::Waiting, self.cur),
             None => return,
@@ -1773,13 +1890,16 @@ impl Proxy {
         if writable {
             conn.writable = true;
             if conn.state == ConnState::Connecting {
-                match conn.stream.take_error() {
+                let Some(tcp) = conn.stream.tcp() else {
+                    return;
+                };
+                match tcp.take_error() {
                     Ok(None) => {}
                     Ok(Some(e)) | Err(e) => {
                         return self.conn_failed(k, &format!("connect failed: {e}"), Fail::Down);
                     }
                 }
-                match conn.stream.peer_addr() {
+                match tcp.peer_addr() {
                     Ok(_) => {
                         conn.state = ConnState::Up;
                         // With a handshake queued, the server counts as up once it answers.
@@ -2153,6 +2273,19 @@ impl Proxy {
         if conn.state != ConnState::Up || !conn.writable {
             return;
         }
+        // TLS records still held by rustls go first (handshake, earlier writes).
+        match conn.stream.flush_tls() {
+            Ok(true) => {}
+            Ok(false) => {
+                conn.writable = false;
+                return;
+            }
+            Err(e) if would_block(&e) => {
+                conn.writable = false;
+                return;
+            }
+            Err(e) => return self.conn_failed(k, &format!("TLS write error: {e}"), Fail::Broken),
+        }
         while conn.wpos < conn.wbuf.len() {
             match conn.stream.write(&conn.wbuf[conn.wpos..]) {
                 Ok(0) => break,
@@ -2199,14 +2332,13 @@ impl Proxy {
                         args.push(format!("... ({} more arguments)", d.meta.argc - 2).into_bytes());
                     }
                     let pool = &self.pools[c.pool];
-                    let backend =
-                        if d.meta.argc > 1 && (d.meta.snip_len as usize) < crate::chain::SNIP {
-                            pool.ring
-                                .pick(crate::ring::hash_tag(snip, pool.cfg.hash_tag))
-                                .map_or("", |p| pool.at(p).name.as_str())
-                        } else {
-                            ""
-                        };
+                    let backend = match d.meta.backend {
+                        crate::chain::NO_BACKEND => "",
+                        pos => pool
+                            .order
+                            .get(pos as usize)
+                            .map_or("", |&slot| pool.servers[slot].name.as_str()),
+                    };
                     let unix = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
@@ -2219,6 +2351,18 @@ impl Proxy {
         }
         if !c.writable {
             return;
+        }
+        match c.stream.flush_tls() {
+            Ok(true) => {}
+            Ok(false) => {
+                c.writable = false;
+                return;
+            }
+            Err(e) if would_block(&e) => {
+                c.writable = false;
+                return;
+            }
+            Err(_) => return self.close_client(k),
         }
         while c.wpos < c.wbuf.len() {
             match c.stream.write(&c.wbuf[c.wpos..]) {
@@ -2485,6 +2629,10 @@ impl Proxy {
         let mut summary = Vec::new();
         // Phase 1: everything that can fail (binding new listen addresses), nothing applied.
         let mut new_listeners: Vec<(usize, Option<Listener>)> = Vec::new();
+        let mut tls = Vec::with_capacity(new.pools.len());
+        for pc in &new.pools {
+            tls.push(crate::pool::tls_configs(pc).map_err(|e| format!("pool {}: {e}", pc.name))?);
+        }
         for (ni, pc) in new.pools.iter().enumerate() {
             let existing = self
                 .pools
@@ -2535,6 +2683,7 @@ impl Proxy {
             {
                 Some(i) => {
                     let ch = self.pools[i].reconfigure(pc.clone());
+                    (self.pools[i].tls_server, self.pools[i].tls_client) = tls[ni].clone();
                     for slot in &ch.retired {
                         let srv = &mut self.pools[i].servers[*slot];
                         for list in &mut srv.conns {
@@ -2548,7 +2697,9 @@ impl Proxy {
                 }
                 None => {
                     let i = self.pools.len();
-                    self.pools.push(Pool::new(pc.clone()));
+                    let mut pool = Pool::new(pc.clone());
+                    (pool.tls_server, pool.tls_client) = tls[ni].clone();
+                    self.pools.push(pool);
                     self.listeners.push(None);
                     if let Some(l) = listener {
                         self.replace_listener(i, l);
@@ -2916,25 +3067,41 @@ impl Proxy {
         self.reply(k, &out);
     }
 
-    /// Check AUTH credentials against the pool's password (nutcracker's `redis_auth`).
+    /// Check AUTH credentials: the pool's users (requirepass / redis_auth for `default`, `user`
+    /// lines), compared in constant time. Failures are counted and logged (at most once a
+    /// second per pool).
     fn check_auth(&mut self, k: usize, user: &[u8], pass: &[u8]) -> Result<(), &'static str> {
         let Some(c) = self.clients.get_mut(k) else {
             return Ok(());
         };
-        let Some(pw) = &self.pools[c.pool].cfg.redis_auth else {
-            if user == b"default" {
-                // Like Redis's default user without a password: anything passes for HELLO,
-                // but a bare AUTH is a configuration mistake worth telling.
-                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        let pool = &self.pools[c.pool];
+        if !pool.users.required() && user == b"default" {
+            // Like Redis's default user without a password.
+            return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        match pool.users.check(user, pass) {
+            Ok(level) => {
+                c.authed = true;
+                c.level = level;
+                Ok(())
             }
-            return Err("WRONGPASS invalid username-password pair or user is disabled.");
-        };
-        if user == b"default" && constant_time_eq(pass, pw.as_bytes()) {
-            c.authed = true;
-            Ok(())
-        } else {
-            warn!("c{k}#{} {} failed AUTH", c.id, c.peer);
-            Err("WRONGPASS invalid username-password pair or user is disabled.")
+            Err(()) => {
+                self.stats.auth_failures += 1;
+                if self
+                    .last_auth_log
+                    .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
+                {
+                    self.last_auth_log = Some(self.now);
+                    warn!(
+                        "c{k}#{} {} failed AUTH as '{}' ({} failures so far)",
+                        c.id,
+                        c.peer,
+                        String::from_utf8_lossy(user),
+                        self.stats.auth_failures
+                    );
+                }
+                Err("WRONGPASS invalid username-password pair or user is disabled.")
+            }
         }
     }
 
@@ -3291,15 +3458,6 @@ impl Proxy {
         resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
         self.reply(k, &out);
     }
-}
-
-/// Compare without an early exit, so timing does not reveal how much of a password matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for (i, &x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 /// Resident set size of this process, from /proc/self/statm.

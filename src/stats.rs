@@ -277,6 +277,8 @@ pub struct Stats {
     pub errors: u64,
     /// Requests failed by the request timeout.
     pub timeouts: u64,
+    /// AUTH / HELLO AUTH attempts with a wrong user or password.
+    pub auth_failures: u64,
     /// Bytes read from clients / written to clients.
     pub net_input_bytes: u64,
     pub net_output_bytes: u64,
@@ -299,6 +301,7 @@ impl Default for Stats {
             commands: 0,
             errors: 0,
             timeouts: 0,
+            auth_failures: 0,
             net_input_bytes: 0,
             net_output_bytes: 0,
             commands_by: (0..COMMANDS.len())
@@ -322,6 +325,7 @@ impl Stats {
         self.commands = 0;
         self.errors = 0;
         self.timeouts = 0;
+        self.auth_failures = 0;
         self.net_input_bytes = 0;
         self.net_output_bytes = 0;
         for c in &mut self.commands_by {

@@ -1305,7 +1305,7 @@ fn nutcracker_json_has_the_keys_of_real_nutcracker() {
             .collect::<Vec<_>>()
     };
     assert_eq!(scalars(&rd), scalars(&nd));
-    // Both saw 20 requests per pool.
+    // 20 requests per pool.
     for pool in ["alpha", "beta"] {
         let total = |d: &J| -> f64 {
             obj(jget(d, pool))
@@ -1319,7 +1319,8 @@ fn nutcracker_json_has_the_keys_of_real_nutcracker() {
                 })
                 .sum()
         };
-        assert_eq!(total(&nd), 20.0, "nutcracker {pool}");
+        // nutcracker only folds its counters into the document every stats interval (30 s),
+        // so its values are not compared; rustproxy's are live.
         assert_eq!(total(&rd), 20.0, "rustproxy {pool}");
     }
     drop(p);
@@ -1463,21 +1464,11 @@ fn slowlog_names_the_forward_target_backend() {
     assert_eq!(r, "OK");
     let fw = forward_entries(&slowlog_get(&mut c));
     assert_eq!(fw.len(), 1, "{fw:?}");
-    let want = backends[target]
-        .split('@')
-        .nth(1)
-        .unwrap_or(&backends[target])
-        .to_string();
-    let want_name: String = {
-        // BACKENDS is host:port@name; a backend without a name is named host:port.
-        let b = &backends[target];
-        let (addr, name) = b.split_once('@').unwrap_or((b, ""));
-        if name.is_empty() {
-            addr.to_string()
-        } else {
-            want.clone()
-        }
-    };
+    // BACKENDS entries are host:port@name (an unnamed backend is named host:port).
+    let want_name = backends[target]
+        .split_once('@')
+        .map(|(_, n)| n.to_string())
+        .expect("host:port@name");
     assert_eq!(
         fw[0].1, want_name,
         "slowlog backend of `FORWARD {target} DEBUG SLEEP 0.05` (BACKENDS: {backends:?})"
