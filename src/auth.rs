@@ -106,6 +106,8 @@ impl Users {
     /// Ok(level) or Err(()) for a wrong user/password. `user` is "default" for AUTH <password>.
     /// User names are case-sensitive (as in Redis); the password comparison is constant-time
     /// and done even for an unknown user.
+    /// (`Err(())`: the caller answers WRONGPASS; there is nothing more to say.)
+    #[allow(clippy::result_unit_err)]
     pub fn check(&self, user: &[u8], pass: &[u8]) -> Result<Level, ()> {
         let found = if user == b"default" {
             self.default_pass

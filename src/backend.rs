@@ -26,6 +26,8 @@ pub const INTERNAL: usize = usize::MAX - 1;
 /// `Pending::client` of a reply nobody wants (MULTI's `+OK` and `+QUEUED` inside a transaction
 /// block; the proxy already answered them).
 pub const SWALLOW: usize = usize::MAX - 2;
+/// `Pending::client` of a CLUSTER SLOTS request the proxy sent to refresh a slot map.
+pub const REFRESH: usize = usize::MAX - 3;
 /// Idle private connections kept per backend and protocol for reuse.
 pub const PRIVATE_IDLE: usize = 8;
 /// `Pending::part` of a request that fills a whole chain slot.
@@ -47,6 +49,8 @@ pub struct Pending {
     /// A blocking command: exempt from the request timeout; its reply ends the client's loan
     /// of the private connection.
     pub blocking: bool,
+    /// Cluster pools: how many MOVED/ASK redirections this request has followed.
+    pub redirects: u8,
     pub sent: Instant,
 }
 
@@ -266,6 +270,11 @@ pub struct Conn {
     pub owner: Option<(usize, u64)>,
     /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
     pub pubsub: bool,
+    /// Cluster pools: the bytes of each in-flight request, aligned with `inflight`, so a
+    /// MOVED/ASK reply can be resent to the right node. Empty for static pools.
+    pub reqs: VecDeque<Box<[u8]>>,
+    /// Whether `reqs` is kept (the connection belongs to a cluster pool).
+    pub track: bool,
     pub writable: bool,
     pub dirty: bool,
 }

@@ -363,6 +363,9 @@ pub struct PoolConfig {
     /// Private backend connections per backend (blocking commands, WATCH); over it such a
     /// command gets an error.
     pub private_connections: usize,
+    /// A Redis Cluster pool: the servers are seed nodes; the masters and the slot map come from
+    /// CLUSTER SLOTS (hash, distribution and weights do not apply).
+    pub cluster: bool,
     /// Allow the runtime membership commands (PROXY ADDBACKEND / REMOVEBACKEND) on this pool.
     pub membership_commands: bool,
 }
@@ -413,6 +416,7 @@ impl PoolConfig {
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,
+            cluster: false,
             private_connections: 64,
         }
     }
@@ -962,6 +966,7 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "redis_db" => "redis_db",
         "disable_commands" => "disable_commands",
         "split_failure" => "split_failure",
+        "cluster" => "cluster",
         "membership_commands" => "membership_commands",
         "private_connections" => "private_connections",
         _ => return None,
@@ -1168,6 +1173,7 @@ impl PoolBuilder {
             "backend_tls_insecure" => p.backend_tls_insecure = parse_bool(key, v)?,
             "redis_db" => p.redis_db = parse_num(key, v)?,
             "membership_commands" => p.membership_commands = parse_bool(key, v)?,
+            "cluster" => p.cluster = parse_bool(key, v)?,
             "private_connections" => {
                 p.private_connections = v
                     .parse()
@@ -1915,6 +1921,9 @@ pub fn render_native(c: &Config) -> String {
             kv("disable_commands", p.disable_commands.join(","));
         }
         kv("membership_commands", yes_no(p.membership_commands).into());
+        if p.cluster {
+            kv("cluster", "yes".into());
+        }
         kv("private_connections", p.private_connections.to_string());
         kv(
             "split_failure",

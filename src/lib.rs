@@ -6,11 +6,14 @@
 //! Module map (arrows point toward the leaves, see README "Architecture"):
 //! `proxy` (event loop) -> `client`, `backend`, `router`, `chain`, `stats`;
 //! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`; `config` -> `hash`, `ring`.
+//! `auth` (users, levels, command permissions, renames) -> `commands`, `config`;
+//! `config` uses `auth`'s `Level` and `AdminPolicy` for its access-control keys.
 
 pub mod auth;
 pub mod backend;
 pub mod chain;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod hash;

@@ -54,6 +54,12 @@ fn options() -> Options {
         "LIST",
     );
     o.optopt(
+        "",
+        "cluster",
+        "a Redis Cluster pool (with -l): seed nodes host:port,...",
+        "SEEDS",
+    );
+    o.optopt(
         "v",
         "verbose",
         "log level: error|warn|info|debug|trace or nutcracker's 0..11 (default info)",
@@ -180,7 +186,15 @@ fn main() -> ExitCode {
         .collect();
 
     // Load and validate.
-    let (listen, backends) = (m.opt_str("l"), m.opt_str("b"));
+    let (listen, mut backends) = (m.opt_str("l"), m.opt_str("b"));
+    let mut pool_opts = pool_opts;
+    if let Some(seeds) = m.opt_str("cluster") {
+        if backends.is_some() {
+            return usage_error("--cluster and -b are alternatives: the seeds are the backends");
+        }
+        backends = Some(seeds);
+        pool_opts.push(("cluster".to_string(), "yes".to_string()));
+    }
     let loaded = match (m.opt_str("c"), listen, backends) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             return usage_error("-c cannot be combined with -l/-b")

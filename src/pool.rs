@@ -40,6 +40,23 @@ pub struct Pool {
     /// TLS for clients (tls_cert_file) and to backends (backend_tls); loaded by the proxy.
     pub tls_server: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Redis Cluster pools: the slot map (None for static pools).
+    pub cluster: Option<ClusterMap>,
+}
+
+/// `ClusterMap::slots` entry of a slot no master serves.
+pub const NO_NODE: u16 = u16::MAX;
+
+/// The slot map of a cluster pool. Invariant: every entry is NO_NODE or a position in `order`.
+pub struct ClusterMap {
+    /// Slot -> config position of the master serving it.
+    pub slots: Vec<u16>,
+    pub last_refresh: Instant,
+    /// A refresh was asked for (MOVED, a node failure) and not sent yet.
+    pub wanted: bool,
+    /// A CLUSTER SLOTS request is in flight (since `sent`).
+    pub in_flight: bool,
+    pub sent: Instant,
 }
 
 /// Load a pool's TLS configurations (certificate files are read now, so a bad file is a
@@ -186,6 +203,17 @@ impl Pool {
             renames: crate::auth::Renames::from_config(&cfg),
             tls_server: None,
             tls_client: None,
+            cluster: if cfg.cluster {
+                Some(ClusterMap {
+                    slots: vec![NO_NODE; crate::cluster::SLOTS],
+                    last_refresh: Instant::now(),
+                    wanted: true,
+                    in_flight: false,
+                    sent: Instant::now(),
+                })
+            } else {
+                None
+            },
             limits: limits(&cfg),
             ring: Ring::build(cfg.hash, cfg.distribution, &[]),
             names: Rc::new(Vec::new()),
@@ -272,6 +300,60 @@ impl Pool {
         if changed {
             self.rebuild();
         }
+    }
+
+    /// Position of the server at host:port, if configured.
+    pub fn position(&self, host: &str, port: u16) -> Option<usize> {
+        self.order.iter().position(|&slot| {
+            let s = &self.servers[slot];
+            s.port == port && (s.host == host || s.addr.ip().to_string() == host)
+        })
+    }
+
+    /// Add a server (a cluster node named by a redirect) and return its position.
+    pub fn add_node(&mut self, host: &str, port: u16) -> Result<(usize, Changes), String> {
+        if let Some(p) = self.position(host, port) {
+            return Ok((p, Changes::default()));
+        }
+        let s = crate::config::parse_server(&format!("{host}:{port}"), 0)?;
+        let mut cfg = self.cfg.clone();
+        cfg.servers.push(s);
+        let ch = self.reconfigure(cfg);
+        let pos = self.position(host, port).ok_or("node not added")?;
+        Ok((pos, ch))
+    }
+
+    /// Apply a CLUSTER SLOTS answer: the masters become the servers (known ones keep their
+    /// slot and connections), and the slot map is rebuilt.
+    pub fn apply_slots(&mut self, ranges: &[crate::cluster::Range]) -> Result<Changes, String> {
+        let mut masters: Vec<(String, u16)> = ranges.iter().map(|r| r.master.clone()).collect();
+        masters.sort();
+        masters.dedup();
+        if masters.is_empty() {
+            return Err("CLUSTER SLOTS named no master".into());
+        }
+        let mut cfg = self.cfg.clone();
+        cfg.servers = masters
+            .iter()
+            .map(|(h, p)| crate::config::parse_server(&format!("{h}:{p}"), 0))
+            .collect::<Result<_, _>>()?;
+        let ch = self.reconfigure(cfg);
+        let mut slots = vec![NO_NODE; crate::cluster::SLOTS];
+        for r in ranges {
+            let Some(pos) = self.position(&r.master.0, r.master.1) else {
+                continue;
+            };
+            for s in r.start..=r.end.min(crate::cluster::SLOTS as u16 - 1) {
+                slots[s as usize] = pos as u16;
+            }
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.slots = slots;
+            c.last_refresh = Instant::now();
+            c.wanted = false;
+            c.in_flight = false;
+        }
+        Ok(ch)
     }
 
     /// Apply a new configuration of this pool (same name). Unchanged servers keep their slot;

@@ -44,7 +44,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::backend::{
-    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, SWALLOW, WHOLE,
+    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, REFRESH, SWALLOW, WHOLE,
 };
 use crate::chain::{Delivered, Meta, Multi, Slot, NO_CMD};
 use crate::client::{Client, Closing, Stream};
@@ -67,6 +67,13 @@ const KEEP_OUTPUT: usize = 64 * 1024;
 const POOLED_BUFFERS: usize = 256;
 /// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// Cluster pools: a map found wrong is refreshed at most this often; a good one this often;
+/// an unanswered CLUSTER SLOTS is given up after the timeout; a request follows at most
+/// this many MOVED/ASK redirections.
+const CLUSTER_REFRESH_MIN: Duration = Duration::from_secs(1);
+const CLUSTER_REFRESH_EVERY: Duration = Duration::from_secs(10);
+const CLUSTER_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+const CLUSTER_MAX_REDIRECTS: u8 = 5;
 /// Slow log defaults (Redis's): entries kept, and the threshold in microseconds.
 const SLOWLOG_MAX_LEN: usize = 128;
 const SLOWLOG_SLOWER_THAN_USEC: i64 = 10_000;
@@ -245,6 +252,27 @@ impl Proxy {
             let mut pool = Pool::new(pc.clone());
             pool.tls_server = tls_server;
             pool.tls_client = tls_client;
+            if pc.cluster {
+                // Learn the masters before serving; if no seed answers yet, start with the
+                // seeds and let the loop refresh the map.
+                let seeds: Vec<SocketAddr> = pc.servers.iter().map(|s| s.addr).collect();
+                let password = pc.backend_password.as_deref().or(pc.redis_auth.as_deref());
+                match crate::cluster::fetch_slots(&seeds, password, Duration::from_secs(2)) {
+                    Ok(ranges) => match pool.apply_slots(&ranges) {
+                        Ok(_) => info!(
+                            "pool {}: cluster of {} masters, {} slot ranges",
+                            pc.name,
+                            pool.len(),
+                            ranges.len()
+                        ),
+                        Err(e) => warn!("pool {}: {e}", pc.name),
+                    },
+                    Err(e) => warn!(
+                        "pool {}: no seed answered CLUSTER SLOTS yet ({e}); retrying in the background",
+                        pc.name
+                    ),
+                }
+            }
             pools.push(pool);
         }
         let now = Instant::now();
@@ -734,6 +762,17 @@ impl Proxy {
                 return self.reject(k, &e);
             }
         }
+        if spec.name.starts_with("CLUSTER ") && self.pools[pool_i].cluster.is_some() {
+            // Cluster pools answer the tooling commands: KEYSLOT here, the rest from a node.
+            if spec.name == "CLUSTER KEYSLOT" && args.len() == 3 {
+                let slot = crate::cluster::key_slot(args.get(frame, 2));
+                let mut out = Vec::new();
+                resp::write_int(&mut out, slot as i64);
+                return self.reply(k, &out);
+            }
+            let bytes = encode_args(args, frame, 0..args.len());
+            return self.forward(k, 0, &bytes);
+        }
         if spec.name == "CONFIG SET"
             && args.len() == 4
             && args.get(frame, 2).eq_ignore_ascii_case(b"loglevel")
@@ -797,6 +836,7 @@ impl Proxy {
             tag: pool.cfg.hash_tag,
             nservers: pool.len(),
             disabled: &pool.cfg.disable_commands,
+            slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
         };
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
         match plan {
@@ -1018,6 +1058,8 @@ impl Proxy {
             private,
             owner: None,
             pubsub: false,
+            reqs: Default::default(),
+            track: pool.cfg.cluster,
             writable: false,
             dirty: false,
         };
@@ -1038,6 +1080,7 @@ impl Proxy {
             seq: 0,
             part: WHOLE,
             blocking: false,
+            redirects: 0,
             sent: now,
         };
         // Credentials: the server line's user=/password=, else the pool's backend_username /
@@ -1070,6 +1113,9 @@ impl Proxy {
                 None => conn.wbuf.extend_from_slice(HELLO3),
             }
             conn.inflight.push_back(internal);
+            if conn.track {
+                conn.reqs.push_back(Box::default());
+            }
         } else if let Some(pw) = &password {
             if username == "default" {
                 resp::write_command(&mut conn.wbuf, [&b"AUTH"[..], pw.as_bytes()]);
@@ -1080,11 +1126,17 @@ impl Proxy {
                 );
             }
             conn.inflight.push_back(internal);
+            if conn.track {
+                conn.reqs.push_back(Box::default());
+            }
         }
         if pool.cfg.redis_db != 0 {
             let db = pool.cfg.redis_db.to_string();
             resp::write_command(&mut conn.wbuf, [&b"SELECT"[..], db.as_bytes()]);
             conn.inflight.push_back(internal);
+            if conn.track {
+                conn.reqs.push_back(Box::default());
+            }
         }
         srv.stats.connections += 1;
         if private {
@@ -1140,19 +1192,28 @@ impl Proxy {
     /// `k` is SWALLOW).
     fn send_on(&mut self, ck: usize, k: usize, bytes: &[u8], seq: u64, part: u32, blocking: bool) {
         let id = self.clients.get(k).map_or(0, |c| c.id);
-        let now = self.now;
-        let Some(conn) = self.conns.get_mut(ck) else {
-            return;
-        };
-        conn.wbuf.extend_from_slice(bytes);
-        conn.inflight.push_back(Pending {
+        let p = Pending {
             client: k,
             client_id: id,
             seq,
             part,
             blocking,
-            sent: now,
-        });
+            redirects: 0,
+            sent: self.now,
+        };
+        self.push_request(ck, p, bytes);
+    }
+
+    /// Queue one request and its in-flight entry on connection `ck`.
+    fn push_request(&mut self, ck: usize, p: Pending, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(ck) else {
+            return;
+        };
+        conn.wbuf.extend_from_slice(bytes);
+        conn.inflight.push_back(p);
+        if conn.track {
+            conn.reqs.push_back(bytes.into());
+        }
         let st = &mut self.pools[conn.pool].servers[conn.server].stats;
         st.requests += 1;
         st.request_bytes += bytes.len() as u64;
@@ -1539,6 +1600,7 @@ impl Proxy {
             tag: pool.cfg.hash_tag,
             nservers: pool.len(),
             disabled: &pool.cfg.disable_commands,
+            slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
         };
         // Keyless commands float: they run wherever the transaction's keys are.
         let (argc, hinted) = router::hash_hint(spec, args, frame);
@@ -1712,6 +1774,7 @@ impl Proxy {
                     tag: pool.cfg.hash_tag,
                     nservers: pool.len(),
                     disabled: &[],
+                    slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
                 };
                 let mut pos = None;
                 for i in 1..args.len() {
@@ -2002,6 +2065,11 @@ impl Proxy {
                 result = Err(("reply to no request".to_string(), Fail::Broken));
                 break;
             };
+            let req = if conn.track {
+                conn.reqs.pop_front()
+            } else {
+                None
+            };
             let orphan = conn.orphans > 0;
             if orphan {
                 conn.orphans -= 1;
@@ -2015,6 +2083,30 @@ impl Proxy {
             }
             srv.failure_count = 0;
             let reply = &data[..n];
+            if p.client == REFRESH {
+                let (pool_i, host) = (
+                    conn.pool,
+                    self.pools[conn.pool].servers[conn.server].host.clone(),
+                );
+                let reply = reply.to_vec();
+                rbuf.consume(n);
+                self.cluster_slots_reply(pool_i, &host, &reply);
+                continue;
+            }
+            if let Some(req) = req.filter(|_| {
+                !orphan
+                    && p.client < REFRESH
+                    && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "))
+            }) {
+                let (pool_i, host) = (
+                    conn.pool,
+                    self.pools[conn.pool].servers[conn.server].host.clone(),
+                );
+                let reply = reply.to_vec();
+                rbuf.consume(n);
+                self.redirect(pool_i, &host, p, &req, &reply);
+                continue;
+            }
             if p.client == INTERNAL {
                 if !matches!(reply.first(), Some(b'-') | Some(b'!')) {
                     if conn.inflight.front().is_none_or(|p| p.client != INTERNAL) {
@@ -2113,6 +2205,10 @@ impl Proxy {
         }
         if how != Fail::Idle {
             self.pools[conn.pool].server_failed(conn.server, now);
+            if let Some(c) = self.pools[conn.pool].cluster.as_mut() {
+                // A node failed: a replica may be taking over its slots.
+                c.wanted = true;
+            }
         }
         let srv = &mut self.pools[conn.pool].servers[conn.server];
         let mut skip = conn.orphans;
@@ -2208,6 +2304,9 @@ impl Proxy {
         }
         for pool in &mut self.pools {
             pool.uneject_due(now);
+        }
+        for pool_i in 0..self.pools.len() {
+            self.cluster_maybe_refresh(pool_i);
         }
         for (p, msg) in expired {
             self.stats.timeouts += 1;
@@ -2440,6 +2539,179 @@ impl Proxy {
             buf.clear();
             self.buffers.push(buf);
         }
+    }
+
+    // ----- Redis Cluster pools -------------------------------------------------------------
+
+    /// Ask a node for CLUSTER SLOTS when the map is old (periodic), or was found wrong (MOVED,
+    /// a node failure) and the last refresh is not too recent (rate limit).
+    fn cluster_maybe_refresh(&mut self, pool_i: usize) {
+        let now = self.now;
+        let Some(c) = self.pools[pool_i].cluster.as_mut() else {
+            return;
+        };
+        if c.in_flight {
+            if now.duration_since(c.sent) < CLUSTER_REFRESH_TIMEOUT {
+                return;
+            }
+            c.in_flight = false;
+        }
+        let since = now.duration_since(c.last_refresh);
+        let due = (c.wanted && since >= CLUSTER_REFRESH_MIN) || since >= CLUSTER_REFRESH_EVERY;
+        if !due {
+            return;
+        }
+        c.last_refresh = now;
+        // Any node that is not known down; rotate so a dead node is not asked forever.
+        let pool = &self.pools[pool_i];
+        let n = pool.len();
+        if n == 0 {
+            return;
+        }
+        let start = (now.duration_since(self.started).as_millis() as usize) % n;
+        let Some(slot) = (0..n)
+            .map(|i| pool.order[(start + i) % n])
+            .find(|&slot| !pool.servers[slot].is_down(now))
+        else {
+            return;
+        };
+        let Ok(ck) = self.conn_for(pool_i, slot, 0) else {
+            return;
+        };
+        let p = Pending {
+            client: REFRESH,
+            client_id: 0,
+            seq: 0,
+            part: WHOLE,
+            blocking: false,
+            redirects: 0,
+            sent: now,
+        };
+        self.push_request(ck, p, b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+        self.mark_conn(ck);
+        if let Some(c) = self.pools[pool_i].cluster.as_mut() {
+            c.in_flight = true;
+            c.sent = now;
+        }
+    }
+
+    /// A CLUSTER SLOTS answer: rebuild the map (masters keep their connections).
+    fn cluster_slots_reply(&mut self, pool_i: usize, host: &str, reply: &[u8]) {
+        let ranges = match crate::cluster::parse_cluster_slots(reply, host) {
+            Ok(r) if !r.is_empty() => r,
+            Ok(_) => {
+                warn!(
+                    "pool {}: CLUSTER SLOTS returned no slots",
+                    self.pools[pool_i].cfg.name
+                );
+                if let Some(c) = self.pools[pool_i].cluster.as_mut() {
+                    c.in_flight = false;
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(
+                    "pool {}: bad CLUSTER SLOTS reply: {e}",
+                    self.pools[pool_i].cfg.name
+                );
+                if let Some(c) = self.pools[pool_i].cluster.as_mut() {
+                    c.in_flight = false;
+                }
+                return;
+            }
+        };
+        match self.pools[pool_i].apply_slots(&ranges) {
+            Ok(ch) => {
+                if !ch.is_empty() {
+                    info!(
+                        "pool {}: cluster topology: {}",
+                        self.pools[pool_i].cfg.name,
+                        ch.describe()
+                    );
+                }
+                let mut retire = ch.retire_conns.clone();
+                for slot in &ch.retired {
+                    for list in &mut self.pools[pool_i].servers[*slot].conns {
+                        retire.extend(list.drain(..).flatten());
+                    }
+                }
+                for k in retire {
+                    self.retire_conn(k);
+                }
+            }
+            Err(e) => warn!("pool {}: {e}", self.pools[pool_i].cfg.name),
+        }
+    }
+
+    /// Follow a MOVED/ASK redirection: resend the request to the node that owns the slot
+    /// (MOVED also fixes the map and asks for a refresh; ASK sends ASKING first, map unchanged).
+    fn redirect(&mut self, pool_i: usize, host: &str, p: Pending, req: &[u8], reply: &[u8]) {
+        let deliver_err = |me: &mut Self, msg: &str| {
+            let mut e = Vec::new();
+            reply_error(&mut e, msg);
+            me.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+            if p.blocking {
+                me.unblock(p.client, p.client_id);
+            }
+        };
+        let Some(r) = crate::cluster::parse_redirect(reply) else {
+            return deliver_err(self, String::from_utf8_lossy(&reply[1..]).trim_end());
+        };
+        if p.redirects >= CLUSTER_MAX_REDIRECTS {
+            let msg = format!(
+                "ERR too many cluster redirections (last: {})",
+                String::from_utf8_lossy(&reply[1..]).trim_end()
+            );
+            return deliver_err(self, &msg);
+        }
+        let Some(proto) = self
+            .clients
+            .get(p.client)
+            .filter(|c| c.id == p.client_id)
+            .map(|c| c.resp3 as usize)
+        else {
+            return; // the client left: nothing to resend
+        };
+        let (slot, rhost, port, ask) = match r {
+            crate::cluster::Redirect::Moved { slot, host, port } => (slot, host, port, false),
+            crate::cluster::Redirect::Ask { slot, host, port } => (slot, host, port, true),
+        };
+        let rhost = if rhost.is_empty() {
+            host.to_string()
+        } else {
+            rhost
+        };
+        let pool = &mut self.pools[pool_i];
+        let (pos, ch) = match pool.add_node(&rhost, port) {
+            Ok(x) => x,
+            Err(e) => return deliver_err(self, &format!("ERR cannot follow redirection: {e}")),
+        };
+        if !ch.is_empty() {
+            info!("pool {}: {}", pool.cfg.name, ch.describe());
+        }
+        if !ask {
+            if let Some(c) = pool.cluster.as_mut() {
+                if let Some(e) = c.slots.get_mut(slot as usize) {
+                    *e = pos as u16;
+                }
+                c.wanted = true;
+            }
+        }
+        let server = pool.order[pos];
+        let ck = match self.conn_for(pool_i, server, proto) {
+            Ok(ck) => ck,
+            Err(e) => return deliver_err(self, &e),
+        };
+        if ask {
+            self.send_on(ck, SWALLOW, b"*1\r\n$6\r\nASKING\r\n", 0, WHOLE, false);
+        }
+        let again = Pending {
+            redirects: p.redirects + 1,
+            sent: self.now,
+            ..p
+        };
+        self.push_request(ck, again, req);
+        self.mark_conn(ck);
     }
 
     // ----- stats port -------------------------------------------------------------------
@@ -2981,6 +3253,7 @@ impl Proxy {
                     tag: pool.cfg.hash_tag,
                     nservers: pool.len(),
                     disabled: &[],
+                    slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
                 };
                 let many = argc > 2;
                 if many {

@@ -88,12 +88,41 @@ pub struct Target<'a> {
     pub tag: Option<[u8; 2]>,
     pub nservers: usize,
     pub disabled: &'a [String],
+    /// Cluster pools: slot -> position of its master (the ring is unused).
+    pub slots: Option<&'a [u16]>,
 }
 
 impl Target<'_> {
     /// Backend index for a key (after hash tag), None when no backend is live.
     pub fn pick(&self, key: &[u8]) -> Option<usize> {
-        self.ring.pick(hash_tag(key, self.tag))
+        self.group(key).map(|(s, _)| s)
+    }
+
+    /// (backend, group): keys of one group may travel in one sub-request. Static pools group by
+    /// backend; cluster pools by slot (a node refuses keys of different slots).
+    pub fn group(&self, key: &[u8]) -> Option<(usize, u32)> {
+        match self.slots {
+            Some(slots) => {
+                let slot = crate::cluster::key_slot(key);
+                match slots.get(slot as usize) {
+                    Some(&n) if n != crate::pool::NO_NODE => Some((n as usize, slot as u32)),
+                    _ => None,
+                }
+            }
+            None => self
+                .ring
+                .pick(hash_tag(key, self.tag))
+                .map(|s| (s, s as u32)),
+        }
+    }
+
+    /// The error for keys that cannot travel together.
+    pub fn spread_error(&self) -> String {
+        if self.slots.is_some() {
+            "CROSSSLOT Keys in request don't hash to the same slot".into()
+        } else {
+            "PROXYERROR keys are on different backends".into()
+        }
     }
 }
 
@@ -245,20 +274,18 @@ pub fn plan(
                 if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
                     return Plan::Error(e.to_string());
                 }
-                let mut server = None;
+                let mut server: Option<(usize, u32)> = None;
                 for &k in keys.iter() {
-                    let Some(s) = target.pick(args.get(buf, k)) else {
+                    let Some(g) = target.group(args.get(buf, k)) else {
                         return no_backend();
                     };
                     match server {
-                        None => server = Some(s),
-                        Some(prev) if prev != s => {
-                            return Plan::Error("PROXYERROR keys are on different backends".into())
-                        }
+                        None => server = Some(g),
+                        Some(prev) if prev.1 != g.1 => return Plan::Error(target.spread_error()),
                         _ => {}
                     }
                 }
-                server.unwrap_or(0)
+                server.map_or(0, |g| g.0)
             };
             if blocking {
                 Plan::Blocking {
@@ -289,17 +316,17 @@ pub fn plan(
             if split == Split::Mset && (argc - 1) % 2 != 0 {
                 return Plan::Error(wrong_arity(spec));
             }
-            // First pass: are all keys on one backend? (the common, allocation-free case)
-            let mut first = None;
+            // First pass: are all keys in one group? (the common, allocation-free case)
+            let mut first: Option<(usize, u32)> = None;
             let mut single = true;
             let mut i = 1;
             while i < argc {
-                let Some(s) = target.pick(args.get(buf, i)) else {
+                let Some(g) = target.group(args.get(buf, i)) else {
                     return no_backend();
                 };
                 match first {
-                    None => first = Some(s),
-                    Some(f) if f != s => {
+                    None => first = Some(g),
+                    Some(f) if f.1 != g.1 => {
                         single = false;
                         break;
                     }
@@ -309,22 +336,24 @@ pub fn plan(
             }
             if single {
                 return Plan::Forward {
-                    server: first.unwrap_or(0),
+                    server: first.map_or(0, |g| g.0),
                     argc,
                     reencode,
                 };
             }
             let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+            let mut gids: Vec<u32> = Vec::new();
             let mut order = Vec::with_capacity((argc - 1) / step);
             let mut i = 1;
             while i < argc {
-                let Some(s) = target.pick(args.get(buf, i)) else {
+                let Some((s, gid)) = target.group(args.get(buf, i)) else {
                     return no_backend();
                 };
-                let g = match groups.iter().position(|(srv, _)| *srv == s) {
+                let g = match gids.iter().position(|&x| x == gid) {
                     Some(g) => g,
                     None => {
                         groups.push((s, Vec::new()));
+                        gids.push(gid);
                         groups.len() - 1
                     }
                 };
