@@ -693,7 +693,7 @@ fn refused_commands_keep_connection() {
         let a: Vec<&[u8]> = args.iter().map(|x| x.as_bytes()).collect();
         rustproxy::resp::write_command(&mut out, a.iter().copied());
     }
-    rustproxy::resp::write_command(&mut out, [b"PING".as_slice()].into_iter());
+    rustproxy::resp::write_command(&mut out, [b"PING".as_slice()]);
     r.send(&out);
     for args in refused {
         let got = r.reply();

@@ -129,7 +129,7 @@ fn redis_busy(port: u16) -> bool {
     }
     let mut b = [0u8; 16];
     match s.read(&mut b) {
-        Ok(_) => false,
+        Ok(_n) => false,
         Err(e) => matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut

@@ -776,11 +776,7 @@ fn serve_fake(mut s: TcpStream, mode: Fake, conn_index: usize, stop: Arc<AtomicB
             }
             Err(_) => return,
         }
-        loop {
-            let n = match resp::parse_command(&buf, &Limits::default(), &mut args) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
+        while let Ok(n) = resp::parse_command(&buf, &Limits::default(), &mut args) {
             let a: Vec<Vec<u8>> = args.iter(&buf).map(<[u8]>::to_vec).collect();
             buf.drain(..n);
             if a.is_empty() {

@@ -566,10 +566,12 @@ fn parse_prometheus(text: &str) -> Vec<(String, Family)> {
     fams
 }
 
+/// One histogram series: (le, cumulative count) buckets, _sum, _count.
+type Series = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+
 /// Buckets cumulative, le increasing and ending in +Inf == _count; _sum present, per label set.
 fn check_histogram(name: &str, f: &Family) {
-    let mut series: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    let mut series: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
     for s in &f.samples {
         let base: Vec<(String, String)> = s
             .labels

@@ -2,6 +2,7 @@
 //! - RESP level: any split of a valid pipelined byte stream into reads yields the same commands.
 //! - Proxy level: random key sets through MGET equal what the backends hold (asked directly),
 //!   and a random pipeline written in random pieces gets the replies a plain Redis gives.
+//!
 //! Findings of the fuzz targets (fuzz/) that concern the parser land here as fixed cases.
 
 mod common;

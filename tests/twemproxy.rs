@@ -191,7 +191,7 @@ fn keys(n: usize, seed: u64) -> Vec<Vec<u8>> {
             3 => format!("user:{{{}}}:field{}", r % 500, i).into_bytes(),
             4 => format!("{{tag{}}}rest{i}", r % 97).into_bytes(),
             5 => {
-                let mut v = format!("bin{{").into_bytes();
+                let mut v = b"bin{".to_vec();
                 v.extend_from_slice(&[0xc3, 0xa9, (r & 0xff) as u8 | 0x80]);
                 v.extend_from_slice(format!("}}:{i}").as_bytes());
                 v
