@@ -494,7 +494,7 @@ mod tests {
         );
         // RESP3 blob error.
         assert_eq!(
-            parse_redirect(b"!21\r\nASK 5 127.0.0.1:7002\r\n"),
+            parse_redirect(b"!20\r\nASK 5 127.0.0.1:7002\r\n"),
             Some(Redirect::Ask {
                 slot: 5,
                 host: "127.0.0.1".into(),
