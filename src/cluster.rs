@@ -385,31 +385,188 @@ mod tests {
         );
     }
 
-    /// Captured from the 6-node Redis 7.0.15 cluster built by `tests/cluster.rs` (RESP2; node
-    /// ids shortened in length only by nothing: they are the real 40-hex ids).
+    /// Captured from the 6-node Redis 7.0.15 cluster built by `tests/cluster.rs`
+    /// (`capture_cluster_slots`): RESP2, each node entry is `[ip, port, id, metadata]` with an
+    /// empty metadata array (no hostnames announced).
     const CAPTURED: &[u8] = b"*3\r\n\
-*4\r\n:0\r\n:5460\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40001\r\n$40\r\n1d4dc6b52f0c6d0d0f3c5d6c7e1f0a9b8c7d6e5f\r\n*0\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40005\r\n$40\r\n2e5ed7c63f1d7e1e1f4d6e7d8f2f1bac9d8e7f60\r\n*0\r\n\
-*4\r\n:5461\r\n:10922\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40002\r\n$40\r\n3f6fe8d7402e8f2f205e7f8e90302cbdae9f8071\r\n*0\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40006\r\n$40\r\n407009e8513f903031608090a1413dcebfa09182\r\n*0\r\n\
-*4\r\n:10923\r\n:16383\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40003\r\n$40\r\n518110f96240a141427190a1b2524edfc0b1a293\r\n*0\r\n\
-*4\r\n$9\r\n127.0.0.1\r\n:40004\r\n$40\r\n629221007351b252538201b2c3635fe0d1c2b3a4\r\n*0\r\n";
+*4\r\n\
+:0\r\n\
+:5460\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:44339\r\n\
+$40\r\n\
+97dafb719c46637dd3791f256d1c441fbfc42e95\r\n\
+*0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:44773\r\n\
+$40\r\n\
+f65cdfadfffe93fb91965908e67d8cb6c734a719\r\n\
+*0\r\n\
+*4\r\n\
+:5461\r\n\
+:10922\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:42089\r\n\
+$40\r\n\
+1370680fb666c8b288ef8e6319cc2775b34e6932\r\n\
+*0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:36749\r\n\
+$40\r\n\
+31370313b82f52a31d8919cbcd4d895226595078\r\n\
+*0\r\n\
+*4\r\n\
+:10923\r\n\
+:16383\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:35561\r\n\
+$40\r\n\
+487ace4a4a654d7a108bffc0f064e485d3ad5827\r\n\
+*0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:39035\r\n\
+$40\r\n\
+11c3bd3ffdd56ef3ee25509082a02efebfe4ec34\r\n\
+*0\r\n";
+
+    /// The same reply after `HELLO 3`: the metadata is an empty map.
+    const CAPTURED_RESP3: &[u8] = b"*3\r\n\
+*4\r\n\
+:0\r\n\
+:5460\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:44339\r\n\
+$40\r\n\
+97dafb719c46637dd3791f256d1c441fbfc42e95\r\n\
+%0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:44773\r\n\
+$40\r\n\
+f65cdfadfffe93fb91965908e67d8cb6c734a719\r\n\
+%0\r\n\
+*4\r\n\
+:5461\r\n\
+:10922\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:42089\r\n\
+$40\r\n\
+1370680fb666c8b288ef8e6319cc2775b34e6932\r\n\
+%0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:36749\r\n\
+$40\r\n\
+31370313b82f52a31d8919cbcd4d895226595078\r\n\
+%0\r\n\
+*4\r\n\
+:10923\r\n\
+:16383\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:35561\r\n\
+$40\r\n\
+487ace4a4a654d7a108bffc0f064e485d3ad5827\r\n\
+%0\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:39035\r\n\
+$40\r\n\
+11c3bd3ffdd56ef3ee25509082a02efebfe4ec34\r\n\
+%0\r\n";
+
+    /// Captured right after `redis-cli --cluster create`, before the replicas were gossiped.
+    const CAPTURED_NO_REPLICAS: &[u8] = b"*3\r\n\
+*3\r\n\
+:0\r\n\
+:5460\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:39421\r\n\
+$40\r\n\
+e0f085c1bcc848bfbdafff58565f9c2e00c2885f\r\n\
+*0\r\n\
+*3\r\n\
+:5461\r\n\
+:10922\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:40319\r\n\
+$40\r\n\
+a91650d67d36c452a7b1a225ce5f61d3f2a2b05c\r\n\
+*0\r\n\
+*3\r\n\
+:10923\r\n\
+:16383\r\n\
+*4\r\n\
+$9\r\n\
+127.0.0.1\r\n\
+:37601\r\n\
+$40\r\n\
+d52e284ddb908b247ec283349bbdee360631b961\r\n\
+*0\r\n";
 
     #[test]
     fn parse_captured() {
-        let ranges = parse_cluster_slots(CAPTURED, "x").unwrap();
-        assert_eq!(ranges.len(), 3);
-        assert_eq!(ranges[0].start, 0);
-        assert_eq!(ranges[2].end, 16383);
-        for w in ranges.windows(2) {
-            assert_eq!(w[0].end + 1, w[1].start);
-        }
-        for r in &ranges {
-            assert_eq!(r.master.0, "127.0.0.1");
-            assert_eq!(r.replicas.len(), 1);
+        let node = |port: u16| ("127.0.0.1".to_string(), port);
+        let want = vec![
+            Range {
+                start: 0,
+                end: 5460,
+                master: node(44339),
+                replicas: vec![node(44773)],
+            },
+            Range {
+                start: 5461,
+                end: 10922,
+                master: node(42089),
+                replicas: vec![node(36749)],
+            },
+            Range {
+                start: 10923,
+                end: 16383,
+                master: node(35561),
+                replicas: vec![node(39035)],
+            },
+        ];
+        assert_eq!(parse_cluster_slots(CAPTURED, "x"), Ok(want.clone()));
+        assert_eq!(parse_cluster_slots(CAPTURED_RESP3, "x"), Ok(want));
+        let bare = parse_cluster_slots(CAPTURED_NO_REPLICAS, "x").unwrap();
+        assert_eq!(
+            bare.iter()
+                .map(|r| (r.start, r.end, r.master.1, r.replicas.len()))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, 5460, 39421, 0),
+                (5461, 10922, 40319, 0),
+                (10923, 16383, 37601, 0)
+            ]
+        );
+        // Every strict prefix is incomplete, hence an error, never a panic.
+        for n in 0..CAPTURED.len() {
+            assert!(parse_cluster_slots(&CAPTURED[..n], "x").is_err());
         }
     }
 

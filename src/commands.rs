@@ -633,11 +633,25 @@ fn put_upper(buf: &mut [u8; MAX_NAME], at: usize, src: &[u8]) -> bool {
 
 /// The row of a top-level command (never a subcommand row). Case-insensitive, no heap allocation.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    // Pipelines repeat one command: remember the last row found (per thread, so still no
+    // allocation and no locking), which turns the binary search into one comparison.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<&'static Spec>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some(spec) = LAST.with(|l| l.get()) {
+        if spec.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(spec);
+        }
+    }
     let mut buf = [0u8; MAX_NAME];
     if !put_upper(&mut buf, 0, name) {
         return None;
     }
-    find(&buf[..name.len()])
+    let found = find(&buf[..name.len()]);
+    if found.is_some() {
+        LAST.with(|l| l.set(found));
+    }
+    found
 }
 
 /// The row of `"CONTAINER SUB"` (case-insensitive, no heap allocation); None = unknown subcommand.

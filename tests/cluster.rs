@@ -1,0 +1,973 @@
+//! Redis Cluster pools against a real 6-node cluster (3 masters, 3 replicas) built per test:
+//! placement by slot, split multi-key commands, fan-out commands, live slot migration, manual
+//! failover, a killed master, and a throughput comparison (printed, never asserted).
+//!
+//! Every node and proxy is owned by a value that kills its process by PID in `Drop`; every wait
+//! is a bounded poll. At most `MAX_CLUSTERS` clusters run at once so that the cluster bus (node
+//! timeout 2 s) is not starved on a small machine.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, owns_port, tmp_dir, wait_port, Proxy, Raw};
+use rustproxy::cluster::{key_slot, parse_cluster_slots, Range};
+use rustproxy::resp::{parse_reply, Reply};
+
+const MAX_CLUSTERS: usize = 3;
+const HOST: &str = "127.0.0.1";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// Counting semaphore bounding how many clusters exist at once.
+static SLOTS_IN_USE: Mutex<usize> = Mutex::new(0);
+static SLOT_FREED: Condvar = Condvar::new();
+
+struct Permit;
+
+impl Permit {
+    fn take() -> Permit {
+        let mut n = SLOTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_CLUSTERS {
+            n = SLOT_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut n = SLOTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        SLOT_FREED.notify_one();
+    }
+}
+
+/// One cluster-enabled redis-server; SIGKILLed by PID on drop.
+struct Node {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+    dead: bool,
+}
+
+impl Node {
+    fn start() -> Node {
+        for _ in 0..10 {
+            let (port, bus) = (free_port(), free_port());
+            if port == bus {
+                continue;
+            }
+            let dir = tmp_dir("cluster-node");
+            let conf = dir.join(format!("nodes-{port}.conf"));
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--cluster-port", &bus.to_string()])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &conf.to_string_lossy()])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--bind", HOST])
+                .args(["--dir", &dir.to_string_lossy()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            wait_port(port, &mut child, "redis-server (cluster)");
+            let node = Node {
+                port,
+                child,
+                dir,
+                dead: false,
+            };
+            if owns_port(port, node.child.id()) {
+                return node;
+            }
+        }
+        panic!("could not start a cluster node on a free port");
+    }
+
+    fn addr(&self) -> String {
+        format!("{HOST}:{}", self.port)
+    }
+
+    /// SIGKILL by PID.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dead = true;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    _permit: Permit,
+}
+
+impl Cluster {
+    /// Six nodes, `redis-cli --cluster create ... --cluster-replicas 1`, then wait (bounded)
+    /// until every node reports `cluster_state:ok` with all slots assigned and the same map.
+    fn start() -> Cluster {
+        let permit = Permit::take();
+        let nodes: Vec<Node> = (0..6).map(|_| Node::start()).collect();
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        cmd.args(nodes.iter().map(|n| n.addr()));
+        cmd.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = Cluster {
+            nodes,
+            _permit: permit,
+        };
+        c.wait_ok(Duration::from_secs(30), true);
+        c
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| !n.dead)
+    }
+
+    fn node(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("node by port")
+    }
+
+    /// Every live node: state ok, 16384 slots ok, and the same masters for the same ranges
+    /// (with `replicas`: every range lists a replica on every node).
+    fn wait_ok(&self, limit: Duration, replicas: bool) {
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.converged(replicas) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cluster did not converge within {limit:?}: {last}");
+    }
+
+    fn converged(&self, replicas: bool) -> Result<(), String> {
+        let mut maps = Vec::new();
+        for n in self.live() {
+            let info = text(&call(n.port, &["CLUSTER", "INFO"]));
+            for want in [
+                "cluster_state:ok",
+                "cluster_slots_assigned:16384",
+                "cluster_slots_ok:16384",
+            ] {
+                if !info.lines().any(|l| l.trim() == want) {
+                    return Err(format!("{}: no {want}", n.port));
+                }
+            }
+            let ranges = node_slots(n.port)?;
+            if replicas && ranges.iter().any(|r| r.replicas.is_empty()) {
+                return Err(format!("{}: a range without replica", n.port));
+            }
+            let map: Vec<(u16, u16, u16)> = ranges
+                .into_iter()
+                .map(|r| (r.start, r.end, r.master.1))
+                .collect();
+            maps.push((n.port, map));
+        }
+        if maps.windows(2).any(|w| w[0].1 != w[1].1) {
+            return Err(format!("nodes disagree: {maps:?}"));
+        }
+        Ok(())
+    }
+
+    /// The slot map as seen by the first live node.
+    fn slots(&self) -> Vec<Range> {
+        let n = self.live().next().expect("a live node");
+        node_slots(n.port).expect("CLUSTER SLOTS")
+    }
+
+    fn owner(&self, slot: u16) -> u16 {
+        owner_in(&self.slots(), slot)
+    }
+
+    /// Master ports, sorted.
+    fn masters(&self) -> Vec<u16> {
+        let set: BTreeSet<u16> = self.slots().iter().map(|r| r.master.1).collect();
+        set.into_iter().collect()
+    }
+
+    /// A replica of the master on `port` (from CLUSTER SLOTS).
+    fn replica_of(&self, port: u16) -> u16 {
+        self.slots()
+            .iter()
+            .find(|r| r.master.1 == port && !r.replicas.is_empty())
+            .map(|r| r.replicas[0].1)
+            .expect("master has a replica")
+    }
+
+    /// `rustproxy -l 127.0.0.1:PORT --cluster <first two nodes>`
+    fn proxy(&self) -> Proxy {
+        let port = free_port();
+        let seeds = format!("{},{}", self.nodes[0].addr(), self.nodes[1].addr());
+        let args: Vec<String> = vec![
+            "-l".into(),
+            format!("{HOST}:{port}"),
+            "--cluster".into(),
+            seeds,
+        ];
+        Proxy::spawn(port, &args)
+    }
+}
+
+fn owner_in(ranges: &[Range], slot: u16) -> u16 {
+    ranges
+        .iter()
+        .find(|r| r.start <= slot && slot <= r.end)
+        .map(|r| r.master.1)
+        .unwrap_or_else(|| panic!("slot {slot} not covered: {ranges:?}"))
+}
+
+fn node_slots(port: u16) -> Result<Vec<Range>, String> {
+    parse_cluster_slots(&call(port, &["CLUSTER", "SLOTS"]), HOST)
+}
+
+/// One command on a fresh raw connection; the raw reply bytes.
+fn call(port: u16, args: &[&str]) -> Vec<u8> {
+    let mut r = Raw::connect(port);
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    r.call(&args)
+}
+
+fn call_on(r: &mut Raw, args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    r.call(&args)
+}
+
+fn parsed(reply: &[u8]) -> Reply<'_> {
+    parse_reply(reply)
+        .expect("well-formed reply")
+        .expect("complete reply")
+        .0
+}
+
+/// A bulk/simple/verbatim reply as text; an error as `-MESSAGE`; an integer as its digits.
+fn text(reply: &[u8]) -> String {
+    match parsed(reply) {
+        Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Verbatim(v) => String::from_utf8_lossy(&v[4.min(v.len())..]).into_owned(),
+        Reply::Error(e) | Reply::BlobError(e) => format!("-{}", String::from_utf8_lossy(e)),
+        Reply::Integer(i) => i.to_string(),
+        Reply::Nil => "(nil)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn int(reply: &[u8]) -> i64 {
+    match parsed(reply) {
+        Reply::Integer(i) => i,
+        _ => panic!("not an integer: {:?}", String::from_utf8_lossy(reply)),
+    }
+}
+
+/// An array of bulk strings (nil elements as None).
+fn strings(reply: &[u8]) -> Vec<Option<String>> {
+    match parsed(reply) {
+        Reply::Array(items) | Reply::Set(items) => items
+            .iter()
+            .map(|r| match r {
+                Reply::Bulk(b) | Reply::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Reply::Nil => None,
+                other => panic!("unexpected element {other:?}"),
+            })
+            .collect(),
+        _ => panic!("not an array: {:?}", String::from_utf8_lossy(reply)),
+    }
+}
+
+fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-') | Some(b'!'))
+}
+
+fn myid(port: u16) -> String {
+    text(&call(port, &["CLUSTER", "MYID"]))
+}
+
+fn role(port: u16) -> String {
+    let info = text(&call(port, &["INFO", "replication"]));
+    info.lines()
+        .find_map(|l| l.strip_prefix("role:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Keys `prefix:i` (i from 0) whose slot's owner is `master`, `n` of them.
+fn keys_on(ranges: &[Range], master: u16, prefix: &str, n: usize) -> Vec<String> {
+    (0..100_000)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| owner_in(ranges, key_slot(k.as_bytes())) == master)
+        .take(n)
+        .collect()
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// Every key of `want` has its value through `r`; errors are returned (a hang panics in Raw).
+fn check_all(r: &mut Raw, want: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in want {
+        let reply = r.try_reply_to(&["GET", k])?;
+        if is_error(&reply) {
+            return Err(format!("GET {k}: {}", text(&reply)));
+        }
+        let got = text(&reply);
+        assert_eq!(&got, v, "wrong value for {k} (reply {reply:?})");
+    }
+    Ok(())
+}
+
+trait RawExt {
+    /// Send and read; `Err` only when the connection closed (not an error reply).
+    fn try_reply_to(&mut self, args: &[&str]) -> Result<Vec<u8>, String>;
+}
+
+impl RawExt for Raw {
+    fn try_reply_to(&mut self, args: &[&str]) -> Result<Vec<u8>, String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd(&args);
+        self.try_reply()
+            .ok_or_else(|| "proxy closed the connection".to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Single-key commands land on the master owning the key's slot; BACKENDS/BACKENDNUM name it;
+/// CLUSTER KEYSLOT and CLUSTER SLOTS are answered through the proxy.
+#[test]
+fn single_keys_land_on_slot_owner() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let mut p = proxy.raw();
+    let ranges = c.slots();
+    let masters = c.masters();
+    assert_eq!(masters.len(), 3);
+
+    // BACKENDS: the masters as host:port@host:port.
+    let backends: Vec<String> = strings(&call_on(&mut p, &["BACKENDS"]))
+        .into_iter()
+        .map(|s| s.expect("backend line"))
+        .collect();
+    let want: BTreeSet<String> = masters
+        .iter()
+        .map(|m| format!("{HOST}:{m}@{HOST}:{m}"))
+        .collect();
+    assert_eq!(
+        backends.iter().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "BACKENDS {backends:?}"
+    );
+
+    let mut per_master: BTreeMap<u16, usize> = BTreeMap::new();
+    for i in 0..200 {
+        let key = format!("single:{i}");
+        let val = format!("value-{i}");
+        assert_eq!(call_on(&mut p, &["SET", &key, &val]), b"+OK\r\n");
+        assert_eq!(text(&call_on(&mut p, &["GET", &key])), val);
+
+        let slot = key_slot(key.as_bytes());
+        // KEYSLOT through the proxy, on a node, and ours agree.
+        assert_eq!(
+            int(&call_on(&mut p, &["CLUSTER", "KEYSLOT", &key])),
+            slot as i64
+        );
+        if i % 20 == 0 {
+            assert_eq!(
+                int(&call(c.nodes[2].port, &["CLUSTER", "KEYSLOT", &key])),
+                slot as i64
+            );
+        }
+        // The key exists on its owner (direct connection, no redirect).
+        let owner = owner_in(&ranges, slot);
+        assert_eq!(
+            call(owner, &["EXISTS", &key]),
+            b":1\r\n",
+            "{key} not on {owner}"
+        );
+        *per_master.entry(owner).or_default() += 1;
+        // BACKENDNUM names the owner's index in BACKENDS.
+        let idx = int(&call_on(&mut p, &["BACKENDNUM", &key]));
+        let line = backends
+            .get(idx as usize)
+            .unwrap_or_else(|| panic!("BACKENDNUM {key} = {idx}, BACKENDS {backends:?}"));
+        assert_eq!(
+            line,
+            &format!("{HOST}:{owner}@{HOST}:{owner}"),
+            "BACKENDNUM {key}"
+        );
+    }
+    assert_eq!(per_master.len(), 3, "keys spread over the masters");
+    let total: i64 = masters.iter().map(|&m| int(&call(m, &["DBSIZE"]))).sum();
+    assert_eq!(total, 200);
+
+    // Hash tags keep keys together.
+    let a = "{user1000}.following";
+    let b = "{user1000}.followers";
+    assert_eq!(call_on(&mut p, &["SET", a, "1"]), b"+OK\r\n");
+    assert_eq!(call_on(&mut p, &["SET", b, "2"]), b"+OK\r\n");
+    let owner = c.owner(key_slot(b"user1000"));
+    assert_eq!(call(owner, &["EXISTS", a, b]), b":2\r\n");
+
+    // Other single-key types go through as well.
+    assert_eq!(
+        call_on(&mut p, &["INCRBY", "single:counter", "5"]),
+        b":5\r\n"
+    );
+    assert_eq!(
+        call_on(&mut p, &["RPUSH", "single:list", "a", "b"]),
+        b":2\r\n"
+    );
+    assert_eq!(
+        strings(&call_on(&mut p, &["LRANGE", "single:list", "0", "-1"])),
+        vec![Some("a".into()), Some("b".into())]
+    );
+    assert_eq!(call_on(&mut p, &["GET", "single:missing"]), b"$-1\r\n");
+
+    // CLUSTER SLOTS through the proxy: a node's map.
+    let via_proxy = parse_cluster_slots(&call_on(&mut p, &["CLUSTER", "SLOTS"]), HOST)
+        .expect("CLUSTER SLOTS through the proxy");
+    let strip = |v: &[Range]| -> Vec<(u16, u16, u16)> {
+        v.iter().map(|r| (r.start, r.end, r.master.1)).collect()
+    };
+    assert_eq!(strip(&via_proxy), strip(&ranges));
+}
+
+/// Multi-key commands over keys in many slots are split by slot; cross-slot commands that
+/// cannot be split are refused with CROSSSLOT; a common hash tag makes them work.
+#[test]
+fn multi_key_commands_split_by_slot() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let mut p = proxy.raw();
+    let keys: Vec<String> = (0..100).map(|i| format!("multi:{i}")).collect();
+    let slots: BTreeSet<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+    assert!(slots.len() > 50, "keys span many slots");
+
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.push(k.clone());
+        mset.push(format!("v-{k}"));
+    }
+    let mset: Vec<&str> = mset.iter().map(|s| s.as_str()).collect();
+    assert_eq!(call_on(&mut p, &mset), b"+OK\r\n");
+
+    // Every key on its owner.
+    let ranges = c.slots();
+    for k in &keys {
+        let owner = owner_in(&ranges, key_slot(k.as_bytes()));
+        assert_eq!(text(&call(owner, &["GET", k])), format!("v-{k}"));
+    }
+
+    // MGET in order, with a missing key in the middle.
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().take(50).map(|s| s.as_str()));
+    mget.push("multi:missing");
+    mget.extend(keys.iter().skip(50).map(|s| s.as_str()));
+    let got = strings(&call_on(&mut p, &mget));
+    let mut want: Vec<Option<String>> = keys
+        .iter()
+        .take(50)
+        .map(|k| Some(format!("v-{k}")))
+        .collect();
+    want.push(None);
+    want.extend(keys.iter().skip(50).map(|k| Some(format!("v-{k}"))));
+    assert_eq!(got, want);
+
+    // EXISTS counts repeats; TOUCH counts existing keys.
+    let mut exists = vec!["EXISTS"];
+    exists.extend(keys.iter().map(|s| s.as_str()));
+    exists.push(&keys[0]);
+    exists.push("multi:missing");
+    assert_eq!(int(&call_on(&mut p, &exists)), 101);
+    let mut touch = vec!["TOUCH"];
+    touch.extend(keys.iter().map(|s| s.as_str()));
+    touch.push("multi:missing");
+    assert_eq!(int(&call_on(&mut p, &touch)), 100);
+
+    // DEL the first half, UNLINK the second.
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().take(50).map(|s| s.as_str()));
+    del.push("multi:missing");
+    assert_eq!(int(&call_on(&mut p, &del)), 50);
+    let mut unlink = vec!["UNLINK"];
+    unlink.extend(keys.iter().map(|s| s.as_str()));
+    assert_eq!(int(&call_on(&mut p, &unlink)), 50);
+    assert_eq!(int(&call_on(&mut p, &exists)), 0);
+    for m in c.masters() {
+        assert_eq!(int(&call(m, &["DBSIZE"])), 0, "master {m} emptied");
+    }
+
+    // RENAME across slots: CROSSSLOT. Same hash tag: works.
+    let (a, b) = ("rename:a", "rename:b");
+    assert_ne!(key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    assert_eq!(call_on(&mut p, &["SET", a, "x"]), b"+OK\r\n");
+    let reply = call_on(&mut p, &["RENAME", a, b]);
+    assert!(
+        reply.starts_with(b"-CROSSSLOT"),
+        "RENAME across slots: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(text(&call_on(&mut p, &["GET", a])), "x", "source untouched");
+    assert_eq!(call_on(&mut p, &["SET", "{t}a", "y"]), b"+OK\r\n");
+    assert_eq!(call_on(&mut p, &["RENAME", "{t}a", "{t}b"]), b"+OK\r\n");
+    assert_eq!(text(&call_on(&mut p, &["GET", "{t}b"])), "y");
+    assert_eq!(call_on(&mut p, &["GET", "{t}a"]), b"$-1\r\n");
+    assert_eq!(
+        call_on(&mut p, &["MSET", "{t}1", "a", "{t}2", "b"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        strings(&call_on(&mut p, &["MGET", "{t}1", "{t}2"])),
+        vec![Some("a".into()), Some("b".into())]
+    );
+}
+
+/// SCAN over the proxy visits every key exactly once; DBSIZE sums; KEYS unions; FLUSHALL
+/// empties every master.
+#[test]
+fn scan_dbsize_keys_flushall_cover_all_masters() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let mut p = proxy.raw();
+    let keys: BTreeSet<String> = (0..300).map(|i| format!("scan:{i}")).collect();
+    for k in &keys {
+        assert_eq!(call_on(&mut p, &["SET", k, "1"]), b"+OK\r\n");
+    }
+    // A read pass: lets each node finish incremental rehashing (SCAN may repeat keys during it).
+    for k in &keys {
+        assert_eq!(text(&call_on(&mut p, &["GET", k])), "1");
+    }
+    let masters = c.masters();
+    for &m in &masters {
+        assert!(int(&call(m, &["DBSIZE"])) > 0, "master {m} holds keys");
+    }
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut cursor = "0".to_string();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 10_000, "SCAN does not terminate");
+        let reply = call_on(&mut p, &["SCAN", &cursor, "COUNT", "37"]);
+        let Reply::Array(parts) = parsed(&reply) else {
+            panic!("SCAN reply {:?}", String::from_utf8_lossy(&reply));
+        };
+        assert_eq!(parts.len(), 2);
+        let Reply::Bulk(next) = &parts[0] else {
+            panic!("SCAN cursor {:?}", parts[0]);
+        };
+        let Reply::Array(batch) = &parts[1] else {
+            panic!("SCAN keys {:?}", parts[1]);
+        };
+        for k in batch {
+            let Reply::Bulk(k) = k else {
+                panic!("SCAN key {k:?}")
+            };
+            *seen
+                .entry(String::from_utf8_lossy(k).into_owned())
+                .or_default() += 1;
+        }
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(dups.is_empty(), "keys seen more than once: {dups:?}");
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), keys);
+    eprintln!("SCAN: {} keys in {rounds} calls", seen.len());
+
+    assert_eq!(int(&call_on(&mut p, &["DBSIZE"])), 300);
+    let direct: i64 = masters.iter().map(|&m| int(&call(m, &["DBSIZE"]))).sum();
+    assert_eq!(direct, 300);
+
+    let all: BTreeSet<String> = strings(&call_on(&mut p, &["KEYS", "*"]))
+        .into_iter()
+        .map(|k| k.expect("key"))
+        .collect();
+    assert_eq!(all, keys);
+
+    assert_eq!(call_on(&mut p, &["FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(int(&call_on(&mut p, &["DBSIZE"])), 0);
+    for &m in &masters {
+        assert_eq!(int(&call(m, &["DBSIZE"])), 0, "master {m} flushed");
+    }
+}
+
+/// A slot moves between masters (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE) while a client
+/// loops SET/GET through the proxy on keys of that slot and of others: no error, no wrong value.
+#[test]
+fn slot_migration_under_load() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let slot = key_slot(b"m");
+    let src = c.owner(slot);
+    let dst = *c
+        .masters()
+        .iter()
+        .find(|&&m| m != src)
+        .expect("another master");
+    let (src_id, dst_id) = (myid(src), myid(dst));
+
+    // Keys of the migrating slot ({m}:i) and of other slots (o:i), written before the move.
+    let mut p = proxy.raw();
+    for i in 0..50 {
+        assert_eq!(
+            call_on(&mut p, &["SET", &format!("{{m}}:{i}"), "init"]),
+            b"+OK\r\n"
+        );
+        assert_eq!(
+            call_on(&mut p, &["SET", &format!("o:{i}"), "init"]),
+            b"+OK\r\n"
+        );
+    }
+    assert_eq!(
+        int(&call(
+            src,
+            &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]
+        )),
+        50
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let port = proxy.port;
+    let writer = {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut r = Raw::connect(port);
+            let mut errors: Vec<String> = Vec::new();
+            let mut n_err = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && i < 400_000 && Instant::now() < deadline {
+                i += 1;
+                let key = if i.is_multiple_of(2) {
+                    format!("{{m}}:{}", (i / 2) % 50)
+                } else {
+                    format!("o:{}", (i / 2) % 50)
+                };
+                let val = format!("v{i}");
+                let set = match r.try_reply_to(&["SET", &key, &val]) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        errors.push(format!("SET {key}: {e}"));
+                        n_err += 1;
+                        break;
+                    }
+                };
+                if set != b"+OK\r\n" {
+                    n_err += 1;
+                    if errors.len() < 20 {
+                        errors.push(format!("SET {key}: {}", String::from_utf8_lossy(&set)));
+                    }
+                }
+                match r.try_reply_to(&["GET", &key]) {
+                    Ok(get) if get == format!("${}\r\n{val}\r\n", val.len()).as_bytes() => {}
+                    Ok(get) => {
+                        n_err += 1;
+                        if errors.len() < 20 {
+                            errors.push(format!(
+                                "GET {key}: want {val}, got {}",
+                                String::from_utf8_lossy(&get)
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        errors.push(format!("GET {key}: {e}"));
+                        n_err += 1;
+                        break;
+                    }
+                }
+                done.fetch_add(2, Ordering::Relaxed);
+            }
+            (i * 2, n_err, errors)
+        })
+    };
+    let wait_progress = |n: u64| {
+        let from = done.load(Ordering::Relaxed);
+        wait_until(Duration::from_secs(20), "writer progress", || {
+            done.load(Ordering::Relaxed) >= from + n || writer.is_finished()
+        });
+    };
+    wait_progress(200);
+
+    let s = slot.to_string();
+    assert_eq!(
+        call(dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        call(src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]),
+        b"+OK\r\n"
+    );
+    wait_progress(100);
+    let dst_port = dst.to_string();
+    let mut batches = 0;
+    loop {
+        batches += 1;
+        assert!(batches < 1000, "migration does not end");
+        let keys: Vec<String> = strings(&call(src, &["CLUSTER", "GETKEYSINSLOT", &s, "5"]))
+            .into_iter()
+            .map(|k| k.expect("key"))
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        let mut cmd = vec!["MIGRATE", HOST, &dst_port, "", "0", "5000", "KEYS"];
+        cmd.extend(keys.iter().map(|k| k.as_str()));
+        let reply = call(src, &cmd);
+        assert!(
+            reply == b"+OK\r\n" || reply == b"+NOKEY\r\n",
+            "MIGRATE: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        // Let the client run against the half-migrated slot (ASK redirections).
+        wait_progress(40);
+    }
+    // Assign the slot: target first, then source, then the other masters.
+    let mut order = vec![dst, src];
+    order.extend(c.masters().into_iter().filter(|m| *m != dst && *m != src));
+    for m in order {
+        assert_eq!(
+            call(m, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]),
+            b"+OK\r\n",
+            "SETSLOT NODE on {m}"
+        );
+    }
+    // Keep the load running against the new owner (MOVED for the proxy's stale map).
+    wait_progress(500);
+    stop.store(true, Ordering::Relaxed);
+    let (requests, n_err, errors) = writer.join().expect("writer thread");
+    eprintln!(
+        "migration of slot {slot} {src} -> {dst} in {batches} batches: {requests} requests, {n_err} errors {errors:?}"
+    );
+    assert_eq!(
+        n_err, 0,
+        "client-visible errors during migration: {errors:?}"
+    );
+
+    // All keys of the slot are on the target now; the proxy routes there.
+    assert_eq!(int(&call(dst, &["CLUSTER", "COUNTKEYSINSLOT", &s])), 50);
+    assert_eq!(int(&call(src, &["CLUSTER", "COUNTKEYSINSLOT", &s])), 0);
+    c.wait_ok(Duration::from_secs(15), false);
+    assert_eq!(c.owner(slot), dst);
+    let backends: Vec<String> = strings(&call_on(&mut p, &["BACKENDS"]))
+        .into_iter()
+        .map(|s| s.expect("backend"))
+        .collect();
+    let want = format!("{HOST}:{dst}@{HOST}:{dst}");
+    wait_until(
+        Duration::from_secs(10),
+        "BACKENDNUM follows the moved slot",
+        || {
+            let _ = call_on(&mut p, &["GET", "{m}:0"]);
+            let idx = int(&call_on(&mut p, &["BACKENDNUM", "{m}:0"]));
+            backends.get(idx as usize) == Some(&want)
+        },
+    );
+    for i in 0..50 {
+        let reply = call_on(&mut p, &["GET", &format!("{{m}}:{i}")]);
+        assert!(!is_error(&reply), "{}", String::from_utf8_lossy(&reply));
+    }
+}
+
+/// CLUSTER FAILOVER on a replica: after the switch, keys of the promoted master's slots work
+/// through the same proxy connection (a few clear error replies tolerated during the switch).
+#[test]
+fn manual_failover_keeps_serving() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let mut p = proxy.raw();
+    let ranges = c.slots();
+    let master = ranges[0].master.1;
+    let replica = c.replica_of(master);
+    let keys = keys_on(&ranges, master, "fo", 30);
+    let mut want = BTreeMap::new();
+    for k in &keys {
+        assert_eq!(call_on(&mut p, &["SET", k, &format!("v-{k}")]), b"+OK\r\n");
+        want.insert(k.clone(), format!("v-{k}"));
+    }
+    check_all(&mut p, &want).expect("before failover");
+    wait_until(Duration::from_secs(15), "replica in sync", || {
+        int(&call(master, &["WAIT", "1", "1000"])) >= 1
+    });
+
+    assert_eq!(call(replica, &["CLUSTER", "FAILOVER"]), b"+OK\r\n");
+    wait_until(Duration::from_secs(15), "replica promoted", || {
+        role(replica) == "master" && role(master) == "slave"
+    });
+
+    // Through the proxy: eventual success, only clear errors on the way.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut errors = Vec::new();
+    loop {
+        match check_all(&mut p, &want) {
+            Ok(()) => break,
+            Err(e) if e.starts_with("proxy closed") => panic!("proxy closed the connection: {e}"),
+            Err(e) => errors.push(e),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no success through the proxy after failover: {errors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "manual failover {master} -> {replica}: {} error passes {errors:?}",
+        errors.len()
+    );
+
+    // Writes go to the new master.
+    for k in &keys {
+        assert_eq!(call_on(&mut p, &["SET", k, "after"]), b"+OK\r\n");
+        assert_eq!(text(&call(replica, &["GET", k])), "after");
+    }
+}
+
+/// SIGKILL a master: its slots fail with error replies (not hangs); once the cluster promoted
+/// its replica, the same proxy serves every key again.
+#[test]
+fn killed_master_fails_fast_then_recovers() {
+    let mut c = Cluster::start();
+    let proxy = c.proxy();
+    let mut p = proxy.raw();
+    // A hang must show up as a failure, not as a slow pass.
+    p.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let ranges = c.slots();
+    let victim = ranges[ranges.len() - 1].master.1;
+    let replica = c.replica_of(victim);
+    let mut want = BTreeMap::new();
+    let victim_keys = keys_on(&ranges, victim, "kill", 20);
+    let other_keys: Vec<String> = c
+        .masters()
+        .into_iter()
+        .filter(|&m| m != victim)
+        .flat_map(|m| keys_on(&ranges, m, "kill", 10))
+        .collect();
+    for k in victim_keys.iter().chain(&other_keys) {
+        assert_eq!(call_on(&mut p, &["SET", k, &format!("v-{k}")]), b"+OK\r\n");
+        want.insert(k.clone(), format!("v-{k}"));
+    }
+    wait_until(Duration::from_secs(15), "replica in sync", || {
+        int(&call(victim, &["WAIT", "1", "1000"])) >= 1
+    });
+
+    c.node(victim).kill();
+    let reply = p
+        .try_reply_to(&["GET", &victim_keys[0]])
+        .expect("connection kept");
+    assert!(
+        is_error(&reply),
+        "GET on a dead master's slot: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    eprintln!("dead master: {}", text(&reply).trim_end());
+
+    // The cluster promotes the replica (node timeout 2 s); the proxy follows without restart.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut errors: BTreeSet<String> = BTreeSet::new();
+    loop {
+        match check_all(&mut p, &want) {
+            Ok(()) => break,
+            Err(e) if e.starts_with("proxy closed") => panic!("proxy closed the connection: {e}"),
+            Err(e) => {
+                errors.insert(e);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery through the proxy: role({replica})={} errors {errors:?}",
+            role(replica)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "killed master {victim}, replica {replica} now {}: distinct errors {errors:?}",
+        role(replica)
+    );
+    assert_eq!(role(replica), "master");
+    for k in &victim_keys {
+        assert_eq!(call_on(&mut p, &["SET", k, "again"]), b"+OK\r\n");
+        assert_eq!(text(&call(replica, &["GET", k])), "again");
+    }
+}
+
+/// redis-benchmark through the proxy vs redis-benchmark --cluster on the nodes (printed only).
+#[test]
+fn throughput_vs_cluster_aware_benchmark() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let bench = |extra: &[&str], port: u16| -> String {
+        let out = Command::new("redis-benchmark")
+            .args(extra)
+            .args(["-h", HOST, "-p", &port.to_string()])
+            .args([
+                "-t", "get,set", "-n", "20000", "-P", "16", "-r", "100000", "-q",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-benchmark");
+        assert!(
+            out.status.success(),
+            "redis-benchmark {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8_lossy(&out.stdout);
+        // -q writes progress with \r; keep the final lines.
+        s.split(['\r', '\n'])
+            .filter(|l| l.contains("requests per second"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let via_proxy = bench(&[], proxy.port);
+    let direct = bench(&["--cluster"], c.nodes[0].port);
+    eprintln!("throughput via rustproxy:               {via_proxy}");
+    eprintln!("throughput redis-benchmark --cluster:   {direct}");
+    assert!(!via_proxy.is_empty() && !direct.is_empty());
+}
