@@ -251,6 +251,11 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "private backend connections per backend for blocking commands and WATCH (default 64)",
     ),
     (
+        "command_stats",
+        "BOOL",
+        "per-command stats, latency and slow log (default yes)",
+    ),
+    (
         "membership_commands",
         "BOOL",
         "allow PROXY ADDBACKEND/REMOVEBACKEND (default no)",
@@ -281,6 +286,9 @@ pub struct Config {
     pub stats_listen: Option<SocketAddr>,
     /// `stats_interval` / `-i`, default 30000.
     pub stats_interval_ms: u64,
+    /// `command_stats`: per-command calls, latency histograms and the slow log (default yes;
+    /// `no` exists to measure what they cost).
+    pub command_stats: bool,
     /// At least one.
     pub pools: Vec<PoolConfig>,
 }
@@ -579,6 +587,7 @@ fn empty_config(format: Format) -> Config {
         log_file: None,
         stats_listen: None,
         stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+        command_stats: true,
         pools: Vec::new(),
     }
 }
@@ -908,6 +917,7 @@ fn global_key(key: &str) -> Option<&'static str> {
         "log_file" => "log_file",
         "stats_listen" => "stats_listen",
         "stats_interval" => "stats_interval",
+        "command_stats" => "command_stats",
         _ => return None,
     })
 }
@@ -918,6 +928,7 @@ fn set_global(cfg: &mut Config, canon: &str, v: &str) -> Result<(), String> {
         "log_file" => cfg.log_file = Some(PathBuf::from(v)),
         "stats_listen" => cfg.stats_listen = Some(parse_tcp_addr(v)?),
         "stats_interval" => cfg.stats_interval_ms = parse_num("stats_interval", v)?,
+        "command_stats" => cfg.command_stats = parse_bool("command_stats", v)?,
         _ => unreachable!("not a global key: {canon}"),
     }
     Ok(())
@@ -1836,6 +1847,9 @@ pub fn render_native(c: &Config) -> String {
         let _ = writeln!(s, "stats_listen {a}");
     }
     let _ = writeln!(s, "stats_interval {}", c.stats_interval_ms);
+    if !c.command_stats {
+        let _ = writeln!(s, "command_stats no");
+    }
     for p in &c.pools {
         let _ = writeln!(s, "\npool {}", p.name);
         let mut kv = |k: &str, v: String| {

@@ -736,7 +736,11 @@ impl Proxy {
         } else {
             b""
         };
-        self.cur = Meta::new(command_index(spec) as u16, self.now).with_arg(args.len(), first);
+        self.cur = if self.config.command_stats {
+            Meta::new(command_index(spec) as u16, self.now).with_arg(args.len(), first)
+        } else {
+            Meta::new(NO_CMD, self.now)
+        };
         self.execute(k, spec, frame, args);
         self.cur.cmd = NO_CMD;
     }
