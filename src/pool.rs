@@ -236,11 +236,6 @@ impl Pool {
         self.order.is_empty()
     }
 
-    /// The server at config position `pos`.
-    pub fn at(&self, pos: usize) -> &Server {
-        &self.servers[self.order[pos]]
-    }
-
     /// Rebuild the ring and the name list from `order` (ejected servers get no points).
     pub fn rebuild(&mut self) {
         let nodes: Vec<RingNode> = self

@@ -2958,7 +2958,13 @@ impl Proxy {
                 .position(|p| !p.removed && p.cfg.name == pc.name)
             {
                 Some(i) => {
-                    let ch = self.pools[i].reconfigure(pc.clone());
+                    let mut pc = pc.clone();
+                    if self.pools[i].cluster.is_some() && pc.cluster {
+                        // A cluster pool's servers are the masters the cluster names, not the
+                        // seeds in the file: keep them (and the slot map's positions).
+                        pc.servers = self.pools[i].cfg.servers.clone();
+                    }
+                    let ch = self.pools[i].reconfigure(pc);
                     (self.pools[i].tls_server, self.pools[i].tls_client) = tls[ni].clone();
                     for slot in &ch.retired {
                         let srv = &mut self.pools[i].servers[*slot];
@@ -3265,9 +3271,12 @@ impl Proxy {
                 }
                 for i in 1..argc {
                     match target.pick(arg(i)) {
-                        Some(s) if spec.name == "BACKEND" => {
-                            resp::write_bulk(&mut out, pool.at(s).name.as_bytes())
-                        }
+                        Some(s) if spec.name == "BACKEND" => match pool.order.get(s) {
+                            Some(&slot) => {
+                                resp::write_bulk(&mut out, pool.servers[slot].name.as_bytes())
+                            }
+                            None => resp::write_nil(&mut out, resp3),
+                        },
                         Some(s) => resp::write_int(&mut out, s as i64),
                         None => resp::write_nil(&mut out, resp3),
                     }
