@@ -57,9 +57,13 @@ impl Redis {
     pub fn start_with(extra: &[&str]) -> Redis {
         // A free port can be taken by another process between our probe and the server's bind;
         // then the port answers but not with our server. Check the pid and try another port.
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1]);
         for _ in 0..10 {
             let r = Redis::start_on(free_port(), extra);
-            if owns_port(r.port, r.child.id()) {
+            if owns_port_auth(r.port, r.child.id(), password) {
                 return r;
             }
         }
@@ -124,11 +128,21 @@ impl Drop for Redis {
 
 /// True when the Redis-protocol server on `port` reports `pid` as its process id (INFO server).
 pub fn owns_port(port: u16, pid: u32) -> bool {
+    owns_port_auth(port, pid, None)
+}
+
+/// `owns_port` for a server that wants a password first.
+pub fn owns_port_auth(port: u16, pid: u32, password: Option<&str>) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(b"INFO server\r\n").is_err() {
+    let mut req = Vec::new();
+    if let Some(pw) = password {
+        rustproxy::resp::write_command(&mut req, [b"AUTH".as_slice(), pw.as_bytes()]);
+    }
+    req.extend_from_slice(b"INFO server\r\n");
+    if s.write_all(&req).is_err() {
         return false;
     }
     let mut buf = Vec::new();
