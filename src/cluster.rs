@@ -20,26 +20,9 @@ use crate::resp::{parse_reply, Reply};
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
 
-/// CRC16 table for polynomial 0x1021 (XMODEM), as in Redis's `crc16.c`.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u16) << 8;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
+/// CRC16 table for polynomial 0x1021 (XMODEM), as in Redis's `crc16.c` (the same table
+/// twemproxy's crc16 uses).
+use crate::hash::CRC16_TABLE;
 
 fn crc16(data: &[u8]) -> u16 {
     data.iter().fold(0u16, |crc, &b| {

@@ -251,11 +251,6 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "private backend connections per backend for blocking commands and WATCH (default 64)",
     ),
     (
-        "command_stats",
-        "BOOL",
-        "per-command stats, latency and slow log (default yes)",
-    ),
-    (
         "membership_commands",
         "BOOL",
         "allow PROXY ADDBACKEND/REMOVEBACKEND (default no)",
@@ -1447,6 +1442,11 @@ fn parse_min1<T: std::str::FromStr + PartialEq + From<u8>>(
         return Err(format!("'{key}' must be at least 1"));
     }
     Ok(n)
+}
+
+/// `yes`/`no`/`true`/`false` (case-insensitive), for flags outside the key tables.
+pub fn parse_flag(key: &str, v: &str) -> Result<bool, String> {
+    parse_bool(key, v)
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {

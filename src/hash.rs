@@ -151,8 +151,8 @@ fn md5_hash(key: &[u8]) -> u32 {
     md5_word(&md5_digest(key), 0)
 }
 
-/// CRC-16/XMODEM table (polynomial 0x1021, not reflected), as in twemproxy.
-const CRC16_TABLE: [u16; 256] = {
+/// CRC-16/XMODEM table (polynomial 0x1021, not reflected), as in twemproxy (and Redis Cluster).
+pub(crate) const CRC16_TABLE: [u16; 256] = {
     let mut table = [0u16; 256];
     let mut i = 0;
     while i < 256 {

@@ -55,6 +55,12 @@ fn options() -> Options {
     );
     o.optopt(
         "",
+        "command-stats",
+        "per-command stats, latency and slow log: yes (default) or no",
+        "BOOL",
+    );
+    o.optopt(
+        "",
         "cluster",
         "a Redis Cluster pool (with -l): seed nodes host:port,...",
         "SEEDS",
@@ -230,6 +236,12 @@ fn main() -> ExitCode {
     };
     if let Some(l) = level {
         cfg.log_level = l;
+    }
+    if let Some(v) = m.opt_str("command-stats") {
+        match config::parse_flag("command_stats", &v) {
+            Ok(b) => cfg.command_stats = b,
+            Err(e) => return usage_error(format!("--command-stats: {e}")),
+        }
     }
     if let Some(o) = m.opt_str("o") {
         cfg.log_file = Some(PathBuf::from(o));

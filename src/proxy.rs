@@ -850,25 +850,24 @@ impl Proxy {
                 server,
                 argc,
                 reencode,
-            } => {
-                let bytes = if reencode {
-                    Some(encode_args(args, frame, 0..argc))
-                } else {
-                    None
-                };
-                self.forward(k, server, bytes.as_deref().unwrap_or(frame));
             }
-            Plan::Blocking {
+            | Plan::Blocking {
                 server,
                 argc,
                 reencode,
             } => {
+                let blocking = matches!(plan, Plan::Blocking { .. });
                 let bytes = if reencode {
                     Some(encode_args(args, frame, 0..argc))
                 } else {
                     None
                 };
-                self.blocking(k, server, bytes.as_deref().unwrap_or(frame));
+                let bytes = bytes.as_deref().unwrap_or(frame);
+                if blocking {
+                    self.blocking(k, server, bytes);
+                } else {
+                    self.forward(k, server, bytes);
+                }
             }
             Plan::Split {
                 split,
