@@ -1,7 +1,7 @@
 //! Chaos soak: 4 redis-servers + the rustproxy binary, client threads with deep pipelines of
 //! random SET/GET/INCR/DEL/MGET/MSET/EXISTS on their own keys, checked against an exact
 //! per-thread model, while a chaos thread kills / pauses (SIGSTOP/SIGCONT) / restarts backends
-//! on the same port. Bounded time.
+//! on the same port and reloads the proxy's configuration (SIGHUP). Bounded time.
 //!
 //!   cargo run --release --example soak -- --seconds 60 [--threads 4] [--depth 32]
 //!
@@ -639,15 +639,18 @@ fn main() {
     let list: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let _ = std::fs::create_dir_all(&root);
     let log = std::fs::File::create(root.join("proxy.log")).expect("proxy log");
+    // A config file, so the chaos can also reload it (SIGHUP) under load.
+    let conf = root.join("proxy.conf");
+    let write_conf = |timeout: u32| {
+        let mut text = format!("pool soak\n    listen 127.0.0.1:{listen}\n    timeout {timeout}\n");
+        for l in &list {
+            text.push_str(&format!("    server {l}\n"));
+        }
+        std::fs::write(&conf, text).expect("write proxy.conf");
+    };
+    write_conf(1000);
     let mut proxy = Command::new(&bin)
-        .args([
-            "-l",
-            &format!("127.0.0.1:{listen}"),
-            "-b",
-            &list.join(","),
-            "--timeout",
-            "1000",
-        ])
+        .args(["-c", conf.to_str().expect("utf-8 temp path")])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -737,7 +740,14 @@ fn main() {
     while Instant::now() + Duration::from_secs(3) < deadline {
         let b = rng.below(NBACKENDS);
         let at = start.elapsed().as_secs_f32();
-        match rng.below(3) {
+        match rng.below(4) {
+            3 => {
+                // Reload with a changed timeout (membership unchanged, so placement too).
+                let t = if rng.below(2) == 0 { 1000 } else { 1500 };
+                write_conf(t);
+                signal(proxy_pid, "HUP");
+                actions.push(format!("{at:.1}s reload (timeout {t} ms)"));
+            }
             0 => {
                 world.epochs[b].fetch_add(1, Ordering::SeqCst);
                 backends[b].kill();
