@@ -131,6 +131,19 @@ impl Server {
         dropped
     }
 
+    /// Take every connection of a server leaving the configuration (shared and idle private
+    /// ones); the caller retires them.
+    pub fn drain_conns(&mut self) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for list in &mut self.conns {
+            out.extend(list.drain(..).flatten());
+        }
+        for list in &mut self.idle_private {
+            out.append(list);
+        }
+        out
+    }
+
     pub fn is_down(&self, now: Instant) -> bool {
         matches!(self.down_until, Some(t) if now < t)
     }

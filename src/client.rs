@@ -158,7 +158,7 @@ pub struct Client {
     /// Unique id (CLIENT ID), also the generation check for in-flight replies.
     pub id: u64,
     pub pool: usize,
-    pub peer: String,
+    pub peer: SocketAddr,
     /// Unparsed tail of the input. Pushed by the reader, consumed by the parser.
     pub rbuf: Vec<u8>,
     /// Output; `wpos` bytes of it are already written. Filled by the chain, drained by flush.
@@ -177,10 +177,12 @@ pub struct Client {
     pub writable: bool,
     /// Already on the proxy's list of clients to flush this tick.
     pub dirty: bool,
+    /// When the connection was accepted (kept small: an idle client should cost little).
     pub created: Instant,
     pub last_active: Instant,
     pub commands: u64,
-    pub last_command: &'static str,
+    /// Row of the command table of the last command (`u16::MAX` = none yet).
+    pub last_command: u16,
     pub meta: Option<Box<Meta>>,
     /// Private backend connection lent to this client (blocking command, WATCH).
     pub private: Option<usize>,
@@ -197,7 +199,7 @@ impl Client {
             stream,
             id,
             pool,
-            peer: peer.to_string(),
+            peer,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
@@ -212,7 +214,7 @@ impl Client {
             created: now,
             last_active: now,
             commands: 0,
-            last_command: "NULL",
+            last_command: u16::MAX,
             meta: None,
             private: None,
             blocked: false,

@@ -752,7 +752,7 @@ impl Proxy {
         };
         let authed = match self.clients.get_mut(k) {
             Some(c) => {
-                c.last_command = spec.name;
+                c.last_command = command_index(spec).min(u16::MAX as usize) as u16;
                 c.authed
             }
             None => return,
@@ -1446,7 +1446,7 @@ impl Proxy {
                         (Ok(ck), 0) => self.send_on(ck, k, &req, seq, part, false),
                         (Ok(ck), _) => self.send_on(ck, SWALLOW, &req, 0, WHOLE, false),
                         (Err(_), 0) if unsub => self.local_confirm(k, seq, part, name, ch),
-                        (Err(e), 0) => self.fail_sub_part(k, seq, part, &e),
+                        (Err(e), 0) => self.fail_sub_part(k, seq, part, &e, name, ch),
                         (Err(e), _) => {
                             if !e.is_empty() {
                                 warn!("c{k} pattern subscription on backend {pos} failed: {e}");
@@ -1458,7 +1458,14 @@ impl Proxy {
                 let pool = &self.pools[pool_i];
                 let pos = pool.ring.pick(crate::ring::hash_tag(ch, pool.cfg.hash_tag));
                 let Some(pos) = pos else {
-                    self.fail_sub_part(k, seq, part, "ERR no backend available for this channel");
+                    self.fail_sub_part(
+                        k,
+                        seq,
+                        part,
+                        "ERR no backend available for this channel",
+                        name,
+                        ch,
+                    );
                     continue;
                 };
                 let ck = if unsub {
@@ -1473,16 +1480,30 @@ impl Proxy {
                 match ck {
                     Ok(ck) => self.send_on(ck, k, &req, seq, part, false),
                     Err(_) if unsub => self.local_confirm(k, seq, part, name, ch),
-                    Err(e) => self.fail_sub_part(k, seq, part, &e),
+                    Err(e) => self.fail_sub_part(k, seq, part, &e, name, ch),
                 }
             }
         }
     }
 
-    fn fail_sub_part(&mut self, k: usize, seq: u64, part: u32, msg: &str) {
+    /// A (un)subscription that could not be sent: its error in place of the confirmation, and
+    /// a subscription that did not happen leaves the client's set.
+    fn fail_sub_part(&mut self, k: usize, seq: u64, part: u32, msg: &str, name: &str, ch: &[u8]) {
         if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
             sub.pending = sub.pending.saturating_sub(1);
             sub.expect.remove(&(seq, part));
+            match name {
+                "SUBSCRIBE" => {
+                    sub.channels.remove(ch);
+                }
+                "PSUBSCRIBE" => {
+                    sub.patterns.remove(ch);
+                }
+                "SSUBSCRIBE" => {
+                    sub.shard.remove(ch);
+                }
+                _ => {}
+            }
         }
         self.fail_slot(k, seq, part, msg);
         self.maybe_end_sub(k);
@@ -1566,16 +1587,13 @@ impl Proxy {
             return;
         };
         for (_, ck) in sub.conns {
+            // Not pooled: a backend may still be sending messages published before it processed
+            // the last unsubscribe. The connection stays in pub/sub mode (messages dropped) and
+            // closes once its remaining confirmations are in.
             if let Some(conn) = self.conns.get_mut(ck) {
-                conn.pubsub = false;
                 conn.owner = None;
-                let srv = &mut self.pools[conn.pool].servers[conn.server];
-                if !srv.retired && srv.idle_private[conn.proto].len() < PRIVATE_IDLE {
-                    srv.idle_private[conn.proto].push(ck);
-                } else {
-                    self.retire_conn(ck);
-                }
             }
+            self.retire_conn(ck);
         }
     }
 
@@ -2050,14 +2068,16 @@ impl Proxy {
                 }
             };
             if conn.pubsub {
-                if let Some((owner, id)) = conn.owner {
-                    if is_message(&data[..n]) {
-                        // A published message: out of band, to the subscriber, in arrival order.
-                        let msg = data[..n].to_vec();
-                        rbuf.consume(n);
+                if is_message(&data[..n]) {
+                    // A published message: out of band, to the subscriber (if it is still
+                    // subscribed), in arrival order; never a reply to a request.
+                    let owner = conn.owner;
+                    let msg = data[..n].to_vec();
+                    rbuf.consume(n);
+                    if let Some((owner, id)) = owner {
                         self.push_to(owner, id, &msg);
-                        continue;
                     }
+                    continue;
                 }
             } else if data[0] == b'>' {
                 // RESP3 push on a shared connection: no request of ours asked for it.
@@ -2097,7 +2117,11 @@ impl Proxy {
                 continue;
             }
             if let Some(req) = req.filter(|_| {
+                // A private connection's request (blocking, WATCH) must not move to a shared
+                // connection: its client gets the redirection error instead.
                 !orphan
+                    && !conn.private
+                    && !p.blocking
                     && p.client < REFRESH
                     && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "))
             }) {
@@ -2278,16 +2302,23 @@ impl Proxy {
                     }
                 }
             }
+            if conn.pubsub {
+                // Subscriptions wait as long as the backend takes: a confirmation that timed out
+                // would leave the client's subscribe state waiting for it forever.
+                continue;
+            }
             while let Some(p) = conn.inflight.get(conn.orphans) {
                 if p.blocking || now.duration_since(p.sent) < timeout {
                     break;
                 }
                 let p = *p;
-                conn.inflight[conn.orphans].client = ORPHAN;
                 conn.orphans += 1;
-                if p.client == INTERNAL {
+                if p.client == INTERNAL || p.client == REFRESH {
+                    // Proxy-made requests keep their marker: a late handshake refusal must still
+                    // be seen (and a late CLUSTER SLOTS still applied).
                     continue;
                 }
+                conn.inflight[conn.orphans - 1].client = ORPHAN;
                 srv.stats.timeouts += 1;
                 srv.stats.errors += 1;
                 if !timed_out_servers.contains(&(conn.pool, conn.server)) {
@@ -2446,7 +2477,7 @@ impl Proxy {
                         .map_or(0, |d| d.as_secs());
                     let cname = c.name().map(String::from_utf8_lossy).unwrap_or_default();
                     self.slowlog
-                        .maybe_push(unix, usec, args, &c.peer, &cname, backend);
+                        .maybe_push(unix, usec, args, &c.peer.to_string(), &cname, backend);
                 }
             }
             c.chain.done = done;
@@ -2634,9 +2665,7 @@ impl Proxy {
                 }
                 let mut retire = ch.retire_conns.clone();
                 for slot in &ch.retired {
-                    for list in &mut self.pools[pool_i].servers[*slot].conns {
-                        retire.extend(list.drain(..).flatten());
-                    }
+                    retire.extend(self.pools[pool_i].servers[*slot].drain_conns());
                 }
                 for k in retire {
                     self.retire_conn(k);
@@ -2966,10 +2995,7 @@ impl Proxy {
                     let ch = self.pools[i].reconfigure(pc);
                     (self.pools[i].tls_server, self.pools[i].tls_client) = tls[ni].clone();
                     for slot in &ch.retired {
-                        let srv = &mut self.pools[i].servers[*slot];
-                        for list in &mut srv.conns {
-                            retire.extend(list.drain(..).flatten());
-                        }
+                        retire.extend(self.pools[i].servers[*slot].drain_conns());
                     }
                     retire.extend(ch.retire_conns.iter().copied());
                     if let Some(l) = listener {
@@ -3083,9 +3109,7 @@ impl Proxy {
         let ch = self.pools[pool_i].reconfigure(cfg);
         let mut retire = ch.retire_conns.clone();
         for slot in &ch.retired {
-            for list in &mut self.pools[pool_i].servers[*slot].conns {
-                retire.extend(list.drain(..).flatten());
-            }
+            retire.extend(self.pools[pool_i].servers[*slot].drain_conns());
         }
         for k in retire {
             self.retire_conn(k);
@@ -3813,7 +3837,9 @@ fn client_line(key: usize, c: &Client, now: Instant) -> String {
         c.pending_output(),
         c.chain.len(),
         c.wbuf.capacity(),
-        c.last_command.to_ascii_lowercase().replace(' ', "|"),
+        crate::commands::COMMANDS
+            .get(c.last_command as usize)
+            .map_or("NULL".to_string(), |s| s.name.to_ascii_lowercase().replace(' ', "|")),
         lib,
         ver,
         if c.resp3 { 3 } else { 2 }
