@@ -13,6 +13,8 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use getopts::Options;
 use rustproxy::{config, proxy};
@@ -315,6 +317,31 @@ fn resolve_ip(a: &str) -> Option<IpAddr> {
     (a, 0u16).to_socket_addrs().ok()?.next().map(|s| s.ip())
 }
 
+/// The log file, reopened (by path) at the next write after SIGUSR1, so a rotated file is let go.
+struct ReopenFile {
+    path: PathBuf,
+    file: std::fs::File,
+    reopen: Arc<AtomicBool>,
+}
+
+impl std::io::Write for ReopenFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.reopen.swap(false, Ordering::Relaxed) {
+            if let Ok(f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                self.file = f;
+            }
+        }
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 fn init_logging(cfg: &config::Config) -> Result<(), String> {
     use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
     let lc = ConfigBuilder::new()
@@ -327,7 +354,16 @@ fn init_logging(cfg: &config::Config) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open log file '{}': {e}", path.display()))?;
-            WriteLogger::init(log::LevelFilter::Trace, lc, f).map_err(|e| e.to_string())?;
+            // SIGUSR1 reopens the file (logrotate's `postrotate kill -USR1`).
+            let reopen = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&reopen))
+                .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
+            let w = ReopenFile {
+                path: path.clone(),
+                file: f,
+                reopen,
+            };
+            WriteLogger::init(log::LevelFilter::Trace, lc, w).map_err(|e| e.to_string())?;
         }
         None => {
             let color = if std::io::stderr().is_terminal() {
