@@ -79,6 +79,9 @@ pub struct Server {
     pub ejected_until: Option<Instant>,
     /// Removed from the configuration by a reload: no new requests; connections drain.
     pub retired: bool,
+    /// A cluster replica used for reads: its connections send READONLY first. Replicas are not
+    /// in the pool's `order` (not BACKENDS, not fan-out targets).
+    pub readonly: bool,
     /// Idle private connections ready to lend, per protocol (index as `conns`).
     pub idle_private: [Vec<usize>; 2],
     /// Private connections open (lent or idle).
@@ -110,6 +113,7 @@ impl Server {
             failure_count: 0,
             ejected_until: None,
             retired: false,
+            readonly: false,
             idle_private: [Vec::new(), Vec::new()],
             private_open: 0,
             stats: ServerStats::default(),

@@ -251,6 +251,11 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "private backend connections per backend for blocking commands and WATCH (default 64)",
     ),
     (
+        "read_from",
+        "WHERE",
+        "cluster pools: master|replica|prefer-replica for read-only commands (default master)",
+    ),
+    (
         "membership_commands",
         "BOOL",
         "allow PROXY ADDBACKEND/REMOVEBACKEND (default no)",
@@ -261,6 +266,27 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "MGET/DEL/... when a backend fails: one error, or nil/partial sum (default error)",
     ),
 ];
+
+/// Cluster pools: which nodes serve read-only commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Masters only (default).
+    Master,
+    /// A replica of the slot's master when it has one (READONLY connections), else the master.
+    Replica,
+    /// A replica that is up, else the master.
+    PreferReplica,
+}
+
+impl ReadFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::Replica => "replica",
+            ReadFrom::PreferReplica => "prefer-replica",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -369,6 +395,8 @@ pub struct PoolConfig {
     /// A Redis Cluster pool: the servers are seed nodes; the masters and the slot map come from
     /// CLUSTER SLOTS (hash, distribution and weights do not apply).
     pub cluster: bool,
+    /// Cluster pools: where read-only commands go (`read_from master|replica|prefer-replica`).
+    pub read_from: ReadFrom,
     /// Allow the runtime membership commands (PROXY ADDBACKEND / REMOVEBACKEND) on this pool.
     pub membership_commands: bool,
 }
@@ -420,6 +448,7 @@ impl PoolConfig {
             split_partial: false,
             membership_commands: false,
             cluster: false,
+            read_from: ReadFrom::Master,
             private_connections: 64,
         }
     }
@@ -973,6 +1002,7 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "disable_commands" => "disable_commands",
         "split_failure" => "split_failure",
         "cluster" => "cluster",
+        "read_from" => "read_from",
         "membership_commands" => "membership_commands",
         "private_connections" => "private_connections",
         _ => return None,
@@ -1180,6 +1210,18 @@ impl PoolBuilder {
             "redis_db" => p.redis_db = parse_num(key, v)?,
             "membership_commands" => p.membership_commands = parse_bool(key, v)?,
             "cluster" => p.cluster = parse_bool(key, v)?,
+            "read_from" => {
+                p.read_from = match v.to_ascii_lowercase().as_str() {
+                    "master" => ReadFrom::Master,
+                    "replica" => ReadFrom::Replica,
+                    "prefer-replica" | "prefer_replica" => ReadFrom::PreferReplica,
+                    _ => {
+                        return Err(format!(
+                            "bad read_from '{v}' (expected master, replica or prefer-replica)"
+                        ))
+                    }
+                }
+            }
             "private_connections" => {
                 p.private_connections = v
                     .parse()
@@ -1937,6 +1979,7 @@ pub fn render_native(c: &Config) -> String {
         kv("membership_commands", yes_no(p.membership_commands).into());
         if p.cluster {
             kv("cluster", "yes".into());
+            kv("read_from", p.read_from.name().into());
         }
         kv("private_connections", p.private_connections.to_string());
         kv(

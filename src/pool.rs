@@ -57,6 +57,11 @@ pub struct ClusterMap {
     /// A CLUSTER SLOTS request is in flight (since `sent`).
     pub in_flight: bool,
     pub sent: Instant,
+    /// Replicas per slot range (start, end, server slots of the replicas), sorted by start;
+    /// used by `read_from replica|prefer-replica`.
+    pub replicas: Vec<(u16, u16, Vec<usize>)>,
+    /// Round-robin cursor over a range's replicas.
+    pub rr: usize,
 }
 
 /// Load a pool's TLS configurations (certificate files are read now, so a bad file is a
@@ -210,6 +215,8 @@ impl Pool {
                     wanted: true,
                     in_flight: false,
                     sent: Instant::now(),
+                    replicas: Vec::new(),
+                    rr: 0,
                 })
             } else {
                 None
@@ -342,13 +349,69 @@ impl Pool {
                 slots[s as usize] = pos as u16;
             }
         }
+        let mut replicas = Vec::with_capacity(ranges.len());
+        if self.cfg.read_from != crate::config::ReadFrom::Master {
+            for r in ranges {
+                let slots: Vec<usize> = r
+                    .replicas
+                    .iter()
+                    .filter_map(|(h, p)| self.replica_server(h, *p))
+                    .collect();
+                replicas.push((r.start, r.end, slots));
+            }
+            replicas.sort_by_key(|r| r.0);
+        }
         if let Some(c) = self.cluster.as_mut() {
             c.slots = slots;
+            c.replicas = replicas;
             c.last_refresh = Instant::now();
             c.wanted = false;
             c.in_flight = false;
         }
         Ok(ch)
+    }
+
+    /// The server slot of a replica at host:port (READONLY connections), created on first use.
+    /// Replica slots are outside `order`: not listed by BACKENDS, not fan-out targets.
+    fn replica_server(&mut self, host: &str, port: u16) -> Option<usize> {
+        if let Some(i) = self
+            .servers
+            .iter()
+            .position(|s| s.readonly && !s.retired && s.port == port && s.host == host)
+        {
+            return Some(i);
+        }
+        let sc = crate::config::parse_server(&format!("{host}:{port}"), 0).ok()?;
+        let mut srv = new_server(&sc, self.cfg.server_connections);
+        srv.readonly = true;
+        self.servers.push(srv);
+        Some(self.servers.len() - 1)
+    }
+
+    /// Cluster pools with `read_from`: the server slot to read `slot` from (a replica when the
+    /// setting and the topology allow), or None for "its master".
+    pub fn read_slot(&mut self, slot: u16, now: Instant) -> Option<usize> {
+        let prefer = self.cfg.read_from;
+        if prefer == crate::config::ReadFrom::Master {
+            return None;
+        }
+        let c = self.cluster.as_mut()?;
+        let i = c.replicas.partition_point(|r| r.0 <= slot).checked_sub(1)?;
+        let (start, end, reps) = &c.replicas[i];
+        if slot < *start || slot > *end || reps.is_empty() {
+            return None;
+        }
+        c.rr = c.rr.wrapping_add(1);
+        let n = reps.len();
+        for j in 0..n {
+            let s = reps[(c.rr + j) % n];
+            if !self.servers[s].is_down(now) {
+                return Some(s);
+            }
+        }
+        // Every replica is down: `prefer-replica` falls back to the master; `replica` too,
+        // rather than failing a read the master can answer.
+        None
     }
 
     /// Apply a new configuration of this pool (same name). Unchanged servers keep their slot;

@@ -865,6 +865,8 @@ impl Proxy {
                 let bytes = bytes.as_deref().unwrap_or(frame);
                 if blocking {
                     self.blocking(k, server, bytes);
+                } else if let Some(slot) = self.replica_for(pool_i, spec, frame, args) {
+                    self.forward_slot(k, slot, bytes);
                 } else {
                     self.forward(k, server, bytes);
                 }
@@ -1128,6 +1130,13 @@ impl Proxy {
                     [&b"AUTH"[..], username.as_bytes(), pw.as_bytes()],
                 );
             }
+            conn.inflight.push_back(internal);
+            if conn.track {
+                conn.reqs.push_back(Box::default());
+            }
+        }
+        if srv.readonly {
+            conn.wbuf.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
             conn.inflight.push_back(internal);
             if conn.track {
                 conn.reqs.push_back(Box::default());
@@ -1849,6 +1858,46 @@ impl Proxy {
         };
         if let Err(e) = self.send(k, server, bytes, seq, WHOLE) {
             self.fail_slot(k, seq, WHOLE, &e);
+        }
+    }
+
+    /// Cluster pools with `read_from`: the replica (server slot) that should serve this
+    /// read-only keyed command, if any.
+    fn replica_for(
+        &mut self,
+        pool_i: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) -> Option<usize> {
+        let pool = &self.pools[pool_i];
+        if pool.cluster.is_none()
+            || pool.cfg.read_from == crate::config::ReadFrom::Master
+            || spec.class != crate::commands::Class::Keyed
+            || crate::auth::is_write(spec)
+        {
+            return None;
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        let first =
+            crate::commands::key_positions(spec, args.len(), &|i| args.get(frame, i), &mut keys)
+                .ok()
+                .and_then(|()| keys.first().copied());
+        self.keys = keys;
+        let slot = crate::cluster::key_slot(args.get(frame, first?));
+        self.pools[pool_i].read_slot(slot, self.now)
+    }
+
+    /// Forward one request to a server by slot (a cluster replica); its reply fills one slot.
+    fn forward_slot(&mut self, k: usize, server_slot: usize, bytes: &[u8]) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let (pool_i, proto) = (c.pool, c.resp3 as usize);
+        let seq = c.chain.push(Slot::Waiting, self.cur);
+        match self.conn_for(pool_i, server_slot, proto) {
+            Ok(ck) => self.send_on(ck, k, bytes, seq, WHOLE, false),
+            Err(e) => self.fail_slot(k, seq, WHOLE, &e),
         }
     }
 

@@ -971,3 +971,64 @@ fn throughput_vs_cluster_aware_benchmark() {
     eprintln!("throughput redis-benchmark --cluster:   {direct}");
     assert!(!via_proxy.is_empty() && !direct.is_empty());
 }
+
+/// `read_from replica`: read-only commands are served by the replicas (READONLY connections),
+/// writes by the masters, and the values read are right.
+#[test]
+fn read_from_replica_serves_reads_on_replicas() {
+    let c = Cluster::start();
+    let port = free_port();
+    let seeds = format!("{},{}", c.nodes[0].addr(), c.nodes[1].addr());
+    let args: Vec<String> = vec![
+        "-l".into(),
+        format!("{HOST}:{port}"),
+        "--cluster".into(),
+        seeds,
+        "--read-from".into(),
+        "replica".into(),
+    ];
+    let proxy = Proxy::spawn(port, &args);
+    let mut r = proxy.raw();
+    let keys: Vec<String> = (0..60).map(|i| format!("rf:{i}")).collect();
+    for k in &keys {
+        assert_eq!(call_on(&mut r, &["SET", k, &format!("v-{k}")]), b"+OK\r\n");
+    }
+    // Replication is asynchronous: wait (bounded) until every replica has its master's keys.
+    let replicas: Vec<u16> = c.masters().iter().map(|&m| c.replica_of(m)).collect();
+    let gets = |p: u16| -> i64 {
+        let info = text(&call(p, &["INFO", "commandstats"]));
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(10), "replicas caught up", || {
+        replicas
+            .iter()
+            .map(|&p| int(&call(p, &["DBSIZE"])))
+            .sum::<i64>()
+            == keys.len() as i64
+    });
+    let before_masters: i64 = c.masters().iter().map(|&m| gets(m)).sum();
+    let before_replicas: i64 = replicas.iter().map(|&p| gets(p)).sum();
+    for k in &keys {
+        let got = call_on(&mut r, &["GET", k]);
+        assert_eq!(text(&got), format!("v-{k}"), "GET {k}");
+    }
+    let after_masters: i64 = c.masters().iter().map(|&m| gets(m)).sum();
+    let after_replicas: i64 = replicas.iter().map(|&p| gets(p)).sum();
+    assert_eq!(
+        after_replicas - before_replicas,
+        keys.len() as i64,
+        "every GET should be served by a replica"
+    );
+    assert_eq!(after_masters, before_masters, "no GET on a master");
+    // Writes still go to the masters.
+    assert_eq!(call_on(&mut r, &["SET", "rf:w", "1"]), b"+OK\r\n");
+    let on_master = c
+        .masters()
+        .iter()
+        .any(|&m| call(m, &["EXISTS", "rf:w"]) == b":1\r\n");
+    assert!(on_master);
+}
