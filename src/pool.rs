@@ -234,6 +234,17 @@ impl Pool {
         p
     }
 
+    /// The routing inputs of this pool, for the router.
+    pub fn target(&self) -> crate::router::Target<'_> {
+        crate::router::Target {
+            ring: &self.ring,
+            tag: self.cfg.hash_tag,
+            nservers: self.len(),
+            disabled: &self.cfg.disable_commands,
+            slots: self.cluster.as_ref().map(|c| c.slots.as_slice()),
+        }
+    }
+
     /// Number of configured (non-retired) servers.
     pub fn len(&self) -> usize {
         self.order.len()

@@ -52,7 +52,7 @@ use crate::commands::{Merge, Spec, Split};
 use crate::config::{Config, Listen};
 use crate::pool::Pool;
 use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
-use crate::router::{self, Combine, Plan, Target};
+use crate::router::{self, Combine, Plan};
 use crate::stats::{command_index, SlowLog, Stats};
 
 /// The Redis version the proxy reports to clients (HELLO, INFO): the command set it speaks.
@@ -835,13 +835,7 @@ impl Proxy {
             return self.check_pressure(k);
         }
         let pool = &self.pools[pool_i];
-        let target = Target {
-            ring: &pool.ring,
-            tag: pool.cfg.hash_tag,
-            nservers: pool.len(),
-            disabled: &pool.cfg.disable_commands,
-            slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
-        };
+        let target = pool.target();
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
@@ -1625,13 +1619,7 @@ impl Proxy {
             return;
         };
         let pool = &self.pools[pool_i];
-        let target = Target {
-            ring: &pool.ring,
-            tag: pool.cfg.hash_tag,
-            nservers: pool.len(),
-            disabled: &pool.cfg.disable_commands,
-            slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
-        };
+        let target = pool.target();
         // Keyless commands float: they run wherever the transaction's keys are.
         let (argc, hinted) = router::hash_hint(spec, args, frame);
         let keyless = !hinted
@@ -1799,13 +1787,7 @@ impl Proxy {
                 }
                 let pool_i = c.pool;
                 let pool = &self.pools[pool_i];
-                let target = Target {
-                    ring: &pool.ring,
-                    tag: pool.cfg.hash_tag,
-                    nservers: pool.len(),
-                    disabled: &[],
-                    slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
-                };
+                let target = pool.target();
                 let mut pos = None;
                 for i in 1..args.len() {
                     let Some(s) = target.pick(args.get(frame, i)) else {
@@ -3330,13 +3312,7 @@ impl Proxy {
                     return;
                 };
                 let pool = &self.pools[c.pool];
-                let target = Target {
-                    ring: &pool.ring,
-                    tag: pool.cfg.hash_tag,
-                    nservers: pool.len(),
-                    disabled: &[],
-                    slots: pool.cluster.as_ref().map(|c| c.slots.as_slice()),
-                };
+                let target = pool.target();
                 let many = argc > 2;
                 if many {
                     resp::write_array_len(&mut out, argc - 1);
