@@ -132,6 +132,27 @@ enum Listener {
     Unix(UnixListener),
 }
 
+impl mio::event::Source for Listener {
+    fn register(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l) => l.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l) => l.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l) => l.deregister(r),
+        }
+    }
+}
+
 /// A connection to the stats port: nutcracker's JSON document for a plain connect, or an
 /// HTTP GET (`/metrics`: Prometheus text; anything else: the JSON).
 struct StatsConn {
@@ -213,16 +234,8 @@ impl Proxy {
         let mut pools = Vec::new();
         for (i, pc) in config.pools.iter().enumerate() {
             let mut l = bind(&pc.listen, pc.backlog, pc.reuseport)?;
-            match &mut l {
-                Listener::Tcp(t) => {
-                    poll.registry()
-                        .register(t, Kind::Listener(i).token(), Interest::READABLE)?
-                }
-                Listener::Unix(u) => {
-                    poll.registry()
-                        .register(u, Kind::Listener(i).token(), Interest::READABLE)?
-                }
-            }
+            poll.registry()
+                .register(&mut l, Kind::Listener(i).token(), Interest::READABLE)?;
             info!(
                 "pool {} listening on {} ({} servers, {}/{})",
                 pc.name,
@@ -435,13 +448,8 @@ impl Proxy {
         for i in 0..self.listeners.len() {
             self.accept(i);
         }
-        for l in self.listeners.iter_mut() {
-            if let Some(mut l) = l.take() {
-                let _ = match &mut l {
-                    Listener::Tcp(t) => self.poll.registry().deregister(t),
-                    Listener::Unix(u) => self.poll.registry().deregister(u),
-                };
-            }
+        for i in 0..self.listeners.len() {
+            self.close_listener(i);
         }
         // Serve what the clients already sent; `close_quiet_clients` then closes each one
         // that has gone quiet with nothing pending.
@@ -840,17 +848,9 @@ impl Proxy {
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
             Plan::Error(e) => self.reject(k, &e),
-            Plan::Forward {
-                server,
-                argc,
-                reencode,
-            }
-            | Plan::Blocking {
-                server,
-                argc,
-                reencode,
-            } => {
+            Plan::Forward { .. } | Plan::Blocking { .. } => {
                 let blocking = matches!(plan, Plan::Blocking { .. });
+                let (server, argc, reencode) = plan.one_backend().unwrap_or_default();
                 let bytes = if reencode {
                     Some(encode_args(args, frame, 0..argc))
                 } else {
@@ -1566,13 +1566,38 @@ impl Proxy {
     }
 
     /// A message for a subscriber: through its chain, after whatever it is waiting for.
+    /// Only messages of channels/patterns the client is still subscribed to are delivered: the
+    /// subscription sets change when an (un)subscribe is read, so a message a backend sent
+    /// before processing an UNSUBSCRIBE never reaches a client that has left subscribe mode.
     fn push_to(&mut self, k: usize, id: u64, msg: &[u8]) {
-        if self
+        let Some(sub) = self
             .clients
             .get(k)
-            .is_some_and(|c| c.id == id && c.sub.is_some())
-        {
-            self.reply(k, msg);
+            .filter(|c| c.id == id)
+            .and_then(|c| c.sub.as_ref())
+        else {
+            return;
+        };
+        let wanted = match resp::parse_reply(msg) {
+            Ok(Some((Reply::Array(items) | Reply::Push(items), _))) => {
+                match (items.first(), items.get(1)) {
+                    (Some(Reply::Bulk(b"message")), Some(Reply::Bulk(ch))) => {
+                        sub.channels.contains(*ch)
+                    }
+                    (Some(Reply::Bulk(b"pmessage")), Some(Reply::Bulk(pat))) => {
+                        sub.patterns.contains(*pat)
+                    }
+                    (Some(Reply::Bulk(b"smessage")), Some(Reply::Bulk(ch))) => {
+                        sub.shard.contains(*ch)
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if wanted {
+            // Not a command's reply: no command stats for it.
+            self.reply_meta(k, msg, Meta::new(NO_CMD, self.now));
         }
     }
 
@@ -1633,24 +1658,14 @@ impl Proxy {
                 )
                 .is_ok_and(|()| self.keys.is_empty()));
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
-        let (server, argc, reencode) = match plan {
-            Plan::Forward {
-                server,
-                argc,
-                reencode,
-            }
-            | Plan::Blocking {
-                server,
-                argc,
-                reencode,
-            } => (server, argc, reencode),
-            Plan::Local(s) if matches!(s.name, "PING" | "ECHO") => {
+        let spread = self.pools[pool_i].target().spread_error();
+        let (server, argc, reencode) = match (plan.one_backend(), plan) {
+            (Some(one), _) => one,
+            (None, Plan::Local(s)) if matches!(s.name, "PING" | "ECHO") => {
                 (0, args.len(), args.is_inline())
             }
-            Plan::Error(e) => return self.multi_error(k, &e),
-            Plan::Split { .. } => {
-                return self.multi_error(k, "PROXYERROR keys are on different backends")
-            }
+            (None, Plan::Error(e)) => return self.multi_error(k, &e),
+            (None, Plan::Split { .. }) => return self.multi_error(k, &spread),
             _ => {
                 let msg = format!(
                     "ERR {} inside MULTI is not supported by rustproxy",
@@ -1668,9 +1683,7 @@ impl Proxy {
         if !keyless {
             match txn.server {
                 None => txn.server = Some(server),
-                Some(s) if s != server => {
-                    return self.multi_error(k, "PROXYERROR keys are on different backends")
-                }
+                Some(s) if s != server => return self.multi_error(k, &spread),
                 _ => {}
             }
         }
@@ -2694,13 +2707,7 @@ impl Proxy {
                         ch.describe()
                     );
                 }
-                let mut retire = ch.retire_conns.clone();
-                for slot in &ch.retired {
-                    retire.extend(self.pools[pool_i].servers[*slot].drain_conns());
-                }
-                for k in retire {
-                    self.retire_conn(k);
-                }
+                self.retire_changes(pool_i, &ch);
             }
             Err(e) => warn!("pool {}: {e}", self.pools[pool_i].cfg.name),
         }
@@ -3005,7 +3012,6 @@ impl Proxy {
         }
         // Phase 2: apply.
         log::set_max_level(new.log_level);
-        let mut retire: Vec<usize> = Vec::new();
         for (ni, pc) in new.pools.iter().enumerate() {
             let listener = new_listeners
                 .iter_mut()
@@ -3025,10 +3031,7 @@ impl Proxy {
                     }
                     let ch = self.pools[i].reconfigure(pc);
                     (self.pools[i].tls_server, self.pools[i].tls_client) = tls[ni].clone();
-                    for slot in &ch.retired {
-                        retire.extend(self.pools[i].servers[*slot].drain_conns());
-                    }
-                    retire.extend(ch.retire_conns.iter().copied());
+                    self.retire_changes(i, &ch);
                     if let Some(l) = listener {
                         self.replace_listener(i, l);
                     }
@@ -3049,12 +3052,7 @@ impl Proxy {
             let p = &self.pools[i];
             if !p.removed && !new.pools.iter().any(|n| n.name == p.cfg.name) {
                 self.pools[i].removed = true;
-                if let Some(mut l) = self.listeners[i].take() {
-                    let _ = match &mut l {
-                        Listener::Tcp(t) => self.poll.registry().deregister(t),
-                        Listener::Unix(u) => self.poll.registry().deregister(u),
-                    };
-                }
+                self.close_listener(i);
                 let keys: Vec<usize> = self
                     .clients
                     .iter()
@@ -3069,28 +3067,39 @@ impl Proxy {
                 }
             }
         }
-        for k in retire {
-            self.retire_conn(k);
-        }
         self.config = new;
         Ok(summary.join("; "))
     }
 
-    fn replace_listener(&mut self, i: usize, mut l: Listener) {
-        if let Some(mut old) = self.listeners[i].take() {
-            let _ = match &mut old {
-                Listener::Tcp(t) => self.poll.registry().deregister(t),
-                Listener::Unix(u) => self.poll.registry().deregister(u),
-            };
+    /// Stop accepting on pool `i`'s listener (the socket closes when dropped).
+    fn close_listener(&mut self, i: usize) {
+        if let Some(mut l) = self.listeners.get_mut(i).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut l);
         }
+    }
+
+    fn replace_listener(&mut self, i: usize, mut l: Listener) {
+        self.close_listener(i);
         let token = Kind::Listener(i).token();
-        let r = match &mut l {
-            Listener::Tcp(t) => self.poll.registry().register(t, token, Interest::READABLE),
-            Listener::Unix(u) => self.poll.registry().register(u, token, Interest::READABLE),
-        };
+        let r = self
+            .poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE);
         match r {
             Ok(()) => self.listeners[i] = Some(l),
             Err(e) => error!("pool {}: register listener: {e}", self.pools[i].cfg.name),
+        }
+    }
+
+    /// Retire what a pool change freed: the connections of removed servers (shared and idle
+    /// private ones) and connections beyond a lowered `server_connections`.
+    fn retire_changes(&mut self, pool_i: usize, ch: &crate::pool::Changes) {
+        let mut retire = ch.retire_conns.clone();
+        for slot in &ch.retired {
+            retire.extend(self.pools[pool_i].servers[*slot].drain_conns());
+        }
+        for k in retire {
+            self.retire_conn(k);
         }
     }
 
@@ -3138,13 +3147,7 @@ impl Proxy {
             }
         }
         let ch = self.pools[pool_i].reconfigure(cfg);
-        let mut retire = ch.retire_conns.clone();
-        for slot in &ch.retired {
-            retire.extend(self.pools[pool_i].servers[*slot].drain_conns());
-        }
-        for k in retire {
-            self.retire_conn(k);
-        }
+        self.retire_changes(pool_i, &ch);
         let msg = ch.describe();
         info!("pool {}: {msg}", self.pools[pool_i].cfg.name);
         Ok(msg)

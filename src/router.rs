@@ -57,6 +57,26 @@ pub enum Plan {
     Scan { server: usize, cursor: u64 },
 }
 
+impl Plan {
+    /// (server, argc, reencode) of a plan that sends the command to one backend as it is
+    /// (`Forward`, `Blocking`).
+    pub fn one_backend(&self) -> Option<(usize, usize, bool)> {
+        match *self {
+            Plan::Forward {
+                server,
+                argc,
+                reencode,
+            }
+            | Plan::Blocking {
+                server,
+                argc,
+                reencode,
+            } => Some((server, argc, reencode)),
+            _ => None,
+        }
+    }
+}
+
 /// How sub-replies become one reply.
 #[derive(Debug)]
 pub enum Combine {

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use common::{holder, redises, Proxy, Raw, Redis};
+use common::{holder, redises, refs, Proxy, Raw, Redis};
 use redis::{Connection, Value};
 
 // ---------------------------------------------------------------- helpers
@@ -119,10 +119,6 @@ fn key_per_backend(proxy: &mut Connection, servers: &[Redis], prefix: &str) -> V
                 .clone()
         })
         .collect()
-}
-
-fn refs(v: &[Redis]) -> Vec<&Redis> {
-    v.iter().collect()
 }
 
 /// A proxy hashing with md5: the default `fnv1a_64` (truncated to 32 bits, as twemproxy does)

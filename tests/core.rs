@@ -11,30 +11,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, holder, redises, tmp_dir, wait_port, Proxy, Raw, Redis};
+use common::{bulk, enc, free_port, holder, redises, refs, tmp_dir, wait_port, Proxy, Raw, Redis};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this file)
 // ---------------------------------------------------------------------------
-
-fn refs(v: &[Redis]) -> Vec<&Redis> {
-    v.iter().collect()
-}
-
-/// Multibulk encoding of one command.
-fn enc(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rustproxy::resp::write_command(&mut out, args.iter().copied());
-    out
-}
-
-/// `$len\r\nbytes\r\n`
-fn bulk(v: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", v.len()).into_bytes();
-    out.extend_from_slice(v);
-    out.extend_from_slice(b"\r\n");
-    out
-}
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).escape_debug().to_string()

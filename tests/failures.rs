@@ -12,30 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, redises, signal, Proxy, Raw, Redis};
+use common::{bulk, enc, free_port, redises, refs, signal, Proxy, Raw, Redis};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this file)
 // ---------------------------------------------------------------------------
-
-fn refs(v: &[Redis]) -> Vec<&Redis> {
-    v.iter().collect()
-}
-
-/// Multibulk encoding of one command.
-fn enc(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rustproxy::resp::write_command(&mut out, args.iter().copied());
-    out
-}
-
-/// `$len\r\nbytes\r\n`
-fn bulk(v: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", v.len()).into_bytes();
-    out.extend_from_slice(v);
-    out.extend_from_slice(b"\r\n");
-    out
-}
 
 fn show(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(&b[..b.len().min(300)]);

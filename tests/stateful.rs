@@ -12,15 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{redises, Proxy, Raw, Redis};
+use common::{redises, refs, Proxy, Raw};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn refs(v: &[Redis]) -> Vec<&Redis> {
-    v.iter().collect()
-}
 
 fn enc(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();

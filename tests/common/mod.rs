@@ -346,3 +346,23 @@ pub fn holder(servers: &[Redis], key: &[u8]) -> usize {
     assert_eq!(found.len(), 1, "key {:?} found on {:?}", key, found);
     found[0]
 }
+
+/// The servers as references (what `Proxy::start` takes).
+pub fn refs(v: &[Redis]) -> Vec<&Redis> {
+    v.iter().collect()
+}
+
+/// Multibulk encoding of one command.
+pub fn enc(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rustproxy::resp::write_command(&mut out, args.iter().copied());
+    out
+}
+
+/// `$len\r\nbytes\r\n`
+pub fn bulk(v: &[u8]) -> Vec<u8> {
+    let mut out = format!("${}\r\n", v.len()).into_bytes();
+    out.extend_from_slice(v);
+    out.extend_from_slice(b"\r\n");
+    out
+}
