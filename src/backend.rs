@@ -51,7 +51,8 @@ pub struct Pending {
     pub blocking: bool,
     /// Cluster pools: how many MOVED/ASK redirections this request has followed.
     pub redirects: u8,
-    pub sent: Instant,
+    /// When it was queued (event-loop clock).
+    pub sent: crate::clock::Micros,
 }
 
 /// One backend server of a pool.

@@ -10,10 +10,9 @@
 //! - A slot is addressed by a sequence number (`head + index`), never by position, so a reply that
 //!   arrives after its client is gone or after the slot was failed (timeout) is simply dropped.
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
+use crate::clock::Micros;
 use crate::router::Combine;
+use std::collections::VecDeque;
 
 /// What one request's reply is waiting for.
 pub enum Slot {
@@ -49,6 +48,11 @@ impl Multi {
 pub const NO_CMD: u16 = u16::MAX;
 /// `Meta::backend` when no single backend served the request.
 pub const NO_BACKEND: u16 = u16::MAX;
+/// Parked replies reuse buffers from a pool the caller owns (shared by all clients): at most
+/// this many are kept, each of at most `SPARE_MAX_CAP` bytes, so the pool stays small.
+pub const SPARE_MAX: usize = 256;
+pub const SPARE_MAX_CAP: usize = 4096;
+
 /// Bytes of the first argument kept for the slow log.
 pub const SNIP: usize = 24;
 
@@ -57,7 +61,8 @@ pub const SNIP: usize = 24;
 pub struct Meta {
     /// Row of the command table, or NO_CMD.
     pub cmd: u16,
-    pub started: Instant,
+    /// When the request was read (event-loop clock).
+    pub started: Micros,
     pub argc: u32,
     /// Config position of the backend that served it (NO_BACKEND for local, split, fan-out).
     pub backend: u16,
@@ -66,7 +71,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(cmd: u16, started: Instant) -> Meta {
+    pub fn new(cmd: u16, started: Micros) -> Meta {
         Meta {
             cmd,
             started,
@@ -171,8 +176,15 @@ impl Chain {
         }
     }
 
-    /// Deliver a single-backend reply to the slot `seq`.
-    pub fn deliver(&mut self, seq: u64, reply: &[u8], out: &mut Vec<u8>) -> Delivered {
+    /// Deliver a single-backend reply to the slot `seq`. A reply that must wait for earlier
+    /// slots is parked in a buffer from `spare` (returned there once it leaves).
+    pub fn deliver(
+        &mut self,
+        seq: u64,
+        reply: &[u8],
+        out: &mut Vec<u8>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Delivered {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
         };
@@ -186,10 +198,12 @@ impl Chain {
                 self.finished(meta, reply);
             }
             self.head += 1;
-            self.drain_ready(out);
+            self.drain_ready(out, spare);
             Delivered::Written
         } else {
-            self.slots[i].0 = Slot::Ready(reply.to_vec());
+            let mut b = spare.pop().unwrap_or_default();
+            b.extend_from_slice(reply);
+            self.slots[i].0 = Slot::Ready(b);
             Delivered::Stored
         }
     }
@@ -203,6 +217,7 @@ impl Chain {
         reply: &[u8],
         resp3: bool,
         out: &mut Vec<u8>,
+        spare: &mut Vec<Vec<u8>>,
     ) -> Delivered {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
@@ -229,7 +244,7 @@ impl Chain {
                 self.finished(meta, &bytes);
             }
             self.head += 1;
-            self.drain_ready(out);
+            self.drain_ready(out, spare);
             Delivered::Written
         } else {
             self.slots[i].0 = Slot::Ready(bytes);
@@ -237,13 +252,18 @@ impl Chain {
         }
     }
 
-    /// Move the leading run of ready slots to `out`. Returns how many left the chain.
-    pub fn drain_ready(&mut self, out: &mut Vec<u8>) -> usize {
+    /// Move the leading run of ready slots to `out` (their buffers back to `spare`). Returns
+    /// how many left the chain.
+    pub fn drain_ready(&mut self, out: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> usize {
         let mut n = 0;
         while let Some((Slot::Ready(_), _)) = self.slots.front() {
-            if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
+            if let Some((Slot::Ready(mut b), meta)) = self.slots.pop_front() {
                 out.extend_from_slice(&b);
                 self.finished(meta, &b);
+                if b.capacity() <= SPARE_MAX_CAP && spare.len() < SPARE_MAX {
+                    b.clear();
+                    spare.push(b);
+                }
             }
             self.head += 1;
             n += 1;
@@ -267,7 +287,7 @@ mod tests {
     use super::*;
 
     fn m() -> Meta {
-        Meta::new(0, Instant::now())
+        Meta::new(0, 0)
     }
 
     #[test]
@@ -278,14 +298,23 @@ mod tests {
         let b = c.push(Slot::Waiting, m());
         c.reply(b"+local\r\n", &mut out, m());
         assert!(out.is_empty());
-        assert_eq!(c.deliver(b, b"$1\r\nb\r\n", &mut out), Delivered::Stored);
+        assert_eq!(
+            c.deliver(b, b"$1\r\nb\r\n", &mut out, &mut Vec::new()),
+            Delivered::Stored
+        );
         assert!(out.is_empty());
-        assert_eq!(c.deliver(a, b"$1\r\na\r\n", &mut out), Delivered::Written);
+        assert_eq!(
+            c.deliver(a, b"$1\r\na\r\n", &mut out, &mut Vec::new()),
+            Delivered::Written
+        );
         assert_eq!(out, b"$1\r\na\r\n$1\r\nb\r\n+local\r\n");
         assert_eq!(c.done.len(), 3);
         assert!(c.is_empty());
         // A reply for a slot that is gone is dropped.
-        assert_eq!(c.deliver(a, b"+x\r\n", &mut out), Delivered::Dropped);
+        assert_eq!(
+            c.deliver(a, b"+x\r\n", &mut out, &mut Vec::new()),
+            Delivered::Dropped
+        );
         // Local reply on an empty chain goes straight out.
         c.reply(b"+PONG\r\n", &mut out, m());
         assert!(out.ends_with(b"+PONG\r\n"));
@@ -299,7 +328,13 @@ mod tests {
         let mut out = Vec::new();
         let _a = c.push(Slot::Waiting, m());
         let b = c.push(Slot::Waiting, m());
-        assert_eq!(c.deliver(b, b"+1\r\n", &mut out), Delivered::Stored);
-        assert_eq!(c.deliver(b, b"+2\r\n", &mut out), Delivered::Dropped);
+        assert_eq!(
+            c.deliver(b, b"+1\r\n", &mut out, &mut Vec::new()),
+            Delivered::Stored
+        );
+        assert_eq!(
+            c.deliver(b, b"+2\r\n", &mut out, &mut Vec::new()),
+            Delivered::Dropped
+        );
     }
 }

@@ -10,9 +10,9 @@
 //!   (a backend's in-flight entry) stores (slab key, id), so a reused slab key is never confused
 //!   with its previous owner.
 
+use crate::clock::Micros;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
@@ -178,8 +178,8 @@ pub struct Client {
     /// Already on the proxy's list of clients to flush this tick.
     pub dirty: bool,
     /// When the connection was accepted (kept small: an idle client should cost little).
-    pub created: Instant,
-    pub last_active: Instant,
+    pub created: Micros,
+    pub last_active: Micros,
     pub commands: u64,
     /// Row of the command table of the last command (`u16::MAX` = none yet).
     pub last_command: u16,
@@ -194,7 +194,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(stream: Stream, id: u64, pool: usize, peer: SocketAddr, now: Instant) -> Client {
+    pub fn new(stream: Stream, id: u64, pool: usize, peer: SocketAddr, now: Micros) -> Client {
         Client {
             stream,
             id,

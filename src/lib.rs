@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backend;
 pub mod chain;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -38,6 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock::{since, Micros};
+
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Events, Interest, Poll, Token};
@@ -67,6 +69,10 @@ const KEEP_OUTPUT: usize = 64 * 1024;
 const POOLED_BUFFERS: usize = 256;
 /// Longest wait in poll; timers (request and connect timeouts) are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+/// Request and connect timeouts are checked this often (µs).
+const TIMER_PERIOD_US: Micros = 5_000;
+/// Idle clients are looked for this often (µs).
+const IDLE_CHECK_PERIOD_US: Micros = 100_000;
 /// Cluster pools: a map found wrong is refreshed at most this often; a good one this often;
 /// an unanswered CLUSTER SLOTS is given up after the timeout; a request follows at most
 /// this many MOVED/ASK redirections.
@@ -192,9 +198,16 @@ pub struct Proxy {
     keys: Vec<usize>,
     /// Idle output buffers for reuse (bounded).
     buffers: Vec<Vec<u8>>,
+    /// Small buffers for replies parked in a chain (bounded, see `chain::SPARE_MAX`).
+    spare: Vec<Vec<u8>>,
     pub stats: Stats,
     pub started: Instant,
     now: Instant,
+    /// `now` on the event-loop clock (stamps of requests, replies, activity).
+    now_us: Micros,
+    /// When `check_timers` runs next, and when it next walks the clients for idle timeouts.
+    next_timers: Micros,
+    next_idle_check: Micros,
     config: Config,
     /// Outcome of the last reload: (unix time, ok, message), shown by INFO.
     pub last_reload: Option<(u64, bool, String)>,
@@ -305,6 +318,7 @@ impl Proxy {
             args: Args::default(),
             keys: Vec::new(),
             buffers: Vec::new(),
+            spare: Vec::new(),
             stats: Stats {
                 started_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -313,9 +327,12 @@ impl Proxy {
             },
             started: now,
             now,
+            now_us: 0,
+            next_timers: 0,
+            next_idle_check: 0,
             config,
             last_reload: None,
-            cur: Meta::new(NO_CMD, now),
+            cur: Meta::new(NO_CMD, 0),
             slowlog: SlowLog::new(SLOWLOG_MAX_LEN, SLOWLOG_SLOWER_THAN_USEC),
             last_sample: now,
             term,
@@ -390,7 +407,7 @@ impl Proxy {
                 error!("poll failed: {e}");
                 return Err(e);
             }
-            self.now = Instant::now();
+            self.tick_clock();
             for ev in events.iter() {
                 match Kind::of(ev.token()) {
                     Some(Kind::Listener(i)) => self.accept(i),
@@ -424,7 +441,12 @@ impl Proxy {
             for k in again {
                 self.client_resume(k);
             }
-            self.check_timers();
+            if self.now_us >= self.next_timers {
+                // Timeouts have millisecond settings: checking every tick would cost a walk
+                // over all connections per request under load.
+                self.next_timers = self.now_us + TIMER_PERIOD_US;
+                self.check_timers();
+            }
             if !self.stats_conns.is_empty() {
                 self.stats_timers();
             }
@@ -438,6 +460,12 @@ impl Proxy {
     }
 
     /// Stop accepting; close idle clients now and the others once their replies are out.
+    /// Read the clock once for this tick.
+    fn tick_clock(&mut self) {
+        self.now = Instant::now();
+        self.now_us = self.now.duration_since(self.started).as_micros() as Micros;
+    }
+
     fn begin_shutdown(&mut self) -> Instant {
         info!(
             "shutting down: no new connections; finishing requests of {} clients",
@@ -458,14 +486,14 @@ impl Proxy {
             self.client_readable(k, true);
         }
         self.flush_all();
-        self.now = Instant::now();
+        self.tick_clock();
         self.now + SHUTDOWN_GRACE
     }
 
     /// During shutdown: close clients with nothing pending that sent nothing for a moment (a
     /// request already on its way still gets served).
     fn close_quiet_clients(&mut self) {
-        let now = self.now;
+        let now = self.now_us;
         let quiet: Vec<usize> = self
             .clients
             .iter()
@@ -473,7 +501,7 @@ impl Proxy {
                 c.closing == Closing::No
                     && c.chain.is_empty()
                     && c.rbuf.is_empty()
-                    && now.duration_since(c.last_active) >= SHUTDOWN_QUIET
+                    && since(now, c.last_active) >= SHUTDOWN_QUIET.as_micros() as Micros
             })
             .map(|(k, _)| k)
             .collect();
@@ -535,7 +563,7 @@ impl Proxy {
             }
             let id = self.next_client_id;
             self.next_client_id += 1;
-            let mut client = Client::new(stream, id, li, peer, self.now);
+            let mut client = Client::new(stream, id, li, peer, self.now_us);
             client.authed = !pool.users.required();
             client.level = pool.users.default_level();
             entry.insert(client);
@@ -592,7 +620,7 @@ impl Proxy {
                 }
             };
             self.stats.net_input_bytes += n as u64;
-            c.last_active = self.now;
+            c.last_active = self.now_us;
             if c.rbuf.is_empty() {
                 let used = self.serve(k, &scratch[..n]);
                 if let Some(c) = self.clients.get_mut(k) {
@@ -677,7 +705,8 @@ impl Proxy {
                         debug!("c{k}#{} {} protocol error: {msg}", c.id, c.peer);
                         let mut e = Vec::with_capacity(msg.len() + 8);
                         resp::write_error(&mut e, format!("ERR {msg}").as_bytes());
-                        c.chain.reply(&e, &mut c.wbuf, Meta::new(NO_CMD, self.now));
+                        c.chain
+                            .reply(&e, &mut c.wbuf, Meta::new(NO_CMD, self.now_us));
                         c.closing = Closing::AfterReplies;
                         self.mark_client(k);
                         self.maybe_finish(k);
@@ -708,7 +737,7 @@ impl Proxy {
                 None => {
                     // Renamed away (rename_command OLD NEW, or disabled with ""): unknown.
                     self.stats.record_rejected(None);
-                    self.cur = Meta::new(NO_CMD, self.now);
+                    self.cur = Meta::new(NO_CMD, self.now_us);
                     let e = router::unknown_command(args, frame);
                     return self.reply_err(k, &e);
                 }
@@ -735,7 +764,7 @@ impl Proxy {
             Ok(s) => s,
             Err(e) => {
                 self.stats.record_rejected(None);
-                self.cur = Meta::new(NO_CMD, self.now);
+                self.cur = Meta::new(NO_CMD, self.now_us);
                 return self.reply_err(k, &e);
             }
         };
@@ -745,9 +774,9 @@ impl Proxy {
             b""
         };
         self.cur = if self.config.command_stats {
-            Meta::new(command_index(spec) as u16, self.now).with_arg(args.len(), first)
+            Meta::new(command_index(spec) as u16, self.now_us).with_arg(args.len(), first)
         } else {
-            Meta::new(NO_CMD, self.now)
+            Meta::new(NO_CMD, self.now_us)
         };
         self.execute(k, spec, frame, args);
         self.cur.cmd = NO_CMD;
@@ -978,8 +1007,12 @@ impl Proxy {
     fn conn_for(&mut self, pool_i: usize, server_i: usize, proto: usize) -> Result<usize, String> {
         let srv = &mut self.pools[pool_i].servers[server_i];
         let n = srv.conns[proto].len();
-        srv.rr = srv.rr.wrapping_add(1);
-        let slot = srv.rr % n;
+        let slot = if n == 1 {
+            0
+        } else {
+            srv.rr = srv.rr.wrapping_add(1);
+            srv.rr % n
+        };
         if let Some(k) = srv.conns[proto][slot] {
             return Ok(k);
         }
@@ -1080,7 +1113,7 @@ impl Proxy {
             part: WHOLE,
             blocking: false,
             redirects: 0,
-            sent: now,
+            sent: self.now_us,
         };
         // Credentials: the server line's user=/password=, else the pool's backend_username /
         // backend_password, else nutcracker's redis_auth (password only).
@@ -1205,7 +1238,7 @@ impl Proxy {
             part,
             blocking,
             redirects: 0,
-            sent: self.now,
+            sent: self.now_us,
         };
         self.push_request(ck, p, bytes);
     }
@@ -1597,7 +1630,7 @@ impl Proxy {
         };
         if wanted {
             // Not a command's reply: no command stats for it.
-            self.reply_meta(k, msg, Meta::new(NO_CMD, self.now));
+            self.reply_meta(k, msg, Meta::new(NO_CMD, self.now_us));
         }
     }
 
@@ -1983,10 +2016,16 @@ impl Proxy {
             c.wbuf = self.buffers.pop().unwrap_or_default();
         }
         let d = if part == WHOLE {
-            c.chain.deliver(seq, reply, &mut c.wbuf)
+            c.chain.deliver(seq, reply, &mut c.wbuf, &mut self.spare)
         } else {
-            c.chain
-                .deliver_part(seq, part as usize, reply, c.resp3, &mut c.wbuf)
+            c.chain.deliver_part(
+                seq,
+                part as usize,
+                reply,
+                c.resp3,
+                &mut c.wbuf,
+                &mut self.spare,
+            )
         };
         if d == Delivered::Written {
             let over = c.pending_output() > self.pools[c.pool].cfg.max_output;
@@ -2001,9 +2040,17 @@ impl Proxy {
                 self.closing.push(k);
                 return;
             }
-            self.mark_client(k);
-            self.maybe_resume(k);
-            self.maybe_finish(k);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(k);
+            }
+            let (paused, finishing) = (c.paused, c.closing == Closing::AfterReplies);
+            if paused {
+                self.maybe_resume(k);
+            }
+            if finishing {
+                self.maybe_finish(k);
+            }
         }
     }
 
@@ -2145,7 +2192,7 @@ impl Proxy {
             srv.stats.replies += 1;
             srv.stats.response_bytes += n as u64;
             if p.client != INTERNAL && p.client != SWALLOW && !p.blocking {
-                let usec = self.now.duration_since(p.sent).as_micros() as u64;
+                let usec = since(self.now_us, p.sent);
                 srv.stats.latency.record(usec);
             }
             srv.failure_count = 0;
@@ -2320,6 +2367,7 @@ impl Proxy {
 
     fn check_timers(&mut self) {
         let now = self.now;
+        let now_us = self.now_us;
         let mut failed: Vec<(usize, String)> = Vec::new();
         let mut expired: Vec<(Pending, String)> = Vec::new();
         let mut timed_out_servers: Vec<(usize, usize)> = Vec::new();
@@ -2336,11 +2384,11 @@ impl Proxy {
             if cfg.timeout_ms == 0 {
                 continue;
             }
-            let timeout = Duration::from_millis(cfg.timeout_ms);
+            let timeout_us = crate::clock::ms(cfg.timeout_ms);
             // Oldest orphan too old: the backend is stalled; reconnect.
             if conn.orphans > 0 {
                 if let Some(p) = conn.inflight.front() {
-                    if now.duration_since(p.sent) >= timeout * STALL_FACTOR {
+                    if since(now_us, p.sent) >= timeout_us * STALL_FACTOR as Micros {
                         failed.push((k, "stalled (no reply long after the timeout)".into()));
                         continue;
                     }
@@ -2352,7 +2400,7 @@ impl Proxy {
                 continue;
             }
             while let Some(p) = conn.inflight.get(conn.orphans) {
-                if p.blocking || now.duration_since(p.sent) < timeout {
+                if p.blocking || since(now_us, p.sent) < timeout_us {
                     break;
                 }
                 let p = *p;
@@ -2396,14 +2444,15 @@ impl Proxy {
         for (k, why) in failed {
             self.conn_failed(k, &why, Fail::Down);
         }
-        // Idle clients.
+        // Idle clients (a walk over all of them, so less often).
+        if now_us < self.next_idle_check {
+            return;
+        }
+        self.next_idle_check = now_us + IDLE_CHECK_PERIOD_US;
         let mut idle = Vec::new();
         for (k, c) in self.clients.iter() {
             let t = self.pools[c.pool].cfg.client_idle_timeout_ms;
-            if t > 0
-                && c.chain.is_empty()
-                && now.duration_since(c.last_active) >= Duration::from_millis(t)
-            {
+            if t > 0 && c.chain.is_empty() && since(now_us, c.last_active) >= crate::clock::ms(t) {
                 idle.push(k);
             }
         }
@@ -2490,10 +2539,10 @@ impl Proxy {
         };
         c.dirty = false;
         if !c.chain.done.is_empty() {
-            let now = self.now;
+            let now = self.now_us;
             let mut done = std::mem::take(&mut c.chain.done);
             for d in done.drain(..) {
-                let usec = now.duration_since(d.meta.started).as_micros() as u64;
+                let usec = since(now, d.meta.started);
                 self.stats
                     .record_command(d.meta.cmd as usize, usec, d.failed);
                 if self.slowlog.is_slow(usec) {
@@ -2663,7 +2712,7 @@ impl Proxy {
             part: WHOLE,
             blocking: false,
             redirects: 0,
-            sent: now,
+            sent: self.now_us,
         };
         self.push_request(ck, p, b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         self.mark_conn(ck);
@@ -2777,7 +2826,7 @@ impl Proxy {
         }
         let again = Pending {
             redirects: p.redirects + 1,
-            sent: self.now,
+            sent: self.now_us,
             ..p
         };
         self.push_request(ck, again, req);
@@ -3562,7 +3611,7 @@ impl Proxy {
 
     fn client_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
         let mut out = Vec::new();
-        let now = self.now;
+        let now = self.now_us;
         let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
         match spec.name {
             "CLIENT SETNAME" => {
@@ -3833,7 +3882,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client_line(key: usize, c: &Client, now: Instant) -> String {
+fn client_line(key: usize, c: &Client, now: Micros) -> String {
     let name = c.name().map(String::from_utf8_lossy).unwrap_or_default();
     let (lib, ver) = c
         .meta
@@ -3859,8 +3908,8 @@ fn client_line(key: usize, c: &Client, now: Instant) -> String {
         c.peer,
         key,
         name,
-        now.duration_since(c.created).as_secs(),
-        now.duration_since(c.last_active).as_secs(),
+        since(now, c.created) / 1_000_000,
+        since(now, c.last_active) / 1_000_000,
         c.rbuf.len(),
         c.pending_output(),
         c.chain.len(),

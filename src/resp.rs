@@ -198,7 +198,71 @@ pub fn parse_command(buf: &[u8], limits: &Limits, args: &mut Args) -> Result<usi
     }
 }
 
+/// A complete, well-formed line holding a plain non-negative number at `buf[at..]` (the byte
+/// after the type byte): (value, index after its CRLF). None for anything else (incomplete,
+/// sign, leading zero, over 18 digits, stray byte): the caller then takes its general path,
+/// which gives the exact error or waits for more bytes.
+#[inline]
+fn line_uint(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut i = at;
+    loop {
+        let c = *buf.get(i)?;
+        let d = c.wrapping_sub(b'0');
+        if d <= 9 {
+            if (d == 0 && i == at && buf.get(i + 1).is_some_and(u8::is_ascii_digit)) || i - at >= 18
+            {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+            i += 1;
+        } else if c == b'\r' && i > at && buf.get(i + 1) == Some(&b'\n') {
+            return Some((v, i + 2));
+        } else {
+            return None;
+        }
+    }
+}
+
+/// The common request, complete and well formed (`*N` then N `$len` bulks): parsed in one
+/// pass. None: take the general path (which starts over).
+#[inline]
+fn fast_multibulk(buf: &[u8], limits: &Limits, args: &mut Args) -> Option<usize> {
+    let (count, mut pos) = line_uint(buf, 1)?;
+    if count == 0 || count > limits.max_multibulk_len as u64 {
+        return None;
+    }
+    for _ in 0..count {
+        if *buf.get(pos)? != b'$' {
+            return None;
+        }
+        let (len, start) = line_uint(buf, pos + 1)?;
+        if len > limits.max_bulk_len as u64 {
+            return None;
+        }
+        let end = start + len as usize;
+        if end + 2 > buf.len() {
+            return None;
+        }
+        args.spans.push((start, end));
+        pos = end + 2;
+    }
+    Some(pos)
+}
+
 fn parse_multibulk(buf: &[u8], limits: &Limits, args: &mut Args) -> Result<usize, ParseError> {
+    if let Some(n) = fast_multibulk(buf, limits, args) {
+        return Ok(n);
+    }
+    args.clear();
+    parse_multibulk_general(buf, limits, args)
+}
+
+fn parse_multibulk_general(
+    buf: &[u8],
+    limits: &Limits,
+    args: &mut Args,
+) -> Result<usize, ParseError> {
     let Some(nl) = find(buf, b'\r') else {
         return Err(if buf.len() > limits.max_inline_len {
             ParseError::Protocol(ERR_MBULK_TOO_BIG)
@@ -477,6 +541,12 @@ impl ReplyScanner {
     /// `Ok(None)` the caller only appends to `buf`. `Ok(Some(n))`: the reply is `buf[..n]` and
     /// the scanner is reset. `Err`: garbage from the backend (scanner reset too).
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, &'static str> {
+        if self.pos == 0 && self.stack.is_empty() {
+            if let Some(n) = fast_reply(buf) {
+                self.hint = 0;
+                return Ok(Some(n));
+            }
+        }
         loop {
             let step = match element(buf, self.pos, self.hint) {
                 Ok(s) => s,
@@ -537,6 +607,27 @@ impl ReplyScanner {
         self.pos = 0;
         self.hint = 0;
         self.stack.clear();
+    }
+}
+
+/// The common replies (status, error, bulk string), complete and well formed: their length in
+/// one pass. None: take the general path.
+#[inline]
+fn fast_reply(buf: &[u8]) -> Option<usize> {
+    match *buf.first()? {
+        b'$' if buf.starts_with(b"$-1\r\n") => Some(5),
+        b'$' => {
+            let (len, start) = line_uint(buf, 1)?;
+            let end = start
+                .checked_add(usize::try_from(len).ok()?)?
+                .checked_add(2)?;
+            (buf.get(end - 2..end)? == b"\r\n").then_some(end)
+        }
+        b'+' | b'-' => {
+            let cr = find(buf, b'\r')?;
+            (buf.get(cr + 1) == Some(&b'\n')).then_some(cr + 2)
+        }
+        _ => None,
     }
 }
 
@@ -897,6 +988,79 @@ mod tests {
     }
 
     const INC: R = Err(ParseError::Incomplete);
+
+    /// The one-pass paths (requests and replies) agree with the general parsers on tricky
+    /// numbers, on every prefix of each input: same result, same length, same arguments.
+    #[test]
+    fn fast_paths_agree_with_general_parsers() {
+        let requests: &[&[u8]] = &[
+            b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*01\r\n$4\r\nPING\r\n",
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*1\r\n$+4\r\nPING\r\n",
+            b"*1\r\n$4\rPING\r\n",
+            b"*1\r\n$4\r\nPINGxx",
+            b"*2\r\n$3\r\nGET\r\n:3\r\n",
+            b"*1\r\n$1234567890123456789\r\nx\r\n",
+            b"*99999999999999999999\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10\r\n0123456789\r\n",
+        ];
+        let limits = Limits::default();
+        for req in requests {
+            for end in 0..=req.len() {
+                let buf = &req[..end];
+                let mut fast = Args::default();
+                let got = parse_command(buf, &limits, &mut fast);
+                let mut general = Args::default();
+                let want = if buf.first() == Some(&b'*') {
+                    parse_multibulk_general(buf, &limits, &mut general)
+                } else {
+                    parse_command(buf, &limits, &mut general)
+                };
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(buf));
+                if got.is_ok() {
+                    let a: Vec<_> = fast.iter(buf).collect();
+                    let b: Vec<_> = general.iter(buf).collect();
+                    assert_eq!(a, b, "{:?}", String::from_utf8_lossy(buf));
+                }
+            }
+        }
+        let replies: &[&[u8]] = &[
+            b"$3\r\nabc\r\n",
+            b"$-1\r\n",
+            b"$0\r\n\r\n",
+            b"$03\r\nabc\r\n",
+            b"$3\r\nabcd\r\n",
+            b"$3\r\nab\r\n\r\n",
+            b"+OK\r\n",
+            b"+OK\rX\n",
+            b"-ERR x\r\n",
+            b":12\r\n",
+            b"$-2\r\n",
+        ];
+        for r in replies {
+            for end in 0..=r.len() {
+                let buf = &r[..end];
+                let got = ReplyScanner::default().scan(buf);
+                let mut general = ReplyScanner::default();
+                // The general scanner alone: one byte at a time is never the fast path.
+                let want = (|| {
+                    for i in 1..=buf.len() {
+                        match general.scan(&buf[..i])? {
+                            Some(n) => return Ok(Some(n)),
+                            None => continue,
+                        }
+                    }
+                    Ok(None)
+                })();
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(buf));
+            }
+        }
+    }
 
     /// Tiny deterministic PRNG (xorshift64*).
     struct Rng(u64);

@@ -126,14 +126,45 @@ pub fn hash_tag(key: &[u8], tag: Option<[u8; 2]>) -> &[u8] {
 }
 
 const KETAMA_POINTS_PER_SERVER: u32 = 160;
+/// Ketama lookups index the continuum by the top bits of the hash (4,096 ranges).
+const BUCKET_BITS: u32 = 12;
+
+/// The node of the first point >= `h` (wrapping to the first point), as a binary search over
+/// the whole continuum finds it: every point of an earlier bucket is < h, every point of a
+/// later one is > h, so only h's own bucket is searched.
+#[inline]
+fn ketama_lookup(points: &[(u32, usize)], index: &[u32], h: u32) -> Option<usize> {
+    let b = (h >> (32 - BUCKET_BITS)) as usize;
+    let start = index.get(b).map_or(points.len(), |&i| i as usize);
+    let end = index.get(b + 1).map_or(points.len(), |&i| i as usize);
+    let i = start
+        + points
+            .get(start..end)
+            .map_or(0, |r| r.partition_point(|&(v, _)| v < h));
+    points.get(i).or_else(|| points.first()).map(|&(_, n)| n)
+}
+
+/// For each range of hash values (top `BUCKET_BITS` bits), the index of its first point in
+/// the sorted continuum.
+fn bucket_index(points: &[(u32, usize)]) -> Vec<u32> {
+    (0..1u64 << BUCKET_BITS)
+        .map(|b| {
+            let lo = b << (32 - BUCKET_BITS);
+            points.partition_point(|&(v, _)| u64::from(v) < lo) as u32
+        })
+        .collect()
+}
 const KETAMA_POINTS_PER_HASH: u32 = 4;
 
 /// How the live nodes are laid out for lookup.
 #[derive(Clone, Debug)]
 enum Layout {
     /// Ketama continuum: `(point, node index)` sorted by point (stable, so
-    /// equal points keep config order as glibc's merge-sort qsort does).
-    Ketama(Vec<(u32, usize)>),
+    /// equal points keep config order as glibc's merge-sort qsort does), and
+    /// for each of the `1 << BUCKET_BITS` ranges of hash values the index of the
+    /// first point in it: a lookup searches only its own range (a few points)
+    /// instead of the whole continuum.
+    Ketama(Vec<(u32, usize)>, Vec<u32>),
     /// Modula: `(cumulative weight end, node index)` for live nodes in
     /// config order, plus the total live weight.
     Modula(Vec<(u64, usize)>, u64),
@@ -160,7 +191,11 @@ impl Ring {
         let live = nodes.iter().filter(|n| n.live).count();
         let order = twemproxy_order(nodes);
         let layout = match dist {
-            Distribution::Ketama => Layout::Ketama(ketama_points(nodes, &order, live)),
+            Distribution::Ketama => {
+                let points = ketama_points(nodes, &order, live);
+                let index = bucket_index(&points);
+                Layout::Ketama(points, index)
+            }
             Distribution::Modula => {
                 let mut end = 0u64;
                 let mut slots = Vec::with_capacity(live);
@@ -203,11 +238,7 @@ impl Ring {
             return Some(0);
         }
         match &self.layout {
-            Layout::Ketama(points) => {
-                let h = self.key_hash(key);
-                let i = points.partition_point(|&(v, _)| v < h);
-                points.get(i).or_else(|| points.first()).map(|&(_, n)| n)
-            }
+            Layout::Ketama(points, index) => ketama_lookup(points, index, self.key_hash(key)),
             Layout::Modula(slots, total) => {
                 if *total == 0 {
                     return None;
@@ -245,7 +276,7 @@ impl Ring {
     /// Number of ketama points or modula slots (random: live nodes).
     pub fn point_count(&self) -> usize {
         match &self.layout {
-            Layout::Ketama(p) => p.len(),
+            Layout::Ketama(p, _) => p.len(),
             Layout::Modula(_, total) => usize::try_from(*total).unwrap_or(usize::MAX),
             Layout::Random(l) => l.len(),
         }
@@ -366,6 +397,31 @@ mod tests {
 
     fn keys(n: usize) -> Vec<Vec<u8>> {
         (0..n).map(|i| format!("key:{i}").into_bytes()).collect()
+    }
+
+    /// The bucketed ketama lookup finds the node a binary search over the whole continuum
+    /// finds, for every hash value near a point and for a spread of others.
+    #[test]
+    fn ketama_buckets_match_full_search() {
+        for weights in [&[1u32, 1, 1, 1][..], &[5, 1, 2, 10], &[1], &[3, 0, 1]] {
+            let ring = Ring::build(HashKind::Md5, Distribution::Ketama, &nodes(weights));
+            let Layout::Ketama(points, index) = &ring.layout else {
+                panic!("not ketama");
+            };
+            let full = |h: u32| {
+                let i = points.partition_point(|&(v, _)| v < h);
+                points.get(i).or_else(|| points.first()).map(|&(_, n)| n)
+            };
+            let bucketed = |h: u32| ketama_lookup(points, index, h);
+            let mut probes: Vec<u32> = vec![0, 1, u32::MAX, u32::MAX - 1];
+            for &(v, _) in points.iter() {
+                probes.extend([v.wrapping_sub(1), v, v.wrapping_add(1)]);
+            }
+            probes.extend((0..20_000u32).map(|i| i.wrapping_mul(2_654_435_761)));
+            for h in probes {
+                assert_eq!(bucketed(h), full(h), "hash {h:#x}");
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::rc::Rc;
 
-use crate::commands::{self, Class, Merge, Spec, Split};
+use crate::commands::{self, Class, Keys, Merge, Spec, Split};
 use crate::resp::{self, Args, Reply};
 use crate::ring::{hash_tag, Ring};
 
@@ -284,11 +284,30 @@ pub fn plan(
         }
         Class::Keyed | Class::Blocking => {
             let blocking = spec.class == Class::Blocking
-                || commands::is_blocking_xread(argc, &|i| args.get(buf, i));
+                || (spec.keys == Keys::Streams
+                    && commands::is_blocking_xread(argc, &|i| args.get(buf, i)));
             let server = if let Some(h) = hint {
                 match target.pick(h) {
                     Some(s) => s,
                     None => return no_backend(),
+                }
+            } else if matches!(
+                spec.keys,
+                Keys::Range {
+                    first: 1,
+                    last: 1,
+                    ..
+                }
+            ) {
+                // One key, right after the name (GET, SET, INCR, HGET, ...): the common case,
+                // without building the key list.
+                if argc < 2 {
+                    0
+                } else {
+                    match target.group(args.get(buf, 1)) {
+                        Some(g) => g.0,
+                        None => return no_backend(),
+                    }
                 }
             } else {
                 if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
