@@ -47,6 +47,7 @@ clippy:
 
 # Throughput against twemproxy and direct Redis, same run (see README "Benchmarks").
 bench: release
+	$(CARGO) build --release --example idle
 	bash examples/bench.sh
 
 # Coverage-guided fuzzing of the parsers, config and router (needs cargo-fuzz; FUZZ_SECONDS each).

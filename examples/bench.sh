@@ -44,11 +44,11 @@ tw_port=$(free_port)
     for b in "${backends[@]}"; do echo "   - $b:1"; done
 } > "$dir/nutcracker.yml"
 "$NUTCRACKER" -c "$dir/nutcracker.yml" -s "$(free_port)" -o "$dir/nutcracker.log" >/dev/null 2>&1 &
-pids+=($!); wait_port "$tw_port"
+tw_pid=$!; pids+=($tw_pid); wait_port "$tw_port"
 
 rp_port=$(free_port)
 "$BIN" -l "127.0.0.1:$rp_port" -b "$(IFS=,; echo "${backends[*]}")" -v warn 2>"$dir/rustproxy.log" &
-pids+=($!); wait_port "$rp_port"
+rp_pid=$!; pids+=($rp_pid); wait_port "$rp_port"
 
 declare -A TARGETS=([rustproxy]=$rp_port [twemproxy]=$tw_port [direct]=$direct_port)
 WORKLOADS=("get -P 1" "set -P 1" "get -P 16" "set -P 16" "mset -P 1")
@@ -77,3 +77,17 @@ for w in "${WORKLOADS[@]}"; do
     python3 -c "print('%-14s %12.0f %12.0f %12.0f %9.2fx %9.2fx' % ('$w', $rp, $tw, $di, $rp/max($tw,1), $rp/max($di,1)))"
 done
 echo "(req/s, mean of $ROUNDS rounds, $CLIENTS clients, 4 backends; MSET is redis-benchmark's 10-key MSET)"
+
+# Memory per idle client connection (examples/idle.rs), both proxies after the load above.
+IDLE=${IDLE:-10000}
+IDLE_BIN=target/release/examples/idle
+if [ "$IDLE" -gt 0 ] && [ -x "$IDLE_BIN" ] && [ "$(ulimit -n)" -gt $((IDLE + 100)) ]; then
+    echo
+    for mode in silent ping; do
+        printf '%-10s %-7s ' rustproxy "$mode"; "$IDLE_BIN" "$rp_pid" "127.0.0.1:$rp_port" "$IDLE" "$mode"
+        printf '%-10s %-7s ' twemproxy "$mode"; "$IDLE_BIN" "$tw_pid" "127.0.0.1:$tw_port" "$IDLE" "$mode"
+    done
+    echo "(silent: connections only accepted; ping: each answered one PING, then idle)"
+else
+    echo "(idle-connection memory skipped: needs $IDLE_BIN and an open-file limit above $IDLE)"
+fi

@@ -92,12 +92,46 @@ impl Meta {
     }
 }
 
-/// A request whose reply left the chain: fed to the command stats by the proxy.
+/// A request whose reply left the chain and took at least the slow-log threshold: kept for
+/// the proxy, which adds what the log shows of the client.
 #[derive(Clone, Copy, Debug)]
 pub struct Done {
+    /// Slab key and id of the client.
+    pub client: (usize, u64),
     pub meta: Meta,
-    /// The reply was an error.
-    pub failed: bool,
+    pub usec: u64,
+}
+
+/// Where finished requests are counted: the command stats at once (the reply's tick is its
+/// end), the slow ones also queued for the slow log.
+pub struct Sink<'a> {
+    pub stats: &'a mut crate::stats::Stats,
+    pub now: Micros,
+    /// Slow-log threshold in µs; negative: the log is off.
+    pub slow_usec: i64,
+    pub slow: &'a mut Vec<Done>,
+    /// Buffers for parked replies (see `SPARE_MAX`).
+    pub spare: &'a mut Vec<Vec<u8>>,
+    /// Slab key and id of the client whose chain this is.
+    pub client: (usize, u64),
+}
+
+impl Sink<'_> {
+    fn finish(&mut self, meta: Meta, reply: &[u8]) {
+        if meta.cmd == NO_CMD {
+            return;
+        }
+        let usec = crate::clock::since(self.now, meta.started);
+        self.stats
+            .record_command(meta.cmd as usize, usec, is_error(reply));
+        if self.slow_usec >= 0 && usec >= self.slow_usec as u64 {
+            self.slow.push(Done {
+                client: self.client,
+                meta,
+                usec,
+            });
+        }
+    }
 }
 
 #[derive(Default)]
@@ -106,9 +140,16 @@ pub struct Chain {
     head: u64,
     /// Pushed by the client reader when a request is accepted; popped only by `drain_ready`.
     slots: VecDeque<(Slot, Meta)>,
-    /// Requests answered since the proxy last looked. Pushed when a reply leaves; drained by
-    /// the proxy into its counters.
-    pub done: Vec<Done>,
+}
+
+/// Give small buffers back to the pool.
+fn recycle(bufs: &mut Vec<Vec<u8>>, spare: &mut Vec<Vec<u8>>) {
+    for mut b in bufs.drain(..) {
+        if b.capacity() > 0 && b.capacity() <= SPARE_MAX_CAP && spare.len() < SPARE_MAX {
+            b.clear();
+            spare.push(b);
+        }
+    }
 }
 
 fn is_error(bytes: &[u8]) -> bool {
@@ -148,22 +189,13 @@ impl Chain {
 
     /// A complete reply produced now (local answer or error): written at once when nothing is
     /// ahead of it, else queued behind the pending slots.
-    pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>, meta: Meta) {
+    pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>, meta: Meta, sink: &mut Sink) {
         if self.slots.is_empty() {
             out.extend_from_slice(bytes);
             self.head += 1;
-            self.finished(meta, bytes);
+            sink.finish(meta, bytes);
         } else {
             self.slots.push_back((Slot::Ready(bytes.to_vec()), meta));
-        }
-    }
-
-    fn finished(&mut self, meta: Meta, bytes: &[u8]) {
-        if meta.cmd != NO_CMD {
-            self.done.push(Done {
-                meta,
-                failed: is_error(bytes),
-            });
         }
     }
 
@@ -177,13 +209,13 @@ impl Chain {
     }
 
     /// Deliver a single-backend reply to the slot `seq`. A reply that must wait for earlier
-    /// slots is parked in a buffer from `spare` (returned there once it leaves).
+    /// slots is parked in a buffer from `sink.spare` (returned there once it leaves).
     pub fn deliver(
         &mut self,
         seq: u64,
         reply: &[u8],
         out: &mut Vec<u8>,
-        spare: &mut Vec<Vec<u8>>,
+        sink: &mut Sink,
     ) -> Delivered {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
@@ -195,13 +227,13 @@ impl Chain {
         if i == 0 {
             out.extend_from_slice(reply);
             if let Some((_, meta)) = self.slots.pop_front() {
-                self.finished(meta, reply);
+                sink.finish(meta, reply);
             }
             self.head += 1;
-            self.drain_ready(out, spare);
+            self.drain_ready(out, sink);
             Delivered::Written
         } else {
-            let mut b = spare.pop().unwrap_or_default();
+            let mut b = sink.spare.pop().unwrap_or_default();
             b.extend_from_slice(reply);
             self.slots[i].0 = Slot::Ready(b);
             Delivered::Stored
@@ -217,7 +249,7 @@ impl Chain {
         reply: &[u8],
         resp3: bool,
         out: &mut Vec<u8>,
-        spare: &mut Vec<Vec<u8>>,
+        sink: &mut Sink,
     ) -> Delivered {
         let Some(i) = self.index(seq) else {
             return Delivered::Dropped;
@@ -231,38 +263,45 @@ impl Chain {
         if !p.is_empty() {
             return Delivered::Dropped;
         }
+        if p.capacity() == 0 {
+            *p = sink.spare.pop().unwrap_or_default();
+        }
         p.extend_from_slice(reply);
         m.remaining -= 1;
         if m.remaining > 0 {
             return Delivered::Stored;
         }
-        let mut bytes = Vec::new();
-        m.combine.combine(&m.parts, resp3, &mut bytes);
         if i == 0 {
-            out.extend_from_slice(&bytes);
+            // At the head: combined straight into the output.
+            let start = out.len();
+            m.combine.combine(&m.parts, resp3, out);
+            recycle(&mut m.parts, sink.spare);
             if let Some((_, meta)) = self.slots.pop_front() {
-                self.finished(meta, &bytes);
+                sink.finish(meta, &out[start..]);
             }
             self.head += 1;
-            self.drain_ready(out, spare);
+            self.drain_ready(out, sink);
             Delivered::Written
         } else {
+            let mut bytes = sink.spare.pop().unwrap_or_default();
+            m.combine.combine(&m.parts, resp3, &mut bytes);
+            recycle(&mut m.parts, sink.spare);
             self.slots[i].0 = Slot::Ready(bytes);
             Delivered::Stored
         }
     }
 
-    /// Move the leading run of ready slots to `out` (their buffers back to `spare`). Returns
+    /// Move the leading run of ready slots to `out` (their buffers back to `sink.spare`). Returns
     /// how many left the chain.
-    pub fn drain_ready(&mut self, out: &mut Vec<u8>, spare: &mut Vec<Vec<u8>>) -> usize {
+    pub fn drain_ready(&mut self, out: &mut Vec<u8>, sink: &mut Sink) -> usize {
         let mut n = 0;
         while let Some((Slot::Ready(_), _)) = self.slots.front() {
             if let Some((Slot::Ready(mut b), meta)) = self.slots.pop_front() {
                 out.extend_from_slice(&b);
-                self.finished(meta, &b);
-                if b.capacity() <= SPARE_MAX_CAP && spare.len() < SPARE_MAX {
+                sink.finish(meta, &b);
+                if b.capacity() <= SPARE_MAX_CAP && sink.spare.len() < SPARE_MAX {
                     b.clear();
-                    spare.push(b);
+                    sink.spare.push(b);
                 }
             }
             self.head += 1;
@@ -276,9 +315,6 @@ impl Chain {
         if self.slots.is_empty() && self.slots.capacity() > 64 {
             self.slots = VecDeque::new();
         }
-        if self.done.is_empty() && self.done.capacity() > 64 {
-            self.done = Vec::new();
-        }
     }
 }
 
@@ -290,33 +326,49 @@ mod tests {
         Meta::new(0, 0)
     }
 
+    /// A sink whose slow-log threshold (0 µs) keeps every finished request.
+    macro_rules! sink {
+        ($stats:ident, $slow:ident) => {
+            &mut Sink {
+                stats: &mut $stats,
+                now: 5,
+                slow_usec: 0,
+                slow: &mut $slow,
+                spare: &mut Vec::new(),
+                client: (1, 1),
+            }
+        };
+    }
+
     #[test]
     fn replies_leave_in_request_order() {
         let mut c = Chain::default();
         let mut out = Vec::new();
+        let (mut stats, mut slow) = (crate::stats::Stats::default(), Vec::new());
         let a = c.push(Slot::Waiting, m());
         let b = c.push(Slot::Waiting, m());
-        c.reply(b"+local\r\n", &mut out, m());
+        c.reply(b"+local\r\n", &mut out, m(), sink!(stats, slow));
         assert!(out.is_empty());
         assert_eq!(
-            c.deliver(b, b"$1\r\nb\r\n", &mut out, &mut Vec::new()),
+            c.deliver(b, b"$1\r\nb\r\n", &mut out, sink!(stats, slow)),
             Delivered::Stored
         );
         assert!(out.is_empty());
         assert_eq!(
-            c.deliver(a, b"$1\r\na\r\n", &mut out, &mut Vec::new()),
+            c.deliver(a, b"$1\r\na\r\n", &mut out, sink!(stats, slow)),
             Delivered::Written
         );
         assert_eq!(out, b"$1\r\na\r\n$1\r\nb\r\n+local\r\n");
-        assert_eq!(c.done.len(), 3);
+        assert_eq!(slow.len(), 3);
+        assert!(slow.iter().all(|d| d.usec == 5 && d.client == (1, 1)));
         assert!(c.is_empty());
         // A reply for a slot that is gone is dropped.
         assert_eq!(
-            c.deliver(a, b"+x\r\n", &mut out, &mut Vec::new()),
+            c.deliver(a, b"+x\r\n", &mut out, sink!(stats, slow)),
             Delivered::Dropped
         );
         // Local reply on an empty chain goes straight out.
-        c.reply(b"+PONG\r\n", &mut out, m());
+        c.reply(b"+PONG\r\n", &mut out, m(), sink!(stats, slow));
         assert!(out.ends_with(b"+PONG\r\n"));
         let d = c.push(Slot::Waiting, m());
         assert_eq!(d, a + 4);
@@ -326,14 +378,15 @@ mod tests {
     fn double_delivery_is_dropped() {
         let mut c = Chain::default();
         let mut out = Vec::new();
+        let (mut stats, mut slow) = (crate::stats::Stats::default(), Vec::new());
         let _a = c.push(Slot::Waiting, m());
         let b = c.push(Slot::Waiting, m());
         assert_eq!(
-            c.deliver(b, b"+1\r\n", &mut out, &mut Vec::new()),
+            c.deliver(b, b"+1\r\n", &mut out, sink!(stats, slow)),
             Delivered::Stored
         );
         assert_eq!(
-            c.deliver(b, b"+2\r\n", &mut out, &mut Vec::new()),
+            c.deliver(b, b"+2\r\n", &mut out, sink!(stats, slow)),
             Delivered::Dropped
         );
     }

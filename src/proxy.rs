@@ -38,6 +38,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The chain's sink for client `k` (id `id`): the proxy's command stats and slow-log queue.
+macro_rules! sink {
+    ($p:ident, $k:expr, $id:expr) => {
+        &mut Sink {
+            stats: &mut $p.stats,
+            now: $p.now_us,
+            slow_usec: $p.slowlog.threshold_usec,
+            slow: &mut $p.slow_pending,
+            spare: &mut $p.spare,
+            client: ($k, $id),
+        }
+    };
+}
+
 use crate::clock::{since, Micros};
 
 use log::{debug, error, info, warn};
@@ -48,7 +62,7 @@ use slab::Slab;
 use crate::backend::{
     Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, REFRESH, SWALLOW, WHOLE,
 };
-use crate::chain::{Delivered, Meta, Multi, Slot, NO_CMD};
+use crate::chain::{Delivered, Done, Meta, Multi, Sink, Slot, NO_CMD};
 use crate::client::{Client, Closing, Stream};
 use crate::commands::{Merge, Spec, Split};
 use crate::config::{Config, Listen};
@@ -200,6 +214,10 @@ pub struct Proxy {
     buffers: Vec<Vec<u8>>,
     /// Small buffers for replies parked in a chain (bounded, see `chain::SPARE_MAX`).
     spare: Vec<Vec<u8>>,
+    /// Reused to build the sub-requests of a split command.
+    subreq: Vec<u8>,
+    /// Requests that took at least the slow-log threshold, logged at the end of the tick.
+    slow_pending: Vec<Done>,
     pub stats: Stats,
     pub started: Instant,
     now: Instant,
@@ -319,6 +337,8 @@ impl Proxy {
             keys: Vec::new(),
             buffers: Vec::new(),
             spare: Vec::new(),
+            subreq: Vec::new(),
+            slow_pending: Vec::new(),
             stats: Stats {
                 started_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -705,8 +725,8 @@ impl Proxy {
                         debug!("c{k}#{} {} protocol error: {msg}", c.id, c.peer);
                         let mut e = Vec::with_capacity(msg.len() + 8);
                         resp::write_error(&mut e, format!("ERR {msg}").as_bytes());
-                        c.chain
-                            .reply(&e, &mut c.wbuf, Meta::new(NO_CMD, self.now_us));
+                        let meta = Meta::new(NO_CMD, self.now_us);
+                        c.chain.reply(&e, &mut c.wbuf, meta, sink!(self, k, c.id));
                         c.closing = Closing::AfterReplies;
                         self.mark_client(k);
                         self.maybe_finish(k);
@@ -977,7 +997,8 @@ impl Proxy {
             if c.wbuf.capacity() == 0 {
                 c.wbuf = self.buffers.pop().unwrap_or_default();
             }
-            c.chain.reply(bytes, &mut c.wbuf, meta);
+            c.chain
+                .reply(bytes, &mut c.wbuf, meta, sink!(self, k, c.id));
             self.mark_client(k);
         }
     }
@@ -1957,20 +1978,6 @@ impl Proxy {
         order: Vec<(u32, u32)>,
     ) {
         let name = args.get(frame, 0);
-        let reqs: Vec<(usize, Vec<u8>)> = groups
-            .iter()
-            .map(|(server, firsts)| {
-                let mut req = Vec::with_capacity(16 + firsts.len() * 24 * step);
-                resp::write_array_len(&mut req, 1 + firsts.len() * step);
-                resp::write_bulk(&mut req, name);
-                for &f in firsts {
-                    for j in 0..step {
-                        resp::write_bulk(&mut req, args.get(frame, f as usize + j));
-                    }
-                }
-                (*server, req)
-            })
-            .collect();
         let partial = self
             .clients
             .get(k)
@@ -1980,7 +1987,32 @@ impl Proxy {
             Split::Mset => Combine::Mset,
             Split::SumInt => Combine::SumInt { partial },
         };
-        self.send_multi(k, combine, &reqs);
+        let seq = match self.clients.get_mut(k) {
+            Some(c) => c.chain.push(
+                Slot::Multi(Box::new(Multi::new(groups.len(), combine))),
+                self.cur,
+            ),
+            None => return,
+        };
+        // Each sub-request is built in one reused buffer, then copied to its connection.
+        let mut req = std::mem::take(&mut self.subreq);
+        for (part, (server, firsts)) in groups.iter().enumerate() {
+            req.clear();
+            resp::write_array_len(&mut req, 1 + firsts.len() * step);
+            resp::write_bulk(&mut req, name);
+            for &f in firsts {
+                for j in 0..step {
+                    resp::write_bulk(&mut req, args.get(frame, f as usize + j));
+                }
+            }
+            if let Err(e) = self.send(k, *server, &req, seq, part as u32) {
+                self.fail_slot(k, seq, part as u32, &e);
+            }
+        }
+        if req.capacity() <= KEEP_OUTPUT {
+            req.clear();
+            self.subreq = req;
+        }
     }
 
     fn fan_out(&mut self, k: usize, merge: Merge, bytes: &[u8]) {
@@ -2016,7 +2048,8 @@ impl Proxy {
             c.wbuf = self.buffers.pop().unwrap_or_default();
         }
         let d = if part == WHOLE {
-            c.chain.deliver(seq, reply, &mut c.wbuf, &mut self.spare)
+            c.chain
+                .deliver(seq, reply, &mut c.wbuf, sink!(self, k, c.id))
         } else {
             c.chain.deliver_part(
                 seq,
@@ -2024,7 +2057,7 @@ impl Proxy {
                 reply,
                 c.resp3,
                 &mut c.wbuf,
-                &mut self.spare,
+                sink!(self, k, c.id),
             )
         };
         if d == Delivered::Written {
@@ -2466,7 +2499,51 @@ impl Proxy {
 
     // ----- writing ----------------------------------------------------------------------
 
+    /// Put the requests that were slow into the slow log, with what it shows of their client.
+    fn log_slow(&mut self) {
+        let mut slow = std::mem::take(&mut self.slow_pending);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for d in slow.drain(..) {
+            let name = crate::commands::COMMANDS
+                .get(d.meta.cmd as usize)
+                .map_or("?", |s| s.name);
+            let snip = &d.meta.snip[..d.meta.snip_len as usize];
+            let mut args: Vec<Vec<u8>> = vec![name.as_bytes().to_vec()];
+            if d.meta.argc > 1 {
+                args.push(snip.to_vec());
+            }
+            if d.meta.argc > 2 {
+                args.push(format!("... ({} more arguments)", d.meta.argc - 2).into_bytes());
+            }
+            // The client may be gone already: the entry is kept without its address.
+            let client = self.clients.get(d.client.0).filter(|c| c.id == d.client.1);
+            let (peer, cname) = client.map_or((String::new(), String::new()), |c| {
+                let name = c.name().map(String::from_utf8_lossy).unwrap_or_default();
+                (c.peer.to_string(), name.into_owned())
+            });
+            let backend = match (client, d.meta.backend) {
+                (None, _) | (_, crate::chain::NO_BACKEND) => "",
+                (Some(c), pos) => {
+                    let pool = &self.pools[c.pool];
+                    pool.order
+                        .get(pos as usize)
+                        .map_or("", |&slot| pool.servers[slot].name.as_str())
+                }
+            };
+            self.slowlog
+                .maybe_push(unix, d.usec, args, &peer, &cname, backend);
+        }
+        if self.slow_pending.is_empty() {
+            self.slow_pending = slow;
+        }
+    }
+
     fn flush_all(&mut self) {
+        if !self.slow_pending.is_empty() {
+            self.log_slow();
+        }
         let conns = std::mem::take(&mut self.dirty_conns);
         for &k in &conns {
             self.flush_conn(k);
@@ -2538,43 +2615,6 @@ impl Proxy {
             return;
         };
         c.dirty = false;
-        if !c.chain.done.is_empty() {
-            let now = self.now_us;
-            let mut done = std::mem::take(&mut c.chain.done);
-            for d in done.drain(..) {
-                let usec = since(now, d.meta.started);
-                self.stats
-                    .record_command(d.meta.cmd as usize, usec, d.failed);
-                if self.slowlog.is_slow(usec) {
-                    let name = crate::commands::COMMANDS
-                        .get(d.meta.cmd as usize)
-                        .map_or("?", |s| s.name);
-                    let snip = &d.meta.snip[..d.meta.snip_len as usize];
-                    let mut args: Vec<Vec<u8>> = vec![name.as_bytes().to_vec()];
-                    if d.meta.argc > 1 {
-                        args.push(snip.to_vec());
-                    }
-                    if d.meta.argc > 2 {
-                        args.push(format!("... ({} more arguments)", d.meta.argc - 2).into_bytes());
-                    }
-                    let pool = &self.pools[c.pool];
-                    let backend = match d.meta.backend {
-                        crate::chain::NO_BACKEND => "",
-                        pos => pool
-                            .order
-                            .get(pos as usize)
-                            .map_or("", |&slot| pool.servers[slot].name.as_str()),
-                    };
-                    let unix = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let cname = c.name().map(String::from_utf8_lossy).unwrap_or_default();
-                    self.slowlog
-                        .maybe_push(unix, usec, args, &c.peer.to_string(), &cname, backend);
-                }
-            }
-            c.chain.done = done;
-        }
         if !c.writable {
             return;
         }

@@ -610,10 +610,22 @@ impl ReplyScanner {
     }
 }
 
-/// The common replies (status, error, bulk string), complete and well formed: their length in
-/// one pass. None: take the general path.
+/// The common replies (status, error, bulk string, and flat arrays of those, as MGET
+/// returns), complete and well formed: their length in one pass. None: take the general path.
 #[inline]
 fn fast_reply(buf: &[u8]) -> Option<usize> {
+    if buf.first() != Some(&b'*') {
+        return fast_leaf(buf);
+    }
+    let (n, mut pos) = line_uint(buf, 1)?;
+    for _ in 0..n {
+        pos += fast_leaf(buf.get(pos..)?)?;
+    }
+    Some(pos)
+}
+
+#[inline]
+fn fast_leaf(buf: &[u8]) -> Option<usize> {
     match *buf.first()? {
         b'$' if buf.starts_with(b"$-1\r\n") => Some(5),
         b'$' => {
@@ -847,10 +859,23 @@ pub fn write_usize(out: &mut Vec<u8>, v: usize) {
     write_u64(out, v as u64);
 }
 
-fn write_header(out: &mut Vec<u8>, ty: u8, n: u64) {
-    out.push(ty);
-    write_u64(out, n);
-    out.extend_from_slice(b"\r\n");
+/// `ty` + decimal `n` + CRLF, assembled on the stack and appended in one copy.
+fn write_header(out: &mut Vec<u8>, ty: u8, mut n: u64) {
+    let mut b = [0u8; 23];
+    b[21] = b'\r';
+    b[22] = b'\n';
+    let mut i = 21;
+    loop {
+        i -= 1;
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    i -= 1;
+    b[i] = ty;
+    out.extend_from_slice(&b[i..]);
 }
 
 /// `ty` + line with CR/LF replaced by spaces + CRLF.
@@ -1041,6 +1066,13 @@ mod tests {
             b"-ERR x\r\n",
             b":12\r\n",
             b"$-2\r\n",
+            b"*3\r\n$1\r\na\r\n$-1\r\n+OK\r\n",
+            b"*2\r\n$1\r\na\r\n:1\r\n",
+            b"*2\r\n*1\r\n$1\r\na\r\n$0\r\n\r\n",
+            b"*0\r\n",
+            b"*-1\r\n",
+            b"*02\r\n$1\r\na\r\n$1\r\nb\r\n",
+            b"*1\r\n$2\r\nab\r\n$",
         ];
         for r in replies {
             for end in 0..=r.len() {

@@ -490,16 +490,21 @@ impl Combine {
                         return;
                     }
                 }
-                // Element ranges per part; None for a failed part (partial mode).
-                let mut ranges: Vec<Option<Vec<(usize, usize)>>> = Vec::with_capacity(parts.len());
+                // Element ranges of all parts in one list, and where each part's start (None
+                // for a failed part, partial mode): two allocations whatever the split.
+                let mut all: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+                let mut ranges: Vec<Option<(usize, usize)>> = Vec::with_capacity(parts.len());
+                let mut r = Vec::new();
                 for p in parts {
                     if is_error(p) {
                         ranges.push(None);
                         continue;
                     }
-                    let mut r = Vec::new();
                     match resp::aggregate_elements(p, &mut r) {
-                        Ok(Some(_)) => ranges.push(Some(r)),
+                        Ok(Some(_)) => {
+                            ranges.push(Some((all.len(), r.len())));
+                            all.extend_from_slice(&r);
+                        }
                         _ => return unexpected(out),
                     }
                 }
@@ -508,7 +513,7 @@ impl Combine {
                 for &(g, i) in order {
                     match ranges.get(g as usize) {
                         Some(None) => resp::write_nil(out, resp3),
-                        Some(Some(r)) => match r.get(i as usize) {
+                        Some(&Some((at, n))) => match all[at..at + n].get(i as usize) {
                             Some(&(s, e)) => out.extend_from_slice(&parts[g as usize][s..e]),
                             None => {
                                 out.truncate(start);

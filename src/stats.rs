@@ -482,7 +482,7 @@ struct SlowEntry {
 pub struct SlowLog {
     entries: VecDeque<SlowEntry>,
     max_len: usize,
-    threshold_usec: i64,
+    pub threshold_usec: i64,
     next_id: u64,
 }
 
