@@ -639,7 +639,8 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
         static LAST: std::cell::Cell<Option<&'static Spec>> = const { std::cell::Cell::new(None) };
     }
     if let Some(spec) = LAST.with(|l| l.get()) {
-        if spec.name.as_bytes().eq_ignore_ascii_case(name) {
+        // Clients send names in capitals mostly: an exact match is the cheapest test.
+        if spec.name.as_bytes() == name || spec.name.as_bytes().eq_ignore_ascii_case(name) {
             return Some(spec);
         }
     }

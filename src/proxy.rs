@@ -793,23 +793,25 @@ impl Proxy {
         } else {
             b""
         };
+        let row = command_index(spec).min(u16::MAX as usize) as u16;
         self.cur = if self.config.command_stats {
-            Meta::new(command_index(spec) as u16, self.now_us).with_arg(args.len(), first)
+            Meta::new(row, self.now_us).with_arg(args.len(), first)
         } else {
             Meta::new(NO_CMD, self.now_us)
         };
-        self.execute(k, spec, frame, args);
+        self.execute(k, spec, row, frame, args);
         self.cur.cmd = NO_CMD;
     }
 
     /// Execute one resolved command (`self.cur` describes it).
-    fn execute(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+    /// `row`: the command's row of the table (`command_index`).
+    fn execute(&mut self, k: usize, spec: &'static Spec, row: u16, frame: &[u8], args: &Args) {
         let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
             return;
         };
         let authed = match self.clients.get_mut(k) {
             Some(c) => {
-                c.last_command = command_index(spec).min(u16::MAX as usize) as u16;
+                c.last_command = row;
                 c.authed
             }
             None => return,
@@ -2541,9 +2543,11 @@ impl Proxy {
     }
 
     fn flush_all(&mut self) {
-        if !self.slow_pending.is_empty() {
-            self.log_slow();
-        }
+        self.flush_conns();
+        self.flush_clients();
+    }
+
+    fn flush_conns(&mut self) {
         let conns = std::mem::take(&mut self.dirty_conns);
         for &k in &conns {
             self.flush_conn(k);
@@ -2552,6 +2556,12 @@ impl Proxy {
         conns.clear();
         if self.dirty_conns.is_empty() {
             self.dirty_conns = conns;
+        }
+    }
+
+    fn flush_clients(&mut self) {
+        if !self.slow_pending.is_empty() {
+            self.log_slow();
         }
         let clients = std::mem::take(&mut self.dirty_clients);
         for &k in &clients {

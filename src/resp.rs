@@ -204,24 +204,22 @@ pub fn parse_command(buf: &[u8], limits: &Limits, args: &mut Args) -> Result<usi
 /// which gives the exact error or waits for more bytes.
 #[inline]
 fn line_uint(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let digits = buf.get(at..)?;
     let mut v: u64 = 0;
-    let mut i = at;
-    loop {
-        let c = *buf.get(i)?;
+    let mut i = 0;
+    while let Some(&c) = digits.get(i) {
         let d = c.wrapping_sub(b'0');
-        if d <= 9 {
-            if (d == 0 && i == at && buf.get(i + 1).is_some_and(u8::is_ascii_digit)) || i - at >= 18
-            {
-                return None;
-            }
-            v = v * 10 + u64::from(d);
-            i += 1;
-        } else if c == b'\r' && i > at && buf.get(i + 1) == Some(&b'\n') {
-            return Some((v, i + 2));
-        } else {
-            return None;
+        if d > 9 {
+            break;
         }
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
     }
+    // 1..=18 digits (no overflow), no leading zero, then CRLF.
+    if i == 0 || i > 18 || (digits[0] == b'0' && i > 1) || digits.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((v, at + i + 2))
 }
 
 /// The common request, complete and well formed (`*N` then N `$len` bulks): parsed in one
