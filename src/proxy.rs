@@ -232,7 +232,8 @@ pub struct Proxy {
     /// The command being executed (its stats identity), used for every reply slot it makes.
     cur: Meta,
     pub slowlog: SlowLog,
-    last_sample: Instant,
+    /// When the instantaneous ops rate was last sampled (event-loop clock).
+    last_sample: Micros,
     stats_listener: Option<TcpListener>,
     stats_conns: Slab<StatsConn>,
     /// When a failed AUTH was last logged (the log is rate-limited).
@@ -354,7 +355,7 @@ impl Proxy {
             last_reload: None,
             cur: Meta::new(NO_CMD, 0),
             slowlog: SlowLog::new(SLOWLOG_MAX_LEN, SLOWLOG_SLOWER_THAN_USEC),
-            last_sample: now,
+            last_sample: 0,
             term,
             hup,
             stats_listener: None,
@@ -471,10 +472,9 @@ impl Proxy {
                 self.stats_timers();
             }
             self.flush_all();
-            if self.now.duration_since(self.last_sample) >= Duration::from_millis(100) {
-                self.last_sample = self.now;
-                let ms = self.now.duration_since(self.started).as_millis() as u64;
-                self.stats.sample_ops(ms);
+            if since(self.now_us, self.last_sample) >= 100_000 {
+                self.last_sample = self.now_us;
+                self.stats.sample_ops(self.now_us / 1000);
             }
         }
     }

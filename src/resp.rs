@@ -838,17 +838,23 @@ fn aggregate_ranges(buf: &[u8], out: &mut Vec<(usize, usize)>) -> Result<Option<
 // Encoders
 // ---------------------------------------------------------------------------------------------
 
-fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut b = [0u8; 20];
-    let mut i = b.len();
+/// Writes the decimal digits of `v` so that they end just before `buf[end]`; returns where
+/// they start.
+fn digits_before(buf: &mut [u8], end: usize, mut v: u64) -> usize {
+    let mut i = end;
     loop {
         i -= 1;
-        b[i] = b'0' + (v % 10) as u8;
+        buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
-            break;
+            return i;
         }
     }
+}
+
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; 20];
+    let i = digits_before(&mut b, 20, v);
     out.extend_from_slice(&b[i..]);
 }
 
@@ -858,19 +864,11 @@ pub fn write_usize(out: &mut Vec<u8>, v: usize) {
 }
 
 /// `ty` + decimal `n` + CRLF, assembled on the stack and appended in one copy.
-fn write_header(out: &mut Vec<u8>, ty: u8, mut n: u64) {
+fn write_header(out: &mut Vec<u8>, ty: u8, n: u64) {
     let mut b = [0u8; 23];
     b[21] = b'\r';
     b[22] = b'\n';
-    let mut i = 21;
-    loop {
-        i -= 1;
-        b[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let mut i = digits_before(&mut b, 21, n);
     i -= 1;
     b[i] = ty;
     out.extend_from_slice(&b[i..]);
