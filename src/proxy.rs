@@ -806,24 +806,26 @@ impl Proxy {
     /// Execute one resolved command (`self.cur` describes it).
     /// `row`: the command's row of the table (`command_index`).
     fn execute(&mut self, k: usize, spec: &'static Spec, row: u16, frame: &[u8], args: &Args) {
-        let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
-            return;
-        };
-        let authed = match self.clients.get_mut(k) {
+        // What the checks below need of the client, read in one lookup.
+        let (pool_i, authed, level, resp2_subscribed, in_multi) = match self.clients.get_mut(k) {
             Some(c) => {
                 c.last_command = row;
-                c.authed
+                (
+                    c.pool,
+                    c.authed,
+                    c.level,
+                    c.sub.is_some() && !c.resp3,
+                    c.in_multi(),
+                )
             }
             None => return,
         };
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reject(k, "NOAUTH Authentication required.");
         }
-        if let Some(c) = self.clients.get(k) {
-            let policy = self.pools[c.pool].cfg.admin_commands;
-            if let Err(e) = crate::auth::permitted(c.level, spec, policy) {
-                return self.reject(k, &e);
-            }
+        let policy = self.pools[pool_i].cfg.admin_commands;
+        if let Err(e) = crate::auth::permitted(level, spec, policy) {
+            return self.reject(k, &e);
         }
         if spec.name.starts_with("CLUSTER ") && self.pools[pool_i].cluster.is_some() {
             // Cluster pools answer the tooling commands: KEYSLOT here, the rest from a node.
@@ -861,10 +863,7 @@ impl Proxy {
                 ),
             };
         }
-        if self
-            .clients
-            .get(k)
-            .is_some_and(|c| c.sub.is_some() && !c.resp3)
+        if resp2_subscribed
             && !matches!(
                 spec.name,
                 "SUBSCRIBE"
@@ -884,7 +883,7 @@ impl Proxy {
             );
             return self.reply_err(k, &msg);
         }
-        if self.clients.get(k).is_some_and(|c| c.in_multi())
+        if in_multi
             && !matches!(
                 spec.name,
                 "EXEC" | "DISCARD" | "MULTI" | "WATCH" | "QUIT" | "RESET"
@@ -1228,7 +1227,7 @@ impl Proxy {
         let Some(c) = self.clients.get(k) else {
             return Ok(());
         };
-        let (pool_i, proto) = (c.pool, c.resp3 as usize);
+        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
         // A client holding a private connection (WATCH) sends everything for that backend on it.
         let ck = match c.private {
             Some(ck)
@@ -1246,7 +1245,16 @@ impl Proxy {
                 self.conn_for(pool_i, server, proto)?
             }
         };
-        self.send_on(ck, k, bytes, seq, part, false);
+        let p = Pending {
+            client: k,
+            client_id: id,
+            seq,
+            part,
+            blocking: false,
+            redirects: 0,
+            sent: self.now_us,
+        };
+        self.push_request(ck, p, bytes);
         Ok(())
     }
 
@@ -2671,8 +2679,13 @@ impl Proxy {
             } else if buf.capacity() <= KEEP_OUTPUT {
                 c.wbuf = buf;
             }
-            self.maybe_resume(k);
-            self.maybe_finish(k);
+            let (paused, finishing) = (c.paused, c.closing == Closing::AfterReplies);
+            if paused {
+                self.maybe_resume(k);
+            }
+            if finishing {
+                self.maybe_finish(k);
+            }
         }
     }
 
