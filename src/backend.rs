@@ -55,6 +55,28 @@ pub struct Pending {
     pub sent: crate::clock::Micros,
 }
 
+impl Pending {
+    /// A request just queued (no redirection followed yet).
+    pub fn new(
+        client: usize,
+        client_id: u64,
+        seq: u64,
+        part: u32,
+        blocking: bool,
+        sent: crate::clock::Micros,
+    ) -> Pending {
+        Pending {
+            client,
+            client_id,
+            seq,
+            part,
+            blocking,
+            redirects: 0,
+            sent,
+        }
+    }
+}
+
 /// One backend server of a pool.
 pub struct Server {
     /// Name shown to users and used in errors: the configured name, else host:port.

@@ -9,6 +9,8 @@
 //!   (`Chain::is_empty` -> write straight to the output) is the same thing with an empty chain.
 //! - A slot is addressed by a sequence number (`head + index`), never by position, so a reply that
 //!   arrives after its client is gone or after the slot was failed (timeout) is simply dropped.
+//! - Each request is counted once, by the `Sink`, when its reply leaves (command stats at once,
+//!   slow ones queued for the slow log); replies waiting out of order sit in pooled buffers.
 
 use crate::clock::Micros;
 use crate::router::Combine;
@@ -48,10 +50,10 @@ impl Multi {
 pub const NO_CMD: u16 = u16::MAX;
 /// `Meta::backend` when no single backend served the request.
 pub const NO_BACKEND: u16 = u16::MAX;
-/// Parked replies reuse buffers from a pool the caller owns (shared by all clients): at most
-/// this many are kept, each of at most `SPARE_MAX_CAP` bytes, so the pool stays small.
+/// Parked replies reuse buffers from a pool the caller owns (`Sink::spare`, shared by all
+/// clients): at most this many are kept, each of at most `SPARE_MAX_CAP` bytes (1 MiB in all).
 pub const SPARE_MAX: usize = 256;
-pub const SPARE_MAX_CAP: usize = 4096;
+const SPARE_MAX_CAP: usize = 4096;
 
 /// Bytes of the first argument kept for the slow log.
 pub const SNIP: usize = 24;
@@ -142,13 +144,18 @@ pub struct Chain {
     slots: VecDeque<(Slot, Meta)>,
 }
 
-/// Give small buffers back to the pool.
-fn recycle(bufs: &mut Vec<Vec<u8>>, spare: &mut Vec<Vec<u8>>) {
-    for mut b in bufs.drain(..) {
-        if b.capacity() > 0 && b.capacity() <= SPARE_MAX_CAP && spare.len() < SPARE_MAX {
-            b.clear();
-            spare.push(b);
-        }
+/// A buffer holding `bytes`, taken from the pool when it has one.
+fn parked(spare: &mut Vec<Vec<u8>>, bytes: &[u8]) -> Vec<u8> {
+    let mut b = spare.pop().unwrap_or_default();
+    b.extend_from_slice(bytes);
+    b
+}
+
+/// Give a small buffer back to the pool (a large one, or one over the pool's size, is freed).
+fn give_back(spare: &mut Vec<Vec<u8>>, mut b: Vec<u8>) {
+    if b.capacity() > 0 && b.capacity() <= SPARE_MAX_CAP && spare.len() < SPARE_MAX {
+        b.clear();
+        spare.push(b);
     }
 }
 
@@ -195,7 +202,8 @@ impl Chain {
             self.head += 1;
             sink.finish(meta, bytes);
         } else {
-            self.slots.push_back((Slot::Ready(bytes.to_vec()), meta));
+            self.slots
+                .push_back((Slot::Ready(parked(sink.spare, bytes)), meta));
         }
     }
 
@@ -233,9 +241,7 @@ impl Chain {
             self.drain_ready(out, sink);
             Delivered::Written
         } else {
-            let mut b = sink.spare.pop().unwrap_or_default();
-            b.extend_from_slice(reply);
-            self.slots[i].0 = Slot::Ready(b);
+            self.slots[i].0 = Slot::Ready(parked(sink.spare, reply));
             Delivered::Stored
         }
     }
@@ -263,10 +269,7 @@ impl Chain {
         if !p.is_empty() {
             return Delivered::Dropped;
         }
-        if p.capacity() == 0 {
-            *p = sink.spare.pop().unwrap_or_default();
-        }
-        p.extend_from_slice(reply);
+        *p = parked(sink.spare, reply);
         m.remaining -= 1;
         if m.remaining > 0 {
             return Delivered::Stored;
@@ -275,7 +278,7 @@ impl Chain {
             // At the head: combined straight into the output.
             let start = out.len();
             m.combine.combine(&m.parts, resp3, out);
-            recycle(&mut m.parts, sink.spare);
+            m.parts.drain(..).for_each(|b| give_back(sink.spare, b));
             if let Some((_, meta)) = self.slots.pop_front() {
                 sink.finish(meta, &out[start..]);
             }
@@ -285,7 +288,7 @@ impl Chain {
         } else {
             let mut bytes = sink.spare.pop().unwrap_or_default();
             m.combine.combine(&m.parts, resp3, &mut bytes);
-            recycle(&mut m.parts, sink.spare);
+            m.parts.drain(..).for_each(|b| give_back(sink.spare, b));
             self.slots[i].0 = Slot::Ready(bytes);
             Delivered::Stored
         }
@@ -296,13 +299,10 @@ impl Chain {
     pub fn drain_ready(&mut self, out: &mut Vec<u8>, sink: &mut Sink) -> usize {
         let mut n = 0;
         while let Some((Slot::Ready(_), _)) = self.slots.front() {
-            if let Some((Slot::Ready(mut b), meta)) = self.slots.pop_front() {
+            if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
                 out.extend_from_slice(&b);
                 sink.finish(meta, &b);
-                if b.capacity() <= SPARE_MAX_CAP && sink.spare.len() < SPARE_MAX {
-                    b.clear();
-                    sink.spare.push(b);
-                }
+                give_back(sink.spare, b);
             }
             self.head += 1;
             n += 1;

@@ -28,6 +28,44 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Write what is owed: TLS records rustls still holds, then `buf[*pos..]`, until done or the
+    /// socket would block (then `*writable` is cleared; edge-triggered polling announces when it
+    /// can take more). Ok(n): bytes of `buf` written by this call. Err: the connection broke.
+    #[inline(always)]
+    pub fn write_out(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+        writable: &mut bool,
+    ) -> io::Result<usize> {
+        match self.flush_tls() {
+            Ok(true) => {}
+            Ok(false) => {
+                *writable = false;
+                return Ok(0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        }
+        let start = *pos;
+        while *pos < buf.len() {
+            match self.write(&buf[*pos..]) {
+                Ok(0) => break,
+                Ok(n) => *pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(*pos - start)
+    }
+
     /// Write TLS records rustls still holds. Ok(true): nothing left (always, for plain sockets).
     pub fn flush_tls(&mut self) -> io::Result<bool> {
         match self {

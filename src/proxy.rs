@@ -38,6 +38,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::backend::{
+    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, REFRESH, SWALLOW, WHOLE,
+};
+use crate::chain::{Delivered, Done, Meta, Multi, Sink, Slot, NO_CMD};
+use crate::client::{Client, Closing, Stream};
+use crate::clock::{since, Micros};
+use crate::commands::{Merge, Spec, Split};
+use crate::config::{Config, Listen};
+use crate::pool::Pool;
+use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
+use crate::router::{self, Combine, Plan};
+use crate::stats::{command_index, SlowLog, Stats};
+
 /// The chain's sink for client `k` (id `id`): the proxy's command stats and slow-log queue.
 macro_rules! sink {
     ($p:ident, $k:expr, $id:expr) => {
@@ -51,25 +69,6 @@ macro_rules! sink {
         }
     };
 }
-
-use crate::clock::{since, Micros};
-
-use log::{debug, error, info, warn};
-use mio::net::{TcpListener, TcpStream, UnixListener};
-use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
-
-use crate::backend::{
-    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, REFRESH, SWALLOW, WHOLE,
-};
-use crate::chain::{Delivered, Done, Meta, Multi, Sink, Slot, NO_CMD};
-use crate::client::{Client, Closing, Stream};
-use crate::commands::{Merge, Spec, Split};
-use crate::config::{Config, Listen};
-use crate::pool::Pool;
-use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
-use crate::router::{self, Combine, Plan};
-use crate::stats::{command_index, SlowLog, Stats};
 
 /// The Redis version the proxy reports to clients (HELLO, INFO): the command set it speaks.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -479,13 +478,13 @@ impl Proxy {
         }
     }
 
-    /// Stop accepting; close idle clients now and the others once their replies are out.
     /// Read the clock once for this tick.
     fn tick_clock(&mut self) {
         self.now = Instant::now();
         self.now_us = self.now.duration_since(self.started).as_micros() as Micros;
     }
 
+    /// Stop accepting; close idle clients now and the others once their replies are out.
     fn begin_shutdown(&mut self) -> Instant {
         info!(
             "shutting down: no new connections; finishing requests of {} clients",
@@ -1128,15 +1127,7 @@ impl Proxy {
         }
         // Handshake, pipelined ahead of the first client request: protocol, credentials,
         // database. Replies to these are checked and swallowed (INTERNAL).
-        let internal = Pending {
-            client: INTERNAL,
-            client_id: 0,
-            seq: 0,
-            part: WHOLE,
-            blocking: false,
-            redirects: 0,
-            sent: self.now_us,
-        };
+        let internal = Pending::new(INTERNAL, 0, 0, WHOLE, false, self.now_us);
         // Credentials: the server line's user=/password=, else the pool's backend_username /
         // backend_password, else nutcracker's redis_auth (password only).
         let server_cfg = pool
@@ -1245,15 +1236,7 @@ impl Proxy {
                 self.conn_for(pool_i, server, proto)?
             }
         };
-        let p = Pending {
-            client: k,
-            client_id: id,
-            seq,
-            part,
-            blocking: false,
-            redirects: 0,
-            sent: self.now_us,
-        };
+        let p = Pending::new(k, id, seq, part, false, self.now_us);
         self.push_request(ck, p, bytes);
         Ok(())
     }
@@ -1262,15 +1245,7 @@ impl Proxy {
     /// `k` is SWALLOW).
     fn send_on(&mut self, ck: usize, k: usize, bytes: &[u8], seq: u64, part: u32, blocking: bool) {
         let id = self.clients.get(k).map_or(0, |c| c.id);
-        let p = Pending {
-            client: k,
-            client_id: id,
-            seq,
-            part,
-            blocking,
-            redirects: 0,
-            sent: self.now_us,
-        };
+        let p = Pending::new(k, id, seq, part, blocking, self.now_us);
         self.push_request(ck, p, bytes);
     }
 
@@ -1961,13 +1936,18 @@ impl Proxy {
     }
 
     /// Send one sub-request per entry of `reqs` (server, bytes) into one multi slot.
+    /// Push client `k`'s chain slot for a request sent in `nparts` parts; None: no such client.
+    fn push_multi(&mut self, k: usize, nparts: usize, combine: Combine) -> Option<u64> {
+        let c = self.clients.get_mut(k)?;
+        Some(
+            c.chain
+                .push(Slot::Multi(Box::new(Multi::new(nparts, combine))), self.cur),
+        )
+    }
+
     fn send_multi(&mut self, k: usize, combine: Combine, reqs: &[(usize, Vec<u8>)]) {
-        let seq = match self.clients.get_mut(k) {
-            Some(c) => c.chain.push(
-                Slot::Multi(Box::new(Multi::new(reqs.len(), combine))),
-                self.cur,
-            ),
-            None => return,
+        let Some(seq) = self.push_multi(k, reqs.len(), combine) else {
+            return;
         };
         for (part, (server, bytes)) in reqs.iter().enumerate() {
             if let Err(e) = self.send(k, *server, bytes, seq, part as u32) {
@@ -1997,12 +1977,8 @@ impl Proxy {
             Split::Mset => Combine::Mset,
             Split::SumInt => Combine::SumInt { partial },
         };
-        let seq = match self.clients.get_mut(k) {
-            Some(c) => c.chain.push(
-                Slot::Multi(Box::new(Multi::new(groups.len(), combine))),
-                self.cur,
-            ),
-            None => return,
+        let Some(seq) = self.push_multi(k, groups.len(), combine) else {
+            return;
         };
         // Each sub-request is built in one reused buffer, then copied to its connection.
         let mut req = std::mem::take(&mut self.subreq);
@@ -2088,12 +2064,20 @@ impl Proxy {
                 self.dirty_clients.push(k);
             }
             let (paused, finishing) = (c.paused, c.closing == Closing::AfterReplies);
-            if paused {
-                self.maybe_resume(k);
-            }
-            if finishing {
-                self.maybe_finish(k);
-            }
+            self.settle(k, paused, finishing);
+        }
+    }
+
+    /// After output moved: resume a paused client whose backlog shrank, close one that asked to
+    /// go once everything is out. The flags are the client's, read by the caller (no lookup
+    /// when neither applies, the common case).
+    #[inline]
+    fn settle(&mut self, k: usize, paused: bool, finishing: bool) {
+        if paused {
+            self.maybe_resume(k);
+        }
+        if finishing {
+            self.maybe_finish(k);
         }
     }
 
@@ -2594,30 +2578,15 @@ impl Proxy {
         if conn.state != ConnState::Up || !conn.writable {
             return;
         }
-        // TLS records still held by rustls go first (handshake, earlier writes).
-        match conn.stream.flush_tls() {
-            Ok(true) => {}
-            Ok(false) => {
-                conn.writable = false;
-                return;
-            }
-            Err(e) if would_block(&e) => {
-                conn.writable = false;
-                return;
-            }
-            Err(e) => return self.conn_failed(k, &format!("TLS write error: {e}"), Fail::Broken),
+        if let Err(e) = conn
+            .stream
+            .write_out(&conn.wbuf, &mut conn.wpos, &mut conn.writable)
+        {
+            return self.conn_failed(k, &format!("write error: {e}"), Fail::Broken);
         }
-        while conn.wpos < conn.wbuf.len() {
-            match conn.stream.write(&conn.wbuf[conn.wpos..]) {
-                Ok(0) => break,
-                Ok(n) => conn.wpos += n,
-                Err(e) if would_block(&e) => {
-                    conn.writable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.conn_failed(k, &format!("write error: {e}"), Fail::Broken),
-            }
+        if !conn.writable {
+            // Blocked (maybe on TLS records alone): the rest goes when the socket drains.
+            return;
         }
         if conn.wpos == conn.wbuf.len() {
             conn.wbuf.clear();
@@ -2636,35 +2605,16 @@ impl Proxy {
         if !c.writable {
             return;
         }
-        match c.stream.flush_tls() {
-            Ok(true) => {}
-            Ok(false) => {
-                c.writable = false;
-                return;
+        match c.stream.write_out(&c.wbuf, &mut c.wpos, &mut c.writable) {
+            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Err(e) => {
+                debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
+                return self.close_client(k);
             }
-            Err(e) if would_block(&e) => {
-                c.writable = false;
-                return;
-            }
-            Err(_) => return self.close_client(k),
         }
-        while c.wpos < c.wbuf.len() {
-            match c.stream.write(&c.wbuf[c.wpos..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.wpos += n;
-                    self.stats.net_output_bytes += n as u64;
-                }
-                Err(e) if would_block(&e) => {
-                    c.writable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
-                    return self.close_client(k);
-                }
-            }
+        if !c.writable {
+            // Blocked (maybe on TLS records alone): nothing is done until the socket drains.
+            return;
         }
         if c.wpos == c.wbuf.len() {
             c.wpos = 0;
@@ -2680,12 +2630,7 @@ impl Proxy {
                 c.wbuf = buf;
             }
             let (paused, finishing) = (c.paused, c.closing == Closing::AfterReplies);
-            if paused {
-                self.maybe_resume(k);
-            }
-            if finishing {
-                self.maybe_finish(k);
-            }
+            self.settle(k, paused, finishing);
         }
     }
 
@@ -2768,15 +2713,7 @@ impl Proxy {
         let Ok(ck) = self.conn_for(pool_i, slot, 0) else {
             return;
         };
-        let p = Pending {
-            client: REFRESH,
-            client_id: 0,
-            seq: 0,
-            part: WHOLE,
-            blocking: false,
-            redirects: 0,
-            sent: self.now_us,
-        };
+        let p = Pending::new(REFRESH, 0, 0, WHOLE, false, self.now_us);
         self.push_request(ck, p, b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         self.mark_conn(ck);
         if let Some(c) = self.pools[pool_i].cluster.as_mut() {
