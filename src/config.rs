@@ -63,6 +63,8 @@ pub const DEFAULT_SERVER_CONNECTIONS: usize = 1;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 pub const DEFAULT_MAX_OUTPUT: usize = 64 << 20;
+/// Redis's hard `client-output-buffer-limit` for pub/sub clients.
+pub const DEFAULT_PUBSUB_MAX_OUTPUT: usize = 32 << 20;
 pub const DEFAULT_MAX_REQUEST: usize = 512 << 20;
 /// nutcracker's default stats port (`-s`).
 pub const DEFAULT_STATS_PORT: u16 = 22222;
@@ -152,6 +154,16 @@ pub const POOL_OPTIONS: &[(&str, &str, &str)] = &[
         "output buffer per client (default 64mb)",
     ),
     ("max_request", "SIZE", "largest argument (default 512mb)"),
+    (
+        "pubsub_max_output",
+        "SIZE",
+        "unread pub/sub messages per subscriber before it is disconnected (default 32mb)",
+    ),
+    (
+        "hash_override",
+        "BOOL",
+        "route by a trailing hash=KEY argument (default no)",
+    ),
     (
         "tcpkeepalive",
         "BOOL",
@@ -340,6 +352,12 @@ pub struct PoolConfig {
     pub max_output: usize,
     pub max_request: usize,
     pub tcpkeepalive: bool,
+    /// Unread output of a subscriber (pub/sub messages cannot be held back) before it is
+    /// disconnected, like Redis's `client-output-buffer-limit pubsub`.
+    pub pubsub_max_output: usize,
+    /// A trailing `hash=KEY` argument routes the command by KEY (jupiter's form); off by
+    /// default so that user data is never read as routing.
+    pub hash_override: bool,
     pub reuseport: bool,
     /// nutcracker's key: the `default` user's password for clients (unless `requirepass` is
     /// set) and the password sent to backends (unless `backend_password` is set).
@@ -425,6 +443,8 @@ impl PoolConfig {
             max_output: DEFAULT_MAX_OUTPUT,
             max_request: DEFAULT_MAX_REQUEST,
             tcpkeepalive: false,
+            pubsub_max_output: DEFAULT_PUBSUB_MAX_OUTPUT,
+            hash_override: false,
             reuseport: false,
             redis_auth: None,
             requirepass: None,
@@ -980,6 +1000,8 @@ fn pool_key(key: &str) -> Option<&'static str> {
         "max_output" => "max_output",
         "max_request" => "max_request",
         "tcpkeepalive" => "tcpkeepalive",
+        "pubsub_max_output" => "pubsub_max_output",
+        "hash_override" => "hash_override",
         "reuseport" => "reuseport",
         "redis_auth" => "redis_auth",
         "requirepass" => "requirepass",
@@ -1120,6 +1142,8 @@ impl PoolBuilder {
             "max_output" => p.max_output = parse_size(key, v)?,
             "max_request" => p.max_request = parse_size(key, v)?,
             "tcpkeepalive" => p.tcpkeepalive = parse_bool(key, v)?,
+            "pubsub_max_output" => p.pubsub_max_output = parse_size(key, v)?,
+            "hash_override" => p.hash_override = parse_bool(key, v)?,
             "reuseport" => p.reuseport = parse_bool(key, v)?,
             "redis_auth" => p.redis_auth = (!v.is_empty()).then(|| v.to_string()),
             "requirepass" => p.requirepass = Some(v.to_string()),
@@ -1920,6 +1944,8 @@ pub fn render_native(c: &Config) -> String {
         kv("max_output", render_size(p.max_output));
         kv("max_request", render_size(p.max_request));
         kv("tcpkeepalive", yes_no(p.tcpkeepalive).into());
+        kv("pubsub_max_output", render_size(p.pubsub_max_output));
+        kv("hash_override", yes_no(p.hash_override).into());
         kv("reuseport", yes_no(p.reuseport).into());
         if let Some(a) = &p.redis_auth {
             kv("redis_auth", quote(a));
