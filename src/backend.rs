@@ -7,7 +7,7 @@
 //!   Pushed by the proxy when it queues a request; popped only when a reply arrives or when the
 //!   connection fails (every entry then gets an error).
 //! - An entry whose request timed out stays in the queue (its reply must still be read) but is
-//!   orphaned: its `client` is `ORPHAN`, so the late reply is dropped.
+//!   orphaned: its owner becomes `Owner::Orphan`, so the late reply is dropped.
 //! - A server is `down` only after a connect failed; while down, new requests for it fail at once
 //!   instead of queueing, and the next connect waits for a capped exponential backoff.
 
@@ -19,15 +19,6 @@ use std::time::{Duration, Instant};
 use crate::resp::ReplyScanner;
 use crate::stats::ServerStats;
 
-/// `Pending::client` of a request whose client no longer waits for it.
-pub const ORPHAN: usize = usize::MAX;
-/// `Pending::client` of a request the proxy made itself (connection handshake).
-pub const INTERNAL: usize = usize::MAX - 1;
-/// `Pending::client` of a reply nobody wants (MULTI's `+OK` and `+QUEUED` inside a transaction
-/// block; the proxy already answered them).
-pub const SWALLOW: usize = usize::MAX - 2;
-/// `Pending::client` of a CLUSTER SLOTS request the proxy sent to refresh a slot map.
-pub const REFRESH: usize = usize::MAX - 3;
 /// Idle private connections kept per backend and protocol for reuse.
 pub const PRIVATE_IDLE: usize = 8;
 /// `Pending::part` of a request that fills a whole chain slot.
@@ -37,11 +28,29 @@ pub const WHOLE: u32 = u32::MAX;
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
+/// Whose reply a request's reply is: every in-flight entry says it with a type, never with a
+/// magic client number, and the reply path matches on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A client (slab key, unique id): the reply fills its chain slot `seq` (part `part`). The
+    /// id is the generation check: a reused slab key never receives its predecessor's reply.
+    Client { key: usize, id: u64 },
+    /// Part of the connection's handshake (HELLO, AUTH, READONLY, SELECT): checked, not
+    /// delivered; a refusal takes the server down.
+    Handshake,
+    /// A reply the proxy already answered or nobody wants (MULTI's `+OK`/`+QUEUED` inside a
+    /// transaction block, ASKING, UNWATCH, a pattern's confirmation from other backends).
+    Swallow,
+    /// CLUSTER SLOTS sent to refresh a slot map.
+    Refresh,
+    /// Its client stopped waiting (the request timed out): the late reply is read and dropped.
+    Orphan,
+}
+
 /// One request written to a backend connection, waiting for its reply.
 #[derive(Clone, Copy, Debug)]
 pub struct Pending {
-    pub client: usize,
-    pub client_id: u64,
+    pub owner: Owner,
     /// Chain slot of the client.
     pub seq: u64,
     /// Part of a multi slot, or WHOLE.
@@ -58,21 +67,32 @@ pub struct Pending {
 impl Pending {
     /// A request just queued (no redirection followed yet).
     pub fn new(
-        client: usize,
-        client_id: u64,
+        owner: Owner,
         seq: u64,
         part: u32,
         blocking: bool,
         sent: crate::clock::Micros,
     ) -> Pending {
         Pending {
-            client,
-            client_id,
+            owner,
             seq,
             part,
             blocking,
             redirects: 0,
             sent,
+        }
+    }
+
+    /// A proxy-made request with no client slot to fill.
+    pub fn internal(owner: Owner, sent: crate::clock::Micros) -> Pending {
+        Pending::new(owner, 0, WHOLE, false, sent)
+    }
+
+    /// The client waiting for this reply, if any.
+    pub fn client(&self) -> Option<(usize, u64)> {
+        match self.owner {
+            Owner::Client { key, id } => Some((key, id)),
+            _ => None,
         }
     }
 }
@@ -308,6 +328,11 @@ pub struct Conn {
     pub private: bool,
     /// The client (slab key, id) it is lent to.
     pub owner: Option<(usize, u64)>,
+    /// Given back by its client while requests were still in flight on it: it joins the idle
+    /// list only once they are answered (never lent while busy).
+    pub returning: bool,
+    /// A private connection blocked for its owner: the key the blocking command waits on.
+    pub blocked_key: Option<Vec<u8>>,
     /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
     pub pubsub: bool,
     /// Cluster pools: the bytes of each in-flight request, aligned with `inflight`, so a

@@ -142,6 +142,9 @@ pub struct Chain {
     head: u64,
     /// Pushed by the client reader when a request is accepted; popped only by `drain_ready`.
     slots: VecDeque<(Slot, Meta)>,
+    /// Bytes held in the chain (replies waiting for earlier ones, parts waiting to be
+    /// combined): with the unread output, what flow control bounds.
+    parked: usize,
 }
 
 /// A buffer holding `bytes`, taken from the pool when it has one.
@@ -183,6 +186,11 @@ impl Chain {
         self.slots.is_empty()
     }
 
+    /// Reply bytes held in the chain (see `parked`).
+    pub fn parked_bytes(&self) -> usize {
+        self.parked
+    }
+
     /// Sequence number the next pushed slot will get.
     pub fn next_seq(&self) -> u64 {
         self.head + self.slots.len() as u64
@@ -202,6 +210,7 @@ impl Chain {
             self.head += 1;
             sink.finish(meta, bytes);
         } else {
+            self.parked += bytes.len();
             self.slots
                 .push_back((Slot::Ready(parked(sink.spare, bytes)), meta));
         }
@@ -241,6 +250,7 @@ impl Chain {
             self.drain_ready(out, sink);
             Delivered::Written
         } else {
+            self.parked += reply.len();
             self.slots[i].0 = Slot::Ready(parked(sink.spare, reply));
             Delivered::Stored
         }
@@ -270,6 +280,7 @@ impl Chain {
             return Delivered::Dropped;
         }
         *p = parked(sink.spare, reply);
+        self.parked += reply.len();
         m.remaining -= 1;
         if m.remaining > 0 {
             return Delivered::Stored;
@@ -277,6 +288,7 @@ impl Chain {
         if i == 0 {
             // At the head: combined straight into the output.
             let start = out.len();
+            self.parked -= m.parts.iter().map(Vec::len).sum::<usize>();
             m.combine.combine(&m.parts, resp3, out);
             m.parts.drain(..).for_each(|b| give_back(sink.spare, b));
             if let Some((_, meta)) = self.slots.pop_front() {
@@ -288,6 +300,8 @@ impl Chain {
         } else {
             let mut bytes = sink.spare.pop().unwrap_or_default();
             m.combine.combine(&m.parts, resp3, &mut bytes);
+            self.parked -= m.parts.iter().map(Vec::len).sum::<usize>();
+            self.parked += bytes.len();
             m.parts.drain(..).for_each(|b| give_back(sink.spare, b));
             self.slots[i].0 = Slot::Ready(bytes);
             Delivered::Stored
@@ -300,6 +314,7 @@ impl Chain {
         let mut n = 0;
         while let Some((Slot::Ready(_), _)) = self.slots.front() {
             if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
+                self.parked -= b.len();
                 out.extend_from_slice(&b);
                 sink.finish(meta, &b);
                 give_back(sink.spare, b);

@@ -148,8 +148,14 @@ pub enum Closing {
 pub struct Txn {
     /// MULTI was called: commands queue in `queued` until EXEC or DISCARD.
     pub in_multi: bool,
-    /// Config position of the backend the transaction is pinned to (by its keys or WATCH).
+    /// Slot (stable identity) of the server the transaction is pinned to (by its keys or
+    /// WATCH); never a config position, which a reload may shift.
     pub server: Option<usize>,
+    /// The routing keys of the queued commands and WATCH, and the pool's ring generation when
+    /// the transaction was pinned: if the ring changed since, EXEC re-checks that every key
+    /// still lives on `server` and aborts otherwise (no write lands on a wrong server).
+    pub keys: Vec<Vec<u8>>,
+    pub generation: u64,
     /// The queued commands, encoded, sent between MULTI and EXEC as one block.
     pub queued: Vec<u8>,
     pub count: usize,
@@ -160,10 +166,14 @@ pub struct Txn {
 }
 
 /// Subscribe state: the client's subscriptions and the private connections holding them.
+/// Servers are named by slot (stable across reloads), never by config position.
 #[derive(Default)]
 pub struct Sub {
-    /// (config position, connection) per backend holding some of the subscriptions.
+    /// (server slot, connection) per backend holding some of the subscriptions.
     pub conns: Vec<(usize, usize)>,
+    /// The server slot each channel subscription lives on, keyed by (shard channel, name): an
+    /// unsubscribe goes where the subscription is, even after a reload moved the channel.
+    pub home: std::collections::HashMap<(bool, Vec<u8>), usize>,
     pub channels: std::collections::HashSet<Vec<u8>>,
     pub patterns: std::collections::HashSet<Vec<u8>>,
     pub shard: std::collections::HashSet<Vec<u8>>,
@@ -172,11 +182,22 @@ pub struct Sub {
     /// The count each pending confirmation reports, keyed by (chain slot, part): computed when
     /// the request is read, so counts follow request order whatever order backends answer in.
     pub expect: std::collections::HashMap<(u64, u32), usize>,
+    /// Subscriptions added by a pending confirmation (chain slot, part) -> name: a refusal
+    /// from the backend takes them back out of the sets.
+    pub adding: std::collections::HashMap<(u64, u32), Vec<u8>>,
 }
 
 impl Sub {
-    pub fn conn_at(&self, pos: usize) -> Option<usize> {
-        self.conns.iter().find(|(p, _)| *p == pos).map(|&(_, c)| c)
+    /// The subscription connection to the server in slot `slot`.
+    pub fn conn_at(&self, slot: usize) -> Option<usize> {
+        self.conns.iter().find(|(s, _)| *s == slot).map(|&(_, c)| c)
+    }
+
+    /// Forget where channel `ch` lives and return the connection to unsubscribe it on (its
+    /// home, else the connection to `slot`, where it would live now).
+    pub fn leave(&mut self, shard: bool, ch: &[u8], slot: usize) -> Option<usize> {
+        let at = self.home.remove(&(shard, ch.to_vec())).unwrap_or(slot);
+        self.conn_at(at)
     }
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty()
@@ -211,6 +232,8 @@ impl std::fmt::Display for Peer {
 #[derive(Default)]
 pub struct Meta {
     pub name: Option<Vec<u8>>,
+    /// The user authenticated with AUTH/HELLO (None: `default`).
+    pub user: Option<Vec<u8>>,
     pub lib_name: Option<Vec<u8>>,
     pub lib_ver: Option<Vec<u8>>,
 }
@@ -242,7 +265,8 @@ pub struct Client {
     /// When the connection was accepted (kept small: an idle client should cost little).
     pub created: Micros,
     pub last_active: Micros,
-    pub commands: u64,
+    /// Commands read (wraps; only logged).
+    pub commands: u32,
     /// Row of the command table of the last command (`u16::MAX` = none yet).
     pub last_command: u16,
     pub meta: Option<Box<Meta>>,
@@ -250,6 +274,11 @@ pub struct Client {
     pub private: Option<usize>,
     /// Waiting for a blocking command's reply: later commands are not read until it arrives.
     pub blocked: bool,
+    /// The next command waits until every earlier reply is in (set after a command that moved
+    /// the client between backend connections: subscriptions, the end of a WATCH).
+    pub fence: bool,
+    /// A command is held back (unparsed, in `rbuf`) until the chain is empty (a fence).
+    pub draining: bool,
     pub txn: Option<Box<Txn>>,
     /// Subscribe mode (set by the first (P|S)SUBSCRIBE, cleared when nothing is left).
     pub sub: Option<Box<Sub>>,
@@ -280,6 +309,8 @@ impl Client {
             meta: None,
             private: None,
             blocked: false,
+            fence: false,
+            draining: false,
             txn: None,
             sub: None,
         }
@@ -290,13 +321,26 @@ impl Client {
         self.wbuf.len() - self.wpos
     }
 
+    /// Reply bytes waiting for this client: unread output plus replies held in its chain
+    /// (what flow control bounds).
+    pub fn queued_bytes(&self) -> usize {
+        self.pending_output() + self.chain.parked_bytes()
+    }
+
     pub fn meta_mut(&mut self) -> &mut Meta {
         self.meta.get_or_insert_with(Default::default)
     }
 
-    /// Not to be read now: backpressure, a blocking command in flight, or closing.
+    /// Not to be read now: backpressure, a blocking command in flight, a command held at a
+    /// fence, or closing.
     pub fn stalled(&self) -> bool {
-        self.paused || self.blocked || self.closing != Closing::No
+        self.paused || self.blocked || self.draining || self.closing != Closing::No
+    }
+
+    /// In subscribe mode as the client's stream has it so far: subscriptions are added and
+    /// removed when their (un)subscribe is read, so this follows request order.
+    pub fn subscribed(&self) -> bool {
+        self.sub.as_ref().is_some_and(|s| !s.is_empty())
     }
 
     pub fn watching(&self) -> bool {

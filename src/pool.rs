@@ -42,6 +42,9 @@ pub struct Pool {
     pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Redis Cluster pools: the slot map (None for static pools).
     pub cluster: Option<ClusterMap>,
+    /// Bumped whenever the ring is rebuilt (membership, weights, ejection): state that
+    /// remembered where a key lived (a queued transaction) re-checks it when this changed.
+    pub generation: u64,
 }
 
 /// `ClusterMap::slots` entry of a slot no master serves.
@@ -229,6 +232,7 @@ impl Pool {
             order,
             clients: 0,
             removed: false,
+            generation: 0,
         };
         p.rebuild();
         p
@@ -242,6 +246,7 @@ impl Pool {
             nservers: self.len(),
             disabled: &self.cfg.disable_commands,
             slots: self.cluster.as_ref().map(|c| c.slots.as_slice()),
+            hash_override: self.cfg.hash_override,
         }
     }
 
@@ -268,6 +273,7 @@ impl Pool {
             })
             .collect();
         self.ring = Ring::build(self.cfg.hash, self.cfg.distribution, &nodes);
+        self.generation += 1;
         self.names = Rc::new(
             self.order
                 .iter()

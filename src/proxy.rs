@@ -43,9 +43,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::backend::{
-    Conn, ConnState, Pending, ReadBuf, INTERNAL, ORPHAN, PRIVATE_IDLE, REFRESH, SWALLOW, WHOLE,
-};
+use crate::backend::{Conn, ConnState, Owner, Pending, ReadBuf, PRIVATE_IDLE, WHOLE};
 use crate::chain::{Delivered, Done, Meta, Multi, Sink, Slot, NO_CMD};
 use crate::client::{Client, Closing, Stream};
 use crate::clock::{since, Micros};
@@ -105,6 +103,13 @@ const STALL_FACTOR: u32 = 10;
 
 const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
 
+/// Whether a command ran or is held back at a fence (see `Proxy::execute`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exec {
+    Done,
+    Deferred,
+}
+
 /// How a backend connection ended, which decides what happens to its server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fail {
@@ -112,8 +117,13 @@ enum Fail {
     Idle,
     /// A connection carrying requests broke: they fail; reconnect on next use.
     Broken,
+    /// The backend closed a connection that carried requests: they fail (counted as EOF).
+    Eof,
     /// The backend cannot be reached or refused our handshake: down, with backoff.
     Down,
+    /// The proxy closed it for its own reasons (its client left, a reload retired it): never
+    /// counted against the server, whatever state the connection was in.
+    Local,
 }
 
 /// What a token names. The low two bits are the kind, the rest the index.
@@ -372,7 +382,7 @@ impl Proxy {
         for pi in 0..p.pools.len() {
             if p.pools[pi].cfg.preconnect {
                 for si in 0..p.pools[pi].servers.len() {
-                    let _ = p.conn_for(pi, si, 0);
+                    let _ = p.conn_for(pi, si, 0, None);
                 }
             }
         }
@@ -439,7 +449,8 @@ impl Proxy {
                             }
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.client_readable(k, ev.is_read_closed() || ev.is_error());
+                            let hangup = ev.is_read_closed() || ev.is_error();
+                            self.client_readable(k, hangup, hangup);
                         }
                     }
                     Some(Kind::Conn(k)) => self.conn_event(
@@ -502,7 +513,7 @@ impl Proxy {
         // that has gone quiet with nothing pending.
         let keys: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
         for &k in &keys {
-            self.client_readable(k, true);
+            self.client_readable(k, true, false);
         }
         self.flush_all();
         self.tick_clock();
@@ -596,7 +607,8 @@ impl Proxy {
     /// A client was announced readable: read under the budget and serve what arrived.
     /// `closed`: the event says the peer closed (or errored): read to the end even after a
     /// short read, since no further edge will come.
-    fn client_readable(&mut self, k: usize, closed: bool) {
+    /// `hangup`: the event itself says the peer went away (a blocked client is freed at once).
+    fn client_readable(&mut self, k: usize, closed: bool, hangup: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut budget_used = true;
         for _ in 0..READ_BUDGET {
@@ -604,7 +616,7 @@ impl Proxy {
                 budget_used = false;
                 break;
             };
-            if c.blocked && closed && c.closing == Closing::No {
+            if c.blocked && hangup && c.closing == Closing::No {
                 // Like Redis, a blocked client that hangs up is freed at once; its private
                 // connection closes with it so the backend stops blocking for nobody.
                 debug!("c{k}#{} {} closed while blocked", c.id, c.peer);
@@ -675,7 +687,9 @@ impl Proxy {
         if !c.rbuf.is_empty() {
             self.serve_buffered(k);
         }
-        self.client_readable(k, true);
+        // Read to WouldBlock: edge-triggered polling will not announce what already waits.
+        // Not a hang-up: a client resumed while blocked again must stay.
+        self.client_readable(k, true, false);
     }
 
     /// Serve the client's buffered input (`rbuf`).
@@ -712,10 +726,11 @@ impl Proxy {
             match resp::parse_command(&data[pos..], &limits, &mut args) {
                 Ok(n) => {
                     let frame = &data[pos..pos + n];
-                    pos += n;
-                    if !args.is_empty() {
-                        self.command(k, frame, &args);
+                    if !args.is_empty() && self.command(k, frame, &args) == Exec::Deferred {
+                        // Held at a fence: stays unparsed until the chain is empty.
+                        break;
                     }
+                    pos += n;
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Protocol(msg)) => {
@@ -739,15 +754,15 @@ impl Proxy {
         pos
     }
 
-    /// Execute one command.
-    fn command(&mut self, k: usize, frame: &[u8], args: &Args) {
+    /// Execute one command (or hold it back at a fence).
+    fn command(&mut self, k: usize, frame: &[u8], args: &Args) -> Exec {
         self.stats.commands += 1;
         let pool_i = match self.clients.get_mut(k) {
             Some(c) => {
-                c.commands += 1;
+                c.commands = c.commands.wrapping_add(1);
                 c.pool
             }
-            None => return,
+            None => return Exec::Done,
         };
         let renames = &self.pools[pool_i].renames;
         if !renames.is_empty() {
@@ -758,7 +773,8 @@ impl Proxy {
                     self.stats.record_rejected(None);
                     self.cur = Meta::new(NO_CMD, self.now_us);
                     let e = router::unknown_command(args, frame);
-                    return self.reply_err(k, &e);
+                    self.reply_err(k, &e);
+                    return Exec::Done;
                 }
                 Some(orig) if !orig.eq_ignore_ascii_case(typed) => {
                     // Typed the new name: run the original, re-encoded under its real name.
@@ -778,13 +794,14 @@ impl Proxy {
     }
 
     /// Execute one command whose name is the table's (after rename_command).
-    fn command_resolved(&mut self, k: usize, frame: &[u8], args: &Args) {
+    fn command_resolved(&mut self, k: usize, frame: &[u8], args: &Args) -> Exec {
         let spec = match router::resolve(args, frame) {
             Ok(s) => s,
             Err(e) => {
                 self.stats.record_rejected(None);
                 self.cur = Meta::new(NO_CMD, self.now_us);
-                return self.reply_err(k, &e);
+                self.reply_err(k, &e);
+                return Exec::Done;
             }
         };
         let first = if args.len() > 1 {
@@ -798,13 +815,58 @@ impl Proxy {
         } else {
             Meta::new(NO_CMD, self.now_us)
         };
-        self.execute(k, spec, row, frame, args);
+        let done = self.execute(k, spec, row, frame, args);
         self.cur.cmd = NO_CMD;
+        if done == Exec::Deferred {
+            // Counted again when it runs.
+            self.stats.commands -= 1;
+            if let Some(c) = self.clients.get_mut(k) {
+                c.commands = c.commands.wrapping_sub(1);
+            }
+        }
+        done
+    }
+
+    /// Hold client `k`'s current command back until its chain is empty (a fence).
+    fn defer(&mut self, k: usize) -> Exec {
+        if let Some(c) = self.clients.get_mut(k) {
+            c.draining = true;
+        }
+        Exec::Deferred
     }
 
     /// Execute one resolved command (`self.cur` describes it).
     /// `row`: the command's row of the table (`command_index`).
-    fn execute(&mut self, k: usize, spec: &'static Spec, row: u16, frame: &[u8], args: &Args) {
+    /// Commands that move the client between backend connections (and blocking ones, which
+    /// take a private connection) wait at a fence until every earlier reply is in, so no
+    /// command of the client overtakes another on its way to a backend.
+    fn execute(
+        &mut self,
+        k: usize,
+        spec: &'static Spec,
+        row: u16,
+        frame: &[u8],
+        args: &Args,
+    ) -> Exec {
+        let Some(c) = self.clients.get_mut(k) else {
+            return Exec::Done;
+        };
+        if !c.chain.is_empty()
+            && (c.fence
+                || crate::commands::flags(row as usize) & crate::commands::flag::FENCE != 0
+                || spec.class == crate::commands::Class::Blocking
+                || spec.name.starts_with("XREAD")
+                || spec.name == "FORWARD")
+        {
+            return self.defer(k);
+        }
+        c.fence = false;
+        self.run_command(k, spec, row, frame, args);
+        Exec::Done
+    }
+
+    /// Run one command that passed its fence.
+    fn run_command(&mut self, k: usize, spec: &'static Spec, row: u16, frame: &[u8], args: &Args) {
         // What the checks below need of the client, read in one lookup.
         let (pool_i, authed, level, resp2_subscribed, in_multi) = match self.clients.get_mut(k) {
             Some(c) => {
@@ -813,7 +875,7 @@ impl Proxy {
                     c.pool,
                     c.authed,
                     c.level,
-                    c.sub.is_some() && !c.resp3,
+                    !c.resp3 && c.subscribed(),
                     c.in_multi(),
                 )
             }
@@ -907,7 +969,8 @@ impl Proxy {
                 };
                 let bytes = bytes.as_deref().unwrap_or(frame);
                 if blocking {
-                    self.blocking(k, server, bytes);
+                    let key = self.first_key(pool_i, spec, frame, args);
+                    self.blocking(k, server, bytes, key);
                 } else if let Some(slot) = self.replica_for(pool_i, spec, frame, args) {
                     self.forward_slot(k, slot, bytes);
                 } else {
@@ -947,23 +1010,59 @@ impl Proxy {
         self.check_pressure(k);
     }
 
-    /// Stop reading a client with too many replies outstanding.
+    /// The key a command routes by (a `hash=` hint when the pool takes them, else its first
+    /// key), for state that must follow the key across reloads.
+    fn first_key(
+        &mut self,
+        pool_i: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) -> Option<Vec<u8>> {
+        self.routing_keys(pool_i, spec, frame, args)
+            .into_iter()
+            .next()
+    }
+
+    /// Every key a command routes by (see `first_key`).
+    fn routing_keys(
+        &mut self,
+        pool_i: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) -> Vec<Vec<u8>> {
+        let (argc, hinted) =
+            router::hash_hint(spec, args, frame, self.pools[pool_i].cfg.hash_override);
+        if hinted {
+            return vec![router::hint_key(args, frame).to_vec()];
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        let found = crate::commands::key_positions(spec, argc, &|i| args.get(frame, i), &mut keys)
+            .map(|()| keys.iter().map(|&i| args.get(frame, i).to_vec()).collect())
+            .unwrap_or_default();
+        self.keys = keys;
+        found
+    }
+
+    /// Stop reading a client with too many replies outstanding, or too many reply bytes
+    /// waiting for it (high-water marks `max_pending` and `max_output`).
     fn check_pressure(&mut self, k: usize) {
         if let Some(c) = self.clients.get_mut(k) {
-            let max = self.pools[c.pool].cfg.max_pending.max(1);
-            if c.chain.len() >= max {
+            let cfg = &self.pools[c.pool].cfg;
+            if c.chain.len() >= cfg.max_pending.max(1) || c.queued_bytes() > cfg.max_output {
                 c.paused = true;
             }
         }
     }
 
-    /// Resume a paused client once its backlog halved.
+    /// Resume a paused client once its backlog halved (low-water marks: half of each limit).
     fn maybe_resume(&mut self, k: usize) {
         if let Some(c) = self.clients.get_mut(k) {
             if c.paused {
                 let cfg = &self.pools[c.pool].cfg;
                 let max = cfg.max_pending.max(1);
-                if c.chain.len() <= max / 2 && c.pending_output() < cfg.max_output / 2 {
+                if c.chain.len() <= max / 2 && c.queued_bytes() <= cfg.max_output / 2 {
                     c.paused = false;
                     if !self.again.contains(&k) {
                         self.again.push(k);
@@ -1000,7 +1099,38 @@ impl Proxy {
             c.chain
                 .reply(bytes, &mut c.wbuf, meta, sink!(self, k, c.id));
             self.mark_client(k);
+            self.over_limits(k);
         }
+    }
+
+    /// Flow control after reply bytes were queued for client `k`: past `max_output` (unread
+    /// output plus replies held in its chain) the client is paused (no further request of it
+    /// is read or forwarded) until it reads; a subscriber past `pubsub_max_output` is
+    /// disconnected, since messages cannot be held back. True: the client is being closed.
+    fn over_limits(&mut self, k: usize) -> bool {
+        let Some(c) = self.clients.get_mut(k) else {
+            return true;
+        };
+        let cfg = &self.pools[c.pool].cfg;
+        let queued = c.queued_bytes();
+        if queued <= cfg.max_output.min(cfg.pubsub_max_output) {
+            return false;
+        }
+        if c.sub.is_some() && queued > cfg.pubsub_max_output {
+            if c.closing != Closing::Now {
+                warn!(
+                    "c{k}#{} {} closed: subscriber over pubsub_max_output ({queued} bytes unread)",
+                    c.id, c.peer
+                );
+                c.closing = Closing::Now;
+                self.closing.push(k);
+            }
+            return true;
+        }
+        if queued > cfg.max_output {
+            c.paused = true;
+        }
+        false
     }
 
     fn mark_client(&mut self, k: usize) {
@@ -1024,12 +1154,22 @@ impl Proxy {
     // ----- sending to backends ----------------------------------------------------------
 
     /// The shared connection to use for `server` (slot) of `pool` with protocol `proto`,
-    /// connecting if needed.
-    fn conn_for(&mut self, pool_i: usize, server_i: usize, proto: usize) -> Result<usize, String> {
+    /// connecting if needed. `pin`: a client's id, so that one client always uses the same one
+    /// of the server's `server_connections` (its commands reach the backend in its order);
+    /// None for the proxy's own requests (round robin).
+    fn conn_for(
+        &mut self,
+        pool_i: usize,
+        server_i: usize,
+        proto: usize,
+        pin: Option<u64>,
+    ) -> Result<usize, String> {
         let srv = &mut self.pools[pool_i].servers[server_i];
         let n = srv.conns[proto].len();
         let slot = if n == 1 {
             0
+        } else if let Some(id) = pin {
+            (id % n as u64) as usize
         } else {
             srv.rr = srv.rr.wrapping_add(1);
             srv.rr % n
@@ -1110,6 +1250,8 @@ impl Proxy {
             retiring: false,
             private,
             owner: None,
+            returning: false,
+            blocked_key: None,
             pubsub: false,
             reqs: Default::default(),
             track: pool.cfg.cluster,
@@ -1127,7 +1269,7 @@ impl Proxy {
         }
         // Handshake, pipelined ahead of the first client request: protocol, credentials,
         // database. Replies to these are checked and swallowed (INTERNAL).
-        let internal = Pending::new(INTERNAL, 0, 0, WHOLE, false, self.now_us);
+        let internal = Pending::internal(Owner::Handshake, self.now_us);
         // Credentials: the server line's user=/password=, else the pool's backend_username /
         // backend_password, else nutcracker's redis_auth (password only).
         let server_cfg = pool
@@ -1233,19 +1375,31 @@ impl Proxy {
                 let Some(&server) = self.pools[pool_i].order.get(pos) else {
                     return Err("ERR no such backend (the configuration changed)".into());
                 };
-                self.conn_for(pool_i, server, proto)?
+                self.conn_for(pool_i, server, proto, Some(id))?
             }
         };
-        let p = Pending::new(k, id, seq, part, false, self.now_us);
+        let p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
         self.push_request(ck, p, bytes);
         Ok(())
     }
 
-    /// Queue `bytes` on connection `ck` for client `k`'s slot `seq` (or SWALLOW its reply when
-    /// `k` is SWALLOW).
+    /// The owner of a reply client `k` waits for (Swallow when the client is gone).
+    fn owner_of(&self, k: usize) -> Owner {
+        match self.clients.get(k) {
+            Some(c) => Owner::Client { key: k, id: c.id },
+            None => Owner::Swallow,
+        }
+    }
+
+    /// Queue `bytes` on connection `ck` for client `k`'s slot `seq`.
     fn send_on(&mut self, ck: usize, k: usize, bytes: &[u8], seq: u64, part: u32, blocking: bool) {
-        let id = self.clients.get(k).map_or(0, |c| c.id);
-        let p = Pending::new(k, id, seq, part, blocking, self.now_us);
+        let p = Pending::new(self.owner_of(k), seq, part, blocking, self.now_us);
+        self.push_request(ck, p, bytes);
+    }
+
+    /// Queue a proxy-made request on connection `ck` whose reply nobody waits for.
+    fn send_swallowed(&mut self, ck: usize, bytes: &[u8]) {
+        let p = Pending::internal(Owner::Swallow, self.now_us);
         self.push_request(ck, p, bytes);
     }
 
@@ -1266,17 +1420,19 @@ impl Proxy {
     }
 
     // ----- private connections, blocking commands, transactions ---------------------------
+    //
+    // Private connections are named by the server's slot (its stable identity), never by its
+    // config position, so a reload that shifts positions cannot redirect them. A connection is
+    // lent only when idle (no owner, nothing in flight); one given back while busy joins the
+    // idle list when its last reply arrives (`park_private`).
 
-    /// Lend client `k` a private connection to the server at config position `pos` (or return
-    /// the one it holds, which must be to that server).
-    fn acquire_private(&mut self, k: usize, pos: usize) -> Result<usize, String> {
+    /// Lend client `k` a private connection to the server in slot `slot` (or return the one it
+    /// holds, which must be to that server).
+    fn acquire_private(&mut self, k: usize, slot: usize) -> Result<usize, String> {
         let Some(c) = self.clients.get(k) else {
             return Err("ERR client gone".into());
         };
         let (pool_i, proto, id, held) = (c.pool, c.resp3 as usize, c.id, c.private);
-        let Some(&slot) = self.pools[pool_i].order.get(pos) else {
-            return Err("ERR no such backend (the configuration changed)".into());
-        };
         if let Some(ck) = held {
             return match self.conns.get(ck) {
                 Some(cn) if cn.server == slot => Ok(ck),
@@ -1284,10 +1440,21 @@ impl Proxy {
             };
         }
         let cap = self.pools[pool_i].cfg.private_connections;
-        let srv = &mut self.pools[pool_i].servers[slot];
+        let Some(srv) = self.pools[pool_i].servers.get_mut(slot) else {
+            return Err("ERR no such backend (the configuration changed)".into());
+        };
+        if srv.retired {
+            return Err(format!(
+                "ERR backend {} was removed from the pool (the configuration changed)",
+                srv.name
+            ));
+        }
         let mut found = None;
         while let Some(ck) = srv.idle_private[proto].pop() {
-            if self.conns.get(ck).is_some_and(|cn| cn.owner.is_none()) {
+            let idle = self.conns.get(ck).is_some_and(|cn| {
+                cn.owner.is_none() && !cn.returning && !cn.pubsub && cn.inflight.is_empty()
+            });
+            if idle {
                 found = Some(ck);
                 break;
             }
@@ -1313,8 +1480,8 @@ impl Proxy {
         Ok(ck)
     }
 
-    /// Client `k` gives its private connection back (to the idle pool, or closed when the pool
-    /// is full). Requests still in flight on it keep their own client references.
+    /// Client `k` gives its private connection back. It is lent again only once nothing is in
+    /// flight on it (`park_private`).
     fn release_private(&mut self, k: usize) {
         let Some(ck) = self.clients.get_mut(k).and_then(|c| c.private.take()) else {
             return;
@@ -1323,8 +1490,23 @@ impl Proxy {
             return;
         };
         conn.owner = None;
+        conn.blocked_key = None;
+        if conn.inflight.is_empty() {
+            self.park_private(ck);
+        } else {
+            conn.returning = true;
+        }
+    }
+
+    /// An idle private connection goes to its server's idle list (or closes when the list is
+    /// full or the server left the pool).
+    fn park_private(&mut self, ck: usize) {
+        let Some(conn) = self.conns.get_mut(ck) else {
+            return;
+        };
+        conn.returning = false;
         let srv = &mut self.pools[conn.pool].servers[conn.server];
-        if !srv.retired && srv.idle_private[conn.proto].len() < PRIVATE_IDLE {
+        if !srv.retired && !conn.pubsub && srv.idle_private[conn.proto].len() < PRIVATE_IDLE {
             srv.idle_private[conn.proto].push(ck);
         } else {
             self.retire_conn(ck);
@@ -1332,15 +1514,25 @@ impl Proxy {
     }
 
     /// Run a blocking command on a private connection; the client is not read until it answers.
-    fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8]) {
+    /// `key`: the key it waits on, kept on the connection so that a reload that moves the key
+    /// (or removes its server) can end the wait instead of leaving it on the wrong server.
+    fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8], key: Option<Vec<u8>>) {
         self.cur.backend = pos.min(u16::MAX as usize - 1) as u16;
-        let seq = match self.clients.get_mut(k) {
-            Some(c) => c.chain.push(Slot::Waiting, self.cur),
-            None => return,
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
         };
-        match self.acquire_private(k, pos) {
+        let seq = c.chain.push(Slot::Waiting, self.cur);
+        let slot = self.pools[c.pool].order.get(pos).copied();
+        let got = match slot {
+            Some(slot) => self.acquire_private(k, slot),
+            None => Err("ERR no such backend (the configuration changed)".into()),
+        };
+        match got {
             Ok(ck) => {
                 self.send_on(ck, k, bytes, seq, WHOLE, true);
+                if let Some(conn) = self.conns.get_mut(ck) {
+                    conn.blocked_key = key;
+                }
                 if let Some(c) = self.clients.get_mut(k) {
                     c.blocked = true;
                 }
@@ -1358,8 +1550,10 @@ impl Proxy {
             return;
         }
         c.blocked = false;
-        let keep = c.watching();
-        if !keep {
+        if let Some(conn) = c.private.and_then(|ck| self.conns.get_mut(ck)) {
+            conn.blocked_key = None;
+        }
+        if !c.watching() {
             self.release_private(k);
         }
         if !self.again.contains(&k) {
@@ -1367,19 +1561,19 @@ impl Proxy {
         }
     }
 
-    /// A private connection for client `k`'s subscriptions on the backend at `pos`.
-    fn pubsub_conn(&mut self, k: usize, pos: usize) -> Result<usize, String> {
+    /// A private connection for client `k`'s subscriptions on the server in slot `slot`.
+    fn pubsub_conn(&mut self, k: usize, slot: usize) -> Result<usize, String> {
         if let Some(ck) = self
             .clients
             .get(k)
             .and_then(|c| c.sub.as_ref())
-            .and_then(|s| s.conn_at(pos))
+            .and_then(|s| s.conn_at(slot))
         {
             return Ok(ck);
         }
         // Borrow through the same pool as blocking commands, without disturbing `private`.
         let held = self.clients.get_mut(k).and_then(|c| c.private.take());
-        let got = self.acquire_private(k, pos);
+        let got = self.acquire_private(k, slot);
         if let Some(c) = self.clients.get_mut(k) {
             c.private = held;
         }
@@ -1388,7 +1582,7 @@ impl Proxy {
             conn.pubsub = true;
         }
         if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
-            sub.conns.push((pos, ck));
+            sub.conns.push((slot, ck));
         }
         Ok(ck)
     }
@@ -1405,6 +1599,9 @@ impl Proxy {
         let name = spec.name;
         let pattern = name.starts_with('P');
         let unsub = name.contains("UNSUB");
+        // Subscriptions live on private connections: the client's next command (a PUBLISH
+        // under RESP3, a GET after the last UNSUBSCRIBE) waits for the confirmations.
+        c.fence = true;
         let mut names: Vec<Vec<u8>> = (1..args.len())
             .map(|i| args.get(frame, i).to_vec())
             .collect();
@@ -1425,10 +1622,13 @@ impl Proxy {
                 write_push_len(&mut out, 3, c.resp3);
                 resp::write_bulk(&mut out, kind.as_bytes());
                 resp::write_nil(&mut out, c.resp3);
-                let count = c
-                    .sub
-                    .as_ref()
-                    .map_or(0, |s| s.channels.len() + s.patterns.len());
+                let count = c.sub.as_ref().map_or(0, |s| {
+                    if name == "SUNSUBSCRIBE" {
+                        s.shard.len()
+                    } else {
+                        s.channels.len() + s.patterns.len()
+                    }
+                });
                 resp::write_int(&mut out, count as i64);
                 self.reply(k, &out);
                 self.maybe_end_sub(k);
@@ -1454,8 +1654,9 @@ impl Proxy {
                 };
                 if unsub {
                     set.remove(ch);
-                } else {
-                    set.insert(ch.clone());
+                } else if set.insert(ch.clone()) {
+                    // Taken back if the backend refuses it.
+                    sub.adding.insert((seq, part as u32), ch.clone());
                 }
                 let count = if matches!(name, "SSUBSCRIBE" | "SUNSUBSCRIBE") {
                     sub.shard.len()
@@ -1465,7 +1666,7 @@ impl Proxy {
                 sub.expect.insert((seq, part as u32), count);
             }
         }
-        let npos = self.pools[pool_i].len();
+        let slots = self.pools[pool_i].order.clone();
         for (part, ch) in names.iter().enumerate() {
             let req = {
                 let mut r = Vec::with_capacity(ch.len() + 32);
@@ -1474,32 +1675,38 @@ impl Proxy {
             };
             let part = part as u32;
             if pattern {
-                for pos in 0..npos {
+                // On every server; the first one's confirmation answers the client.
+                for (i, &slot) in slots.iter().enumerate() {
                     let ck = if unsub {
                         self.clients
                             .get(k)
                             .and_then(|c| c.sub.as_ref())
-                            .and_then(|s| s.conn_at(pos))
+                            .and_then(|s| s.conn_at(slot))
                             .ok_or_else(String::new)
                     } else {
-                        self.pubsub_conn(k, pos)
+                        self.pubsub_conn(k, slot)
                     };
-                    match (ck, pos) {
+                    match (ck, i) {
                         (Ok(ck), 0) => self.send_on(ck, k, &req, seq, part, false),
-                        (Ok(ck), _) => self.send_on(ck, SWALLOW, &req, 0, WHOLE, false),
+                        (Ok(ck), _) => self.send_swallowed(ck, &req),
                         (Err(_), 0) if unsub => self.local_confirm(k, seq, part, name, ch),
                         (Err(e), 0) => self.fail_sub_part(k, seq, part, &e, name, ch),
                         (Err(e), _) => {
                             if !e.is_empty() {
-                                warn!("c{k} pattern subscription on backend {pos} failed: {e}");
+                                warn!("c{k} pattern subscription on backend {i} failed: {e}");
                             }
                         }
                     }
                 }
             } else {
+                // Where the channel's name hashes to: the ring, or a cluster's slot map (a
+                // shard channel must be on its slot's master).
                 let pool = &self.pools[pool_i];
-                let pos = pool.ring.pick(crate::ring::hash_tag(ch, pool.cfg.hash_tag));
-                let Some(pos) = pos else {
+                let slot = pool
+                    .target()
+                    .pick(ch)
+                    .and_then(|pos| pool.order.get(pos).copied());
+                let Some(slot) = slot else {
                     self.fail_sub_part(
                         k,
                         seq,
@@ -1510,17 +1717,26 @@ impl Proxy {
                     );
                     continue;
                 };
+                let shard = name.starts_with('S');
                 let ck = if unsub {
                     self.clients
-                        .get(k)
-                        .and_then(|c| c.sub.as_ref())
-                        .and_then(|s| s.conn_at(pos))
+                        .get_mut(k)
+                        .and_then(|c| c.sub.as_mut())
+                        .and_then(|s| s.leave(shard, ch, slot))
                         .ok_or_else(String::new)
                 } else {
-                    self.pubsub_conn(k, pos)
+                    self.pubsub_conn(k, slot)
                 };
                 match ck {
-                    Ok(ck) => self.send_on(ck, k, &req, seq, part, false),
+                    Ok(ck) => {
+                        if !unsub {
+                            if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut())
+                            {
+                                sub.home.insert((shard, ch.clone()), slot);
+                            }
+                        }
+                        self.send_on(ck, k, &req, seq, part, false)
+                    }
                     Err(_) if unsub => self.local_confirm(k, seq, part, name, ch),
                     Err(e) => self.fail_sub_part(k, seq, part, &e, name, ch),
                 }
@@ -1574,19 +1790,28 @@ impl Proxy {
     /// A (un)subscribe confirmation from a backend: track the client's subscriptions and
     /// answer with its total count (a backend only knows its own share).
     fn confirm(&mut self, p: Pending, reply: &[u8]) {
-        let Some(c) = self
-            .clients
-            .get_mut(p.client)
-            .filter(|c| c.id == p.client_id)
-        else {
+        let Some((key, id)) = p.client() else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(key).filter(|c| c.id == id) else {
             return;
         };
         let resp3 = c.resp3;
         let mut out = Vec::new();
-        if let (Some(sub), Ok(Some((Reply::Array(items) | Reply::Push(items), _)))) =
+        if let (Some(sub), Some(b'-' | b'!')) = (c.sub.as_mut(), reply.first()) {
+            // Refused (e.g. -MOVED for a shard channel): the subscription did not happen.
+            sub.pending = sub.pending.saturating_sub(1);
+            sub.expect.remove(&(p.seq, p.part));
+            if let Some(ch) = sub.adding.remove(&(p.seq, p.part)) {
+                sub.channels.remove(&ch);
+                sub.patterns.remove(&ch);
+                sub.shard.remove(&ch);
+            }
+        } else if let (Some(sub), Ok(Some((Reply::Array(items) | Reply::Push(items), _)))) =
             (c.sub.as_mut(), resp::parse_reply(reply))
         {
             sub.pending = sub.pending.saturating_sub(1);
+            sub.adding.remove(&(p.seq, p.part));
             let expected = sub.expect.remove(&(p.seq, p.part));
             if let (Some(Reply::Bulk(kind)), Some(Reply::Bulk(ch)), Some(count)) =
                 (items.first(), items.get(1), expected)
@@ -1600,8 +1825,8 @@ impl Proxy {
         if out.is_empty() {
             out.extend_from_slice(reply);
         }
-        self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &out);
-        self.maybe_end_sub(p.client);
+        self.deliver_to(key, Some(id), p.seq, p.part, &out);
+        self.maybe_end_sub(key);
     }
 
     /// A message for a subscriber: through its chain, after whatever it is waiting for.
@@ -1673,7 +1898,7 @@ impl Proxy {
             if let Some(conn) = self.conns.get_mut(ck) {
                 conn.owner = None;
             }
-            self.conn_failed(ck, "subscriber gone", Fail::Idle);
+            self.conn_failed(ck, "subscriber gone", Fail::Local);
         }
     }
 
@@ -1685,7 +1910,7 @@ impl Proxy {
         let pool = &self.pools[pool_i];
         let target = pool.target();
         // Keyless commands float: they run wherever the transaction's keys are.
-        let (argc, hinted) = router::hash_hint(spec, args, frame);
+        let (argc, hinted) = router::hash_hint(spec, args, frame, target.hash_override);
         let keyless = !hinted
             && (spec.class == crate::commands::Class::AnyBackend
                 || spec.class == crate::commands::Class::Local
@@ -1713,6 +1938,13 @@ impl Proxy {
                 return self.multi_error(k, &msg);
             }
         };
+        let slot = self.pools[pool_i].order.get(server).copied().unwrap_or(0);
+        let generation = self.pools[pool_i].generation;
+        let keys = if keyless {
+            Vec::new()
+        } else {
+            self.routing_keys(pool_i, spec, frame, args)
+        };
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
@@ -1721,10 +1953,14 @@ impl Proxy {
         };
         if !keyless {
             match txn.server {
-                None => txn.server = Some(server),
-                Some(s) if s != server => return self.multi_error(k, &spread),
+                None => {
+                    txn.server = Some(slot);
+                    txn.generation = generation;
+                }
+                Some(s) if s != slot => return self.multi_error(k, &spread),
                 _ => {}
             }
+            txn.keys.extend(keys);
         }
         if reencode {
             let bytes = encode_args(args, frame, 0..argc);
@@ -1744,7 +1980,8 @@ impl Proxy {
         self.reply_err(k, msg);
     }
 
-    /// End WATCH (if any) and forget the transaction; the private connection goes back.
+    /// End WATCH (if any) and forget the transaction; the private connection goes back (once
+    /// idle), and the client's next command waits for what is in flight on it (a fence).
     fn end_txn(&mut self, k: usize, send_unwatch: bool) {
         let Some(c) = self.clients.get_mut(k) else {
             return;
@@ -1753,13 +1990,50 @@ impl Proxy {
         let ck = c.private;
         c.txn = None;
         if watching {
+            c.fence = true;
             if let (true, Some(ck)) = (send_unwatch, ck) {
-                self.send_on(ck, SWALLOW, b"*1\r\n$7\r\nUNWATCH\r\n", 0, WHOLE, false);
+                self.send_swallowed(ck, b"*1\r\n$7\r\nUNWATCH\r\n");
             }
             if !self.clients.get(k).is_some_and(|c| c.blocked) {
                 self.release_private(k);
             }
         }
+    }
+
+    /// The server slot a transaction runs on: the one it was pinned to, provided it is still
+    /// in the pool and (when the ring changed since) still owns every key it touches. Err: the
+    /// EXECABORT text.
+    fn txn_home(&self, pool_i: usize, txn: &crate::client::Txn) -> Result<usize, String> {
+        let pool = &self.pools[pool_i];
+        let Some(slot) = txn.server else {
+            // Keyless commands only: the first server.
+            return pool
+                .order
+                .first()
+                .copied()
+                .ok_or_else(|| "EXECABORT Transaction discarded: no backend".to_string());
+        };
+        let srv = &pool.servers[slot];
+        if srv.retired {
+            return Err(format!(
+                "EXECABORT Transaction discarded: backend {} left the pool while it was queued (the configuration changed)",
+                srv.name
+            ));
+        }
+        if txn.generation != pool.generation {
+            let target = pool.target();
+            let moved = txn
+                .keys
+                .iter()
+                .any(|key| target.pick(key).and_then(|p| pool.order.get(p).copied()) != Some(slot));
+            if moved {
+                return Err(format!(
+                    "EXECABORT Transaction discarded: its keys moved off backend {} while it was queued (the configuration changed)",
+                    srv.name
+                ));
+            }
+        }
+        Ok(slot)
     }
 
     fn txn_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
@@ -1786,19 +2060,29 @@ impl Proxy {
                 if !in_multi {
                     return self.reply_err(k, "ERR EXEC without MULTI");
                 }
+                let pool_i = c.pool;
                 let Some(txn) = c.txn.take() else {
                     return;
                 };
-                if txn.dirty {
-                    c.txn = Some(txn);
-                    self.end_txn(k, true);
-                    return self.reply_err(
-                        k,
-                        "EXECABORT Transaction discarded because of previous errors.",
-                    );
-                }
+                let home = if txn.dirty {
+                    Err("EXECABORT Transaction discarded because of previous errors.".to_string())
+                } else {
+                    self.txn_home(pool_i, &txn)
+                };
+                let slot = match home {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        if let Some(c) = self.clients.get_mut(k) {
+                            c.txn = Some(txn);
+                        }
+                        self.end_txn(k, true);
+                        return self.reply_err(k, &e);
+                    }
+                };
+                let Some(c) = self.clients.get_mut(k) else {
+                    return;
+                };
                 let watching = txn.watching;
-                let pos = txn.server.unwrap_or(0);
                 let seq = c.chain.push(Slot::Waiting, self.cur);
                 let mut block = Vec::with_capacity(txn.queued.len() + 32);
                 block.extend_from_slice(b"*1\r\n$5\r\nMULTI\r\n");
@@ -1809,18 +2093,15 @@ impl Proxy {
                     c.private
                         .ok_or_else(|| "ERR watch connection lost".to_string())
                 } else {
-                    let (pool_i, proto) = (c.pool, c.resp3 as usize);
-                    match self.pools[pool_i].order.get(pos).copied() {
-                        Some(slot) => self.conn_for(pool_i, slot, proto),
-                        None => Err("ERR no such backend (the configuration changed)".into()),
-                    }
+                    let (proto, id) = (c.resp3 as usize, c.id);
+                    self.conn_for(pool_i, slot, proto, Some(id))
                 };
                 match ck {
                     Ok(ck) => {
-                        self.send_on(ck, SWALLOW, &block, 0, WHOLE, false);
+                        self.send_swallowed(ck, &block);
                         for _ in 0..txn.count {
                             // One swallowed +QUEUED per command; the bytes went with MULTI.
-                            self.send_on(ck, SWALLOW, b"", 0, WHOLE, false);
+                            self.send_swallowed(ck, b"");
                         }
                         self.send_on(ck, k, b"*1\r\n$4\r\nEXEC\r\n", seq, WHOLE, false);
                     }
@@ -1828,6 +2109,11 @@ impl Proxy {
                 }
                 if let Some(c) = self.clients.get_mut(k) {
                     c.txn = None;
+                    if watching {
+                        // Later commands go to shared connections again: none may overtake
+                        // the EXEC on the private one.
+                        c.fence = true;
+                    }
                 }
                 if watching {
                     self.release_private(k);
@@ -1850,19 +2136,29 @@ impl Proxy {
                     }
                     pos = Some(s);
                 }
-                let pos = pos.unwrap_or(0);
-                let seq = match self.clients.get_mut(k) {
-                    Some(c) => c.chain.push(Slot::Waiting, self.cur),
-                    None => return,
-                };
-                match self.acquire_private(k, pos) {
+                let slot = pool.order.get(pos.unwrap_or(0)).copied().unwrap_or(0);
+                let generation = pool.generation;
+                if c.txn
+                    .as_ref()
+                    .and_then(|t| t.server)
+                    .is_some_and(|s| s != slot)
+                {
+                    return self.reply_err(k, "PROXYERROR keys are on different backends");
+                }
+                let seq = c.chain.push(Slot::Waiting, self.cur);
+                match self.acquire_private(k, slot) {
                     Ok(ck) => {
                         let bytes = encode_args(args, frame, 0..args.len());
                         self.send_on(ck, k, &bytes, seq, WHOLE, false);
                         if let Some(c) = self.clients.get_mut(k) {
                             let t = c.txn.get_or_insert_with(Default::default);
                             t.watching = true;
-                            t.server = Some(pos);
+                            if t.server.is_none() {
+                                t.server = Some(slot);
+                                t.generation = generation;
+                            }
+                            t.keys
+                                .extend((1..args.len()).map(|i| args.get(frame, i).to_vec()));
                         }
                     }
                     Err(e) => self.fail_slot(k, seq, WHOLE, &e),
@@ -1927,9 +2223,9 @@ impl Proxy {
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
-        let (pool_i, proto) = (c.pool, c.resp3 as usize);
+        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
         let seq = c.chain.push(Slot::Waiting, self.cur);
-        match self.conn_for(pool_i, server_slot, proto) {
+        match self.conn_for(pool_i, server_slot, proto, Some(id)) {
             Ok(ck) => self.send_on(ck, k, bytes, seq, WHOLE, false),
             Err(e) => self.fail_slot(k, seq, WHOLE, &e),
         }
@@ -2046,19 +2342,32 @@ impl Proxy {
                 sink!(self, k, c.id),
             )
         };
-        if d == Delivered::Written {
-            let over = c.pending_output() > self.pools[c.pool].cfg.max_output;
-            if over {
-                warn!(
-                    "c{k}#{} {} closed: output buffer over max_output ({} bytes unread)",
-                    c.id,
-                    c.peer,
-                    c.pending_output()
-                );
-                c.closing = Closing::Now;
-                self.closing.push(k);
+        if d == Delivered::Dropped {
+            return;
+        }
+        let over = {
+            let cfg = &self.pools[c.pool].cfg;
+            c.queued_bytes() > cfg.max_output.min(cfg.pubsub_max_output)
+        };
+        let c = if over {
+            if self.over_limits(k) {
                 return;
             }
+            match self.clients.get_mut(k) {
+                Some(c) => c,
+                None => return,
+            }
+        } else {
+            c
+        };
+        if c.draining && c.chain.is_empty() {
+            // The command held at a fence can run now.
+            c.draining = false;
+            if !self.again.contains(&k) {
+                self.again.push(k);
+            }
+        }
+        if d == Delivered::Written {
             if !c.dirty {
                 c.dirty = true;
                 self.dirty_clients.push(k);
@@ -2105,7 +2414,10 @@ impl Proxy {
                     Ok(_) => {
                         conn.state = ConnState::Up;
                         // With a handshake queued, the server counts as up once it answers.
-                        let handshake = conn.inflight.front().is_some_and(|p| p.client == INTERNAL);
+                        let handshake = conn
+                            .inflight
+                            .front()
+                            .is_some_and(|p| p.owner == Owner::Handshake);
                         if !handshake {
                             self.pools[conn.pool].servers[conn.server].connected(conn.server);
                         }
@@ -2136,7 +2448,7 @@ impl Proxy {
                     let how = if conn.inflight.is_empty() {
                         Fail::Idle
                     } else {
-                        Fail::Broken
+                        Fail::Eof
                     };
                     return self.conn_failed(k, "connection closed by the backend", how);
                 }
@@ -2161,7 +2473,9 @@ impl Proxy {
         }
     }
 
-    /// Dispatch every complete reply in the connection's buffer.
+    /// Dispatch every complete reply in the connection's buffer: each is classified by
+    /// `route` (a pub/sub message, a stray push, or the reply of the front in-flight entry,
+    /// whose typed owner says where it goes) and then acted on.
     fn conn_replies(&mut self, k: usize) -> Result<(), (String, Fail)> {
         let Some(conn) = self.conns.get_mut(k) else {
             return Ok(());
@@ -2185,98 +2499,86 @@ impl Proxy {
                     break;
                 }
             };
-            if conn.pubsub {
-                if is_message(&data[..n]) {
-                    // A published message: out of band, to the subscriber (if it is still
-                    // subscribed), in arrival order; never a reply to a request.
-                    let owner = conn.owner;
-                    let msg = data[..n].to_vec();
+            let reply = &data[..n];
+            let (p, req) = match route(conn, reply) {
+                Route::Message(owner) => {
+                    // Out of band, to the subscriber (if it is still subscribed), in arrival
+                    // order; never a reply to a request.
+                    let msg = reply.to_vec();
                     rbuf.consume(n);
                     if let Some((owner, id)) = owner {
                         self.push_to(owner, id, &msg);
                     }
                     continue;
                 }
-            } else if data[0] == b'>' {
-                // RESP3 push on a shared connection: no request of ours asked for it.
-                rbuf.consume(n);
-                continue;
-            }
-            let Some(p) = conn.inflight.pop_front() else {
-                result = Err(("reply to no request".to_string(), Fail::Broken));
-                break;
+                Route::Stray => {
+                    rbuf.consume(n);
+                    continue;
+                }
+                Route::Unexpected => {
+                    result = Err(("reply to no request".to_string(), Fail::Broken));
+                    break;
+                }
+                Route::Reply(p, req) => (p, req),
             };
-            let req = if conn.track {
-                conn.reqs.pop_front()
-            } else {
-                None
-            };
-            let orphan = conn.orphans > 0;
-            if orphan {
-                conn.orphans -= 1;
-            }
             let srv = &mut self.pools[conn.pool].servers[conn.server];
             srv.stats.replies += 1;
             srv.stats.response_bytes += n as u64;
-            if p.client != INTERNAL && p.client != SWALLOW && !p.blocking {
-                let usec = since(self.now_us, p.sent);
-                srv.stats.latency.record(usec);
-            }
             srv.failure_count = 0;
-            let reply = &data[..n];
-            if p.client == REFRESH {
-                let (pool_i, host) = (
-                    conn.pool,
-                    self.pools[conn.pool].servers[conn.server].host.clone(),
-                );
-                let reply = reply.to_vec();
-                rbuf.consume(n);
-                self.cluster_slots_reply(pool_i, &host, &reply);
-                continue;
-            }
-            if let Some(req) = req.filter(|_| {
-                // A private connection's request (blocking, WATCH) must not move to a shared
-                // connection: its client gets the redirection error instead.
-                !orphan
-                    && !conn.private
-                    && !p.blocking
-                    && p.client < REFRESH
-                    && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "))
-            }) {
-                let (pool_i, host) = (
-                    conn.pool,
-                    self.pools[conn.pool].servers[conn.server].host.clone(),
-                );
-                let reply = reply.to_vec();
-                rbuf.consume(n);
-                self.redirect(pool_i, &host, p, &req, &reply);
-                continue;
-            }
-            if p.client == INTERNAL {
-                if !matches!(reply.first(), Some(b'-') | Some(b'!')) {
-                    if conn.inflight.front().is_none_or(|p| p.client != INTERNAL) {
-                        self.pools[conn.pool].servers[conn.server].connected(conn.server);
+            match p.owner {
+                Owner::Handshake => {
+                    if matches!(reply.first(), Some(b'-') | Some(b'!')) {
+                        result = Err((
+                            format!(
+                                "handshake refused: {}",
+                                String::from_utf8_lossy(reply).trim_end()
+                            ),
+                            Fail::Down,
+                        ));
+                        break;
                     }
-                } else {
-                    result = Err((
-                        format!(
-                            "handshake refused: {}",
-                            String::from_utf8_lossy(reply).trim_end()
-                        ),
-                        Fail::Down,
-                    ));
-                    break;
+                    if conn
+                        .inflight
+                        .front()
+                        .is_none_or(|p| p.owner != Owner::Handshake)
+                    {
+                        srv.connected(conn.server);
+                    }
                 }
-            } else if !orphan && p.client != ORPHAN && p.client != SWALLOW {
-                if conn.pubsub {
+                Owner::Refresh => {
+                    let (pool_i, host) = (conn.pool, srv.host.clone());
                     let reply = reply.to_vec();
                     rbuf.consume(n);
-                    self.confirm(p, &reply);
+                    self.cluster_slots_reply(pool_i, &host, &reply);
                     continue;
                 }
-                self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, reply);
-                if p.blocking {
-                    self.unblock(p.client, p.client_id);
+                Owner::Swallow | Owner::Orphan => {}
+                Owner::Client { key, id } => {
+                    if !p.blocking {
+                        srv.stats.latency.record(since(self.now_us, p.sent));
+                    }
+                    // A private connection's request (blocking, WATCH) must not move to a
+                    // shared connection: its client gets the redirection error instead.
+                    let redirect = !conn.private
+                        && !p.blocking
+                        && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "));
+                    if let (true, Some(req)) = (redirect, req) {
+                        let (pool_i, host) = (conn.pool, srv.host.clone());
+                        let reply = reply.to_vec();
+                        rbuf.consume(n);
+                        self.redirect(pool_i, &host, p, &req, &reply);
+                        continue;
+                    }
+                    if conn.pubsub {
+                        let reply = reply.to_vec();
+                        rbuf.consume(n);
+                        self.confirm(p, &reply);
+                        continue;
+                    }
+                    self.deliver_to(key, Some(id), p.seq, p.part, reply);
+                    if p.blocking {
+                        self.unblock(key, id);
+                    }
                 }
             }
             rbuf.consume(n);
@@ -2284,14 +2586,20 @@ impl Proxy {
         if let Some(conn) = self.conns.get_mut(k) {
             rbuf.shrink(64 * 1024);
             conn.rbuf = rbuf;
-            if result.is_ok() && conn.retiring && conn.inflight.is_empty() {
-                return Err(("retired by a reload".into(), Fail::Idle));
+            if result.is_ok() && conn.inflight.is_empty() {
+                if conn.retiring {
+                    return Err(("retired by a reload".into(), Fail::Local));
+                }
+                if conn.returning {
+                    self.park_private(k);
+                }
             }
         }
         result
     }
 
-    /// A connection broke (or never came up): fail everything it carried, in order.
+    /// A connection broke, never came up, or is closed by the proxy: fail everything it
+    /// carried, in order. Only `Down`, `Broken` and `Eof` count against its server.
     fn conn_failed(&mut self, k: usize, why: &str, how: Fail) {
         let Some(mut conn) = self.conns.try_remove(k) else {
             return;
@@ -2299,10 +2607,10 @@ impl Proxy {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now;
         let srv = &mut self.pools[conn.pool].servers[conn.server];
-        if srv.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
+        if !conn.private && srv.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
             srv.conns[conn.proto][conn.slot] = None;
         }
-        let how = if conn.state == ConnState::Connecting {
+        let how = if conn.state == ConnState::Connecting && how != Fail::Local {
             Fail::Down
         } else {
             how
@@ -2315,15 +2623,17 @@ impl Proxy {
                 }
                 srv.connect_failed(now, why);
             }
-            Fail::Broken => {
-                if why.contains("closed by the backend") {
+            Fail::Broken | Fail::Eof => {
+                if how == Fail::Eof {
                     srv.stats.eof += 1;
                 }
                 warn!("b{}({}) {} {why}", conn.server, srv.name, srv.addr);
                 srv.last_error = why.to_string();
                 srv.stats.failures += 1;
             }
-            Fail::Idle => debug!("b{}({}) {} {why}", conn.server, srv.name, srv.addr),
+            Fail::Idle | Fail::Local => {
+                debug!("b{}({}) {} {why}", conn.server, srv.name, srv.addr)
+            }
         }
         if conn.private {
             srv.private_open = srv.private_open.saturating_sub(1);
@@ -2333,40 +2643,44 @@ impl Proxy {
         }
         let msg = format!("ERR backend {} ({}) {why}", srv.name, srv.addr);
         if let Some((owner, id)) = conn.owner {
-            // The client loses its private connection: a WATCH on it is gone, so its
-            // transaction must not run.
             if let Some(c) = self.clients.get_mut(owner).filter(|c| c.id == id) {
-                if let Some(sub) = c.sub.as_mut() {
-                    sub.conns.retain(|&(_, ck)| ck != k);
-                }
                 if c.private == Some(k) {
                     c.private = None;
                 }
+                // A WATCH on the lost connection is gone: the transaction must not run.
                 if let Some(t) = c.txn.as_mut().filter(|t| t.watching) {
                     t.watching = false;
                     t.dirty = true;
                 }
+                if let Some(sub) = c.sub.as_mut() {
+                    let before = sub.conns.len();
+                    sub.conns.retain(|&(_, ck)| ck != k);
+                    if sub.conns.len() != before && how != Fail::Local {
+                        // Its subscriptions there are gone (backend restart, CLIENT KILL):
+                        // like a Redis restart, the subscriber's connection closes once its
+                        // replies are out, so its library reconnects and resubscribes.
+                        debug!(
+                            "c{owner}#{id} {} closed: subscription connection lost",
+                            c.peer
+                        );
+                        c.closing = Closing::AfterReplies;
+                    }
+                }
             }
+            self.maybe_finish(owner);
         }
-        if how != Fail::Idle {
+        if matches!(how, Fail::Down | Fail::Broken | Fail::Eof) {
             self.pools[conn.pool].server_failed(conn.server, now);
             if let Some(c) = self.pools[conn.pool].cluster.as_mut() {
                 // A node failed: a replica may be taking over its slots.
                 c.wanted = true;
             }
         }
-        let srv = &mut self.pools[conn.pool].servers[conn.server];
-        let mut skip = conn.orphans;
-        let n = conn.inflight.len();
-        srv.stats.errors += (n - skip.min(n)) as u64;
         for p in conn.inflight.drain(..) {
-            if skip > 0 {
-                skip -= 1;
+            let Some((key, id)) = p.client() else {
                 continue;
-            }
-            if p.client == INTERNAL || p.client == ORPHAN {
-                continue;
-            }
+            };
+            self.pools[conn.pool].servers[conn.server].stats.errors += 1;
             let mut e = Vec::with_capacity(msg.len() + 3);
             reply_error(&mut e, &msg);
             self.stats.errors += 1;
@@ -2374,18 +2688,18 @@ impl Proxy {
                 // A subscription request that will never be confirmed.
                 if let Some(sub) = self
                     .clients
-                    .get_mut(p.client)
-                    .filter(|c| c.id == p.client_id)
+                    .get_mut(key)
+                    .filter(|c| c.id == id)
                     .and_then(|c| c.sub.as_mut())
                 {
                     sub.pending = sub.pending.saturating_sub(1);
                     sub.expect.remove(&(p.seq, p.part));
                 }
             }
-            self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
-            self.maybe_end_sub(p.client);
+            self.deliver_to(key, Some(id), p.seq, p.part, &e);
+            self.maybe_end_sub(key);
             if p.blocking {
-                self.unblock(p.client, p.client_id);
+                self.unblock(key, id);
             }
         }
     }
@@ -2432,12 +2746,12 @@ impl Proxy {
                 }
                 let p = *p;
                 conn.orphans += 1;
-                if p.client == INTERNAL || p.client == REFRESH {
-                    // Proxy-made requests keep their marker: a late handshake refusal must still
+                if p.client().is_none() {
+                    // Proxy-made requests keep their owner: a late handshake refusal must still
                     // be seen (and a late CLUSTER SLOTS still applied).
                     continue;
                 }
-                conn.inflight[conn.orphans - 1].client = ORPHAN;
+                conn.inflight[conn.orphans - 1].owner = Owner::Orphan;
                 srv.stats.timeouts += 1;
                 srv.stats.errors += 1;
                 if !timed_out_servers.contains(&(conn.pool, conn.server)) {
@@ -2466,7 +2780,9 @@ impl Proxy {
             self.stats.errors += 1;
             let mut e = Vec::with_capacity(msg.len() + 3);
             reply_error(&mut e, &msg);
-            self.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+            if let Some((key, id)) = p.client() {
+                self.deliver_to(key, Some(id), p.seq, p.part, &e);
+            }
         }
         for (k, why) in failed {
             self.conn_failed(k, &why, Fail::Down);
@@ -2479,7 +2795,13 @@ impl Proxy {
         let mut idle = Vec::new();
         for (k, c) in self.clients.iter() {
             let t = self.pools[c.pool].cfg.client_idle_timeout_ms;
-            if t > 0 && c.chain.is_empty() && since(now_us, c.last_active) >= crate::clock::ms(t) {
+            // Like Redis's `timeout`, subscribers and blocked clients are exempt.
+            if t > 0
+                && c.chain.is_empty()
+                && c.sub.is_none()
+                && !c.blocked
+                && since(now_us, c.last_active) >= crate::clock::ms(t)
+            {
                 idle.push(k);
             }
         }
@@ -2651,7 +2973,7 @@ impl Proxy {
             if let Some(conn) = self.conns.get_mut(ck) {
                 conn.owner = None;
             }
-            self.conn_failed(ck, "closed with its client", Fail::Idle);
+            self.conn_failed(ck, "closed with its client", Fail::Local);
         }
         self.drop_subscriptions(k);
         let Some(mut c) = self.clients.try_remove(k) else {
@@ -2710,10 +3032,10 @@ impl Proxy {
         else {
             return;
         };
-        let Ok(ck) = self.conn_for(pool_i, slot, 0) else {
+        let Ok(ck) = self.conn_for(pool_i, slot, 0, None) else {
             return;
         };
-        let p = Pending::new(REFRESH, 0, 0, WHOLE, false, self.now_us);
+        let p = Pending::internal(Owner::Refresh, self.now_us);
         self.push_request(ck, p, b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
         self.mark_conn(ck);
         if let Some(c) = self.pools[pool_i].cluster.as_mut() {
@@ -2765,12 +3087,15 @@ impl Proxy {
     /// Follow a MOVED/ASK redirection: resend the request to the node that owns the slot
     /// (MOVED also fixes the map and asks for a refresh; ASK sends ASKING first, map unchanged).
     fn redirect(&mut self, pool_i: usize, host: &str, p: Pending, req: &[u8], reply: &[u8]) {
+        let Some((key, id)) = p.client() else {
+            return;
+        };
         let deliver_err = |me: &mut Self, msg: &str| {
             let mut e = Vec::new();
             reply_error(&mut e, msg);
-            me.deliver_to(p.client, Some(p.client_id), p.seq, p.part, &e);
+            me.deliver_to(key, Some(id), p.seq, p.part, &e);
             if p.blocking {
-                me.unblock(p.client, p.client_id);
+                me.unblock(key, id);
             }
         };
         let Some(r) = crate::cluster::parse_redirect(reply) else {
@@ -2785,8 +3110,8 @@ impl Proxy {
         }
         let Some(proto) = self
             .clients
-            .get(p.client)
-            .filter(|c| c.id == p.client_id)
+            .get(key)
+            .filter(|c| c.id == id)
             .map(|c| c.resp3 as usize)
         else {
             return; // the client left: nothing to resend
@@ -2817,12 +3142,12 @@ impl Proxy {
             }
         }
         let server = pool.order[pos];
-        let ck = match self.conn_for(pool_i, server, proto) {
+        let ck = match self.conn_for(pool_i, server, proto, Some(id)) {
             Ok(ck) => ck,
             Err(e) => return deliver_err(self, &e),
         };
         if ask {
-            self.send_on(ck, SWALLOW, b"*1\r\n$6\r\nASKING\r\n", 0, WHOLE, false);
+            self.send_swallowed(ck, b"*1\r\n$6\r\nASKING\r\n");
         }
         let again = Pending {
             redirects: p.redirects + 1,
@@ -3150,13 +3475,150 @@ impl Proxy {
         for k in retire {
             self.retire_conn(k);
         }
+        if ch.ring_changed || !ch.retired.is_empty() {
+            self.follow_moves(pool_i);
+        }
+    }
+
+    /// After the pool's servers or ring changed: state that lives on one server follows its
+    /// key. A client blocked on a key whose server left or no longer owns it gets an error
+    /// (its wait cannot move without losing its place); each subscription moves to its
+    /// channel's new owner (unsubscribed on the old, subscribed on the new, confirmations
+    /// swallowed); patterns are added on new servers; connections to removed servers close.
+    fn follow_moves(&mut self, pool_i: usize) {
+        let pool = &self.pools[pool_i];
+        let owner_slot = |key: &[u8]| {
+            pool.target()
+                .pick(key)
+                .and_then(|pos| pool.order.get(pos).copied())
+        };
+        // Blocked clients.
+        let mut stale = Vec::new();
+        for (ck, conn) in self.conns.iter() {
+            if conn.pool != pool_i || !conn.private || conn.owner.is_none() || conn.pubsub {
+                continue;
+            }
+            let gone = pool.servers[conn.server].retired;
+            let moved = conn
+                .blocked_key
+                .as_deref()
+                .is_some_and(|key| owner_slot(key) != Some(conn.server));
+            if gone || moved {
+                stale.push(ck);
+            }
+        }
+        for ck in stale {
+            let Some(conn) = self.conns.get(ck) else {
+                continue;
+            };
+            if conn.blocked_key.is_some()
+                || self.pools[pool_i].servers[conn.server].retired
+                    && conn.inflight.iter().any(|p| p.blocking)
+            {
+                self.conn_failed(
+                    ck,
+                    "no longer serves this key (the configuration changed): retry the command",
+                    Fail::Local,
+                );
+            }
+        }
+        // Subscribers.
+        let subscribers: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.pool == pool_i && c.sub.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        for k in subscribers {
+            self.move_subscriptions(pool_i, k);
+        }
+    }
+
+    /// Move client `k`'s subscriptions to where their channels live now (see `follow_moves`).
+    fn move_subscriptions(&mut self, pool_i: usize, k: usize) {
+        let Some(sub) = self.clients.get(k).and_then(|c| c.sub.as_ref()) else {
+            return;
+        };
+        let pool = &self.pools[pool_i];
+        let mut moves = Vec::new();
+        for ((shard, ch), &home) in &sub.home {
+            let now = pool
+                .target()
+                .pick(ch)
+                .and_then(|pos| pool.order.get(pos).copied());
+            if let Some(now) = now.filter(|&n| n != home) {
+                moves.push((*shard, ch.clone(), home, now));
+            }
+        }
+        let patterns: Vec<Vec<u8>> = sub.patterns.iter().cloned().collect();
+        let missing: Vec<usize> = if patterns.is_empty() {
+            Vec::new()
+        } else {
+            pool.order
+                .iter()
+                .copied()
+                .filter(|&slot| sub.conn_at(slot).is_none())
+                .collect()
+        };
+        let gone: Vec<(usize, usize)> = sub
+            .conns
+            .iter()
+            .copied()
+            .filter(|&(slot, _)| pool.servers[slot].retired)
+            .collect();
+        for (shard, ch, home, now) in moves {
+            let (unsub, subscribe): (&[u8], &[u8]) = if shard {
+                (b"SUNSUBSCRIBE", b"SSUBSCRIBE")
+            } else {
+                (b"UNSUBSCRIBE", b"SUBSCRIBE")
+            };
+            let old = self
+                .clients
+                .get(k)
+                .and_then(|c| c.sub.as_ref())
+                .and_then(|s| s.conn_at(home));
+            if let Some(ck) = old {
+                let mut req = Vec::new();
+                resp::write_command(&mut req, [unsub, ch.as_slice()]);
+                self.send_swallowed(ck, &req);
+            }
+            match self.pubsub_conn(k, now) {
+                Ok(ck) => {
+                    let mut req = Vec::new();
+                    resp::write_command(&mut req, [subscribe, ch.as_slice()]);
+                    self.send_swallowed(ck, &req);
+                    if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
+                        sub.home.insert((shard, ch), now);
+                    }
+                }
+                Err(e) => warn!("c{k} subscription could not follow its channel: {e}"),
+            }
+        }
+        for slot in missing {
+            if let Ok(ck) = self.pubsub_conn(k, slot) {
+                for p in &patterns {
+                    let mut req = Vec::new();
+                    resp::write_command(&mut req, [&b"PSUBSCRIBE"[..], p.as_slice()]);
+                    self.send_swallowed(ck, &req);
+                }
+            }
+        }
+        for (slot, ck) in gone {
+            if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
+                sub.conns.retain(|&(s, _)| s != slot);
+            }
+            if let Some(conn) = self.conns.get_mut(ck) {
+                conn.owner = None;
+            }
+            self.retire_conn(ck);
+        }
     }
 
     /// A connection no longer wanted: close now when idle, else once its replies are in.
     fn retire_conn(&mut self, k: usize) {
         if let Some(conn) = self.conns.get_mut(k) {
             if conn.inflight.is_empty() && conn.pending_output() == 0 {
-                self.conn_failed(k, "retired by a reload", Fail::Idle);
+                self.conn_failed(k, "retired by a reload", Fail::Local);
             } else {
                 conn.retiring = true;
             }
@@ -3273,7 +3735,7 @@ impl Proxy {
                 if self
                     .clients
                     .get(k)
-                    .is_some_and(|c| c.sub.is_some() && !c.resp3) =>
+                    .is_some_and(|c| c.subscribed() && !c.resp3) =>
             {
                 resp::write_array_len(&mut out, 2);
                 resp::write_bulk(&mut out, b"pong");
@@ -3322,11 +3784,22 @@ impl Proxy {
                 }
             }
             "RESET" => {
+                // Redis's RESET: no transaction, no subscriptions, RESP2, and back to the
+                // default user (who must authenticate again when a password is required).
                 self.end_txn(k, true);
                 self.drop_subscriptions(k);
                 if let Some(c) = self.clients.get_mut(k) {
-                    c.resp3 = false;
-                    c.meta = None;
+                    let users = &self.pools[c.pool].users;
+                    c.authed = !users.required();
+                    c.level = users.default_level();
+                    if let Some(m) = c.meta.as_mut() {
+                        m.user = None;
+                    }
+                    if c.resp3 {
+                        // A held private connection (none after the above, but a blocked one
+                        // cannot be here: blocked clients are not read) stays per protocol.
+                        c.resp3 = false;
+                    }
                 }
                 resp::write_simple(&mut out, b"RESET");
             }
@@ -3388,9 +3861,10 @@ impl Proxy {
                 };
                 let pool = &self.pools[c.pool];
                 resp::write_array_len(&mut out, pool.len());
+                // Backend names, so that BACKEND key == BACKENDS[BACKENDNUM key]
+                // (redis-shatter's contract); addresses are in PROXY BACKENDS.
                 for s in pool.order.iter().map(|&slot| &pool.servers[slot]) {
-                    let line = format!("{}:{}@{}", s.host, s.port, s.name);
-                    resp::write_bulk(&mut out, line.as_bytes());
+                    resp::write_bulk(&mut out, s.name.as_bytes());
                 }
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
@@ -3435,7 +3909,15 @@ impl Proxy {
                 resp::write_int(&mut out, 0);
                 resp::write_array_len(&mut out, 0);
             }
-            "ACL WHOAMI" => resp::write_bulk(&mut out, b"default"),
+            "ACL WHOAMI" => {
+                let user = self
+                    .clients
+                    .get(k)
+                    .and_then(|c| c.meta.as_ref())
+                    .and_then(|m| m.user.clone())
+                    .unwrap_or_else(|| b"default".to_vec());
+                resp::write_bulk(&mut out, &user);
+            }
             "CONFIG RESETSTAT" => {
                 self.stats.reset();
                 for p in &mut self.pools {
@@ -3469,6 +3951,13 @@ impl Proxy {
             Ok(level) => {
                 c.authed = true;
                 c.level = level;
+                if user == b"default" {
+                    if let Some(m) = c.meta.as_mut() {
+                        m.user = None;
+                    }
+                } else {
+                    c.meta_mut().user = Some(user.to_vec());
+                }
                 Ok(())
             }
             Err(()) => {
@@ -3583,9 +4072,35 @@ impl Proxy {
             );
             return self.reply(k, &out);
         }
+        let switch = proto.is_some_and(|p| (p == 3) != c.resp3);
         if let Some(p) = proto {
             c.resp3 = p == 3;
         }
+        if switch {
+            // Connections the client holds (WATCH, subscriptions) switch with it; shared ones
+            // are per protocol already. HELLO runs at a fence: nothing of the client is in
+            // flight on them.
+            let held: Vec<usize> = c
+                .private
+                .into_iter()
+                .chain(c.sub.iter().flat_map(|s| s.conns.iter().map(|&(_, ck)| ck)))
+                .collect();
+            let proto = c.resp3 as usize;
+            let hello: &[u8] = if proto == 1 {
+                HELLO3
+            } else {
+                b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
+            };
+            for ck in held {
+                if let Some(conn) = self.conns.get_mut(ck) {
+                    conn.proto = proto;
+                }
+                self.send_swallowed(ck, hello);
+            }
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
         if let Some(name) = setname {
             c.meta_mut().name = Some(name);
         }
@@ -3706,10 +4221,37 @@ impl Proxy {
                             || format!("{}:{}", s.host, s.port).as_bytes() == which
                     })
             });
+        // The command runs on a connection other clients share: one that would change that
+        // connection's state is refused; a blocking one gets a private connection.
+        let inner = crate::commands::lookup(args.get(frame, 2)).map(|spec| {
+            match (spec.class, args.len() > 3) {
+                (crate::commands::Class::Container, true) => {
+                    crate::commands::lookup_sub(spec, args.get(frame, 3)).unwrap_or(spec)
+                }
+                _ => spec,
+            }
+        });
+        if let Some(spec) = inner {
+            let row = command_index(spec);
+            if crate::commands::flags(row) & crate::commands::flag::CONN_STATE != 0 {
+                let name = spec.name.to_ascii_lowercase().replace(' ', "|");
+                return self.reply_err(
+                    k,
+                    &format!("ERR FORWARD cannot run '{name}': it changes the state of a backend connection that other clients share"),
+                );
+            }
+        }
+        let blocking = inner.is_some_and(|s| s.class == crate::commands::Class::Blocking)
+            || (inner.is_some_and(|s| s.name.starts_with("XREAD"))
+                && (3..args.len()).any(|i| args.get(frame, i).eq_ignore_ascii_case(b"BLOCK")));
         match server {
             Some(s) => {
                 let bytes = encode_args(args, frame, 2..args.len());
-                self.forward(k, s, &bytes);
+                if blocking {
+                    self.blocking(k, s, &bytes, None);
+                } else {
+                    self.forward(k, s, &bytes);
+                }
             }
             None => {
                 let w = String::from_utf8_lossy(which).into_owned();
@@ -3844,6 +4386,40 @@ impl Proxy {
         resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
         self.reply(k, &out);
     }
+}
+
+/// What one complete reply read from a backend connection is.
+enum Route {
+    /// A pub/sub message on a subscription connection, for its owner (client key, id).
+    Message(Option<(usize, u64)>),
+    /// A RESP3 push on a shared connection: no request of ours asked for it; dropped.
+    Stray,
+    /// The reply of the front in-flight entry (popped), with the request's bytes when the
+    /// connection keeps them (cluster pools, to follow MOVED/ASK).
+    Reply(Pending, Option<Box<[u8]>>),
+    /// A reply with nothing in flight: the stream is out of step; the connection must close.
+    Unexpected,
+}
+
+/// Classify one reply and pop what it answers (see `Route`).
+fn route(conn: &mut Conn, reply: &[u8]) -> Route {
+    if conn.pubsub {
+        if is_message(reply) {
+            return Route::Message(conn.owner);
+        }
+    } else if reply.first() == Some(&b'>') {
+        return Route::Stray;
+    }
+    let Some(p) = conn.inflight.pop_front() else {
+        return Route::Unexpected;
+    };
+    let req = if conn.track {
+        conn.reqs.pop_front()
+    } else {
+        None
+    };
+    conn.orphans = conn.orphans.saturating_sub(1);
+    Route::Reply(p, req)
 }
 
 /// Resident set size of this process, from /proc/self/statm.

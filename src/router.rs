@@ -110,6 +110,8 @@ pub struct Target<'a> {
     pub disabled: &'a [String],
     /// Cluster pools: slot -> position of its master (the ring is unused).
     pub slots: Option<&'a [u16]>,
+    /// A trailing `hash=KEY` argument routes by KEY (pool key `hash_override`).
+    pub hash_override: bool,
 }
 
 impl Target<'_> {
@@ -209,12 +211,13 @@ pub fn resolve(args: &Args, buf: &[u8]) -> Result<&'static Spec, String> {
     })
 }
 
-/// The number of arguments without a trailing `hash=KEY` hint, and whether there is one. The
-/// hint is taken only when the command is still valid without it (so `SET k hash=x` sets the
-/// value "hash=x"). The hint's key is `hint_key(args, buf)`.
-pub fn hash_hint(spec: &Spec, args: &Args, buf: &[u8]) -> (usize, bool) {
+/// (arguments to send, has a hint): a last argument `hash=KEY` is a routing hint (not sent)
+/// when the pool enables `hash_override` and the command is still well-formed without it.
+/// Off by default: with it on, a value that starts with `hash=` is read as routing (though
+/// `SET k hash=x` still sets the value "hash=x": SET needs the argument).
+pub fn hash_hint(spec: &Spec, args: &Args, buf: &[u8], enabled: bool) -> (usize, bool) {
     let argc = args.len();
-    if argc >= 2 {
+    if enabled && argc >= 2 {
         let last = args.get(buf, argc - 1);
         if last.starts_with(b"hash=") && commands::arity_ok(spec, argc - 1) {
             return (argc - 1, true);
@@ -237,7 +240,7 @@ pub fn plan(
     target: &Target,
     keys: &mut Vec<usize>,
 ) -> Plan {
-    let (argc, has_hint) = hash_hint(spec, args, buf);
+    let (argc, has_hint) = hash_hint(spec, args, buf, target.hash_override);
     let hint = if has_hint {
         Some(hint_key(args, buf))
     } else {

@@ -125,7 +125,8 @@ fn key_per_backend(proxy: &mut Connection, servers: &[Redis], prefix: &str) -> V
 /// puts short similar keys such as `k1..k300` mostly on one or two backends, and these tests
 /// need keys on every backend.
 fn spread_proxy(servers: &[Redis], extra: &[&str]) -> Proxy {
-    let mut args = vec!["--hash", "md5"];
+    // hash_override: some of these tests route with a trailing hash=KEY.
+    let mut args = vec!["--hash", "md5", "--hash-override", "yes"];
     args.extend_from_slice(extra);
     Proxy::start(&refs(servers), &args)
 }

@@ -1466,11 +1466,8 @@ fn slowlog_names_the_forward_target_backend() {
     assert_eq!(r, "OK");
     let fw = forward_entries(&slowlog_get(&mut c));
     assert_eq!(fw.len(), 1, "{fw:?}");
-    // BACKENDS entries are host:port@name (an unnamed backend is named host:port).
-    let want_name = backends[target]
-        .split_once('@')
-        .map(|(_, n)| n.to_string())
-        .expect("host:port@name");
+    // BACKENDS entries are backend names (an unnamed backend is named host:port).
+    let want_name = backends[target].clone();
     assert_eq!(
         fw[0].1, want_name,
         "slowlog backend of `FORWARD {target} DEBUG SLEEP 0.05` (BACKENDS: {backends:?})"
