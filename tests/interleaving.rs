@@ -67,7 +67,12 @@ fn next_n(r: &mut Raw, n: usize, what: &str) -> Vec<Vec<u8>> {
             Err(e) => panic!(
                 "{what}: reply {} of {n} missing ({e}); received before it: {:?}",
                 i + 1,
-                got.iter().rev().take(5).rev().map(|g| show(g)).collect::<Vec<_>>()
+                got.iter()
+                    .rev()
+                    .take(5)
+                    .rev()
+                    .map(|g| show(g))
+                    .collect::<Vec<_>>()
             ),
         }
     }
@@ -366,11 +371,7 @@ fn pipelined_blocking_pops_all_answer_in_order() {
     let servers = redises(3);
     let proxy = Proxy::start(&refs(&servers), &[]);
     let setup = enc(&[b"RPUSH", b"q", b"a", b"b"]);
-    let stream = pipeline(&[
-        &[b"BLPOP", b"q", b"1"],
-        &[b"BLPOP", b"q", b"1"],
-        &[b"PING"],
-    ]);
+    let stream = pipeline(&[&[b"BLPOP", b"q", b"1"], &[b"BLPOP", b"q", b"1"], &[b"PING"]]);
     let mut plain = Plain::start();
     plain.run(&setup, 1);
     let want = plain.run(&stream, 3);
@@ -483,9 +484,9 @@ fn get_after_set_and_hello3_in_one_write_sees_the_write() {
     let servers = redises(2);
     let proxy = Proxy::start(&refs(&servers), &["--server-connections", "4"]);
     let mut wrong = Vec::new();
-    for round in 0..30 {
+    for round in 0..60 {
         let key = format!("hello3:{round}");
-        let v = value(round, 64 * 1024);
+        let v = value(round, 300 * 1024);
         let mut c = raw(proxy.port);
         c.send(&pipeline(&[
             &[b"SET", key.as_bytes(), &v],
@@ -505,7 +506,7 @@ fn get_after_set_and_hello3_in_one_write_sees_the_write() {
     }
     assert!(
         wrong.is_empty(),
-        "GET after SET; HELLO 3 missed the write in {} of 30 rounds: {wrong:?}",
+        "GET after SET; HELLO 3 missed the write in {} of 60 rounds: {wrong:?}",
         wrong.len()
     );
 }
@@ -518,7 +519,7 @@ fn resp3_subscribe_then_publish_in_one_write_delivers_to_itself() {
     let servers = redises(2);
     let proxy = Proxy::start(&refs(&servers), &["--server-connections", "4"]);
     let mut plain = Plain::start();
-    for round in 0..10 {
+    for round in 0..30 {
         let ch = format!("ch{round}");
         plain.reconnect();
         plain.run(&enc(&[b"HELLO", b"3"]), 1);
@@ -654,8 +655,9 @@ fn queued_transaction_on_removed_backend_aborts() {
 // ---------------------------------------------------------------------------------------------
 
 /// #4: 20 clients each write `BLPOP q 0` and hang up at once (while their private connection
-/// is still connecting). With `auto_eject_hosts yes` and `server_failure_limit 2`, every
-/// backend stays up, no key moves, and another client's WATCH on q's backend works.
+/// is still connecting). With `auto_eject_hosts yes` and `server_failure_limit 2`, another
+/// client's WATCH on q's backend right after each hang-up answers `+OK`, every backend stays
+/// up, and no key moves.
 #[test]
 fn client_hangups_during_private_connect_do_not_eject_the_backend() {
     let servers = redises(3);
@@ -666,38 +668,62 @@ fn client_hangups_during_private_connect_do_not_eject_the_backend() {
     let keys: Vec<String> = (0..30).map(|i| format!("ej:{i}")).collect();
     let before: Vec<usize> = keys.iter().map(|k| backendnum(proxy.port, k)).collect();
     let qn = backendnum(proxy.port, "q");
+    let watched = key_where(proxy.port, "watched:", |n| n == qn);
 
     let blpop = enc(&[b"BLPOP", b"q", b"0"]);
-    for _ in 0..20 {
+    let mut problems = Vec::new();
+    for i in 0..20 {
         write_and_hang_up(proxy.port, &blpop);
+        // Right after the hang-up: another client WATCHes a key on q's backend.
+        let mut c = raw(proxy.port);
+        let r = call(&mut c, &[b"WATCH", watched.as_bytes()]);
+        if r != b"+OK\r\n" {
+            problems.push(format!(
+                "after hang-up {}: WATCH answered {}",
+                i + 1,
+                show(&r)
+            ));
+        }
+        let lines = proxy_backends(proxy.port);
+        if !lines.iter().all(|l| l.contains("state=up")) {
+            problems.push(format!("after hang-up {}: PROXY BACKENDS {lines:?}", i + 1));
+        }
     }
     // Let the proxy see every hang-up: no BLPOP left blocked on q's backend, then a moment
     // more for connects still in progress to finish or fail.
     wait_until("the hung-up clients' BLPOPs are gone", || {
         blocked_in(&servers[qn], "blpop") == 0
     });
-    std::thread::sleep(Duration::from_millis(500));
-
+    std::thread::sleep(Duration::from_millis(300));
     let lines = proxy_backends(proxy.port);
-    assert!(
-        lines.iter().all(|l| l.contains("state=up")),
-        "PROXY BACKENDS after client hang-ups: {lines:?}"
-    );
+    if !lines.iter().all(|l| l.contains("state=up")) {
+        problems.push(format!("at the end: PROXY BACKENDS {lines:?}"));
+    }
     let after: Vec<usize> = keys.iter().map(|k| backendnum(proxy.port, k)).collect();
-    assert_eq!(after, before, "keys moved after client hang-ups");
-    let k = key_where(proxy.port, "watched:", |n| n == qn);
+    if after != before {
+        problems.push(format!("keys moved: BACKENDNUM {before:?} -> {after:?}"));
+    }
     let mut c = raw(proxy.port);
-    let r = call(&mut c, &[b"WATCH", k.as_bytes()]);
-    assert_eq!(show(&r), "+OK\\r\\n", "WATCH on q's backend");
+    let r = call(&mut c, &[b"WATCH", watched.as_bytes()]);
+    if r != b"+OK\r\n" {
+        problems.push(format!("at the end: WATCH answered {}", show(&r)));
+    }
+    assert!(
+        problems.is_empty(),
+        "client hang-ups counted against a healthy backend ({} problems, the first 4): {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(4)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. A private connection is not lent while a reply is in flight on it
 // ---------------------------------------------------------------------------------------------
 
-/// #5: client A pipelines `WATCH k; MULTI; SET k <round>; DEBUG SLEEP 0.3; EXEC`; while its
-/// EXEC runs, client B (same backend) writes `BLPOP <key> 0` and hangs up. A's EXEC answers
-/// `[OK, OK]` every round.
+/// #5: client A WATCHes k (private connection), queues `MULTI; SET k <round>` and sends EXEC
+/// while the backend is paused (`DEBUG SLEEP 0.3` sent to it directly: the proxy does not
+/// forward DEBUG), so A's EXEC is in flight; meanwhile client B (same backend) writes
+/// `BLPOP <key> 0` and hangs up. A's EXEC answers `[OK]` every round.
 #[test]
 fn watch_exec_in_flight_keeps_its_private_connection() {
     let servers = redises(2);
@@ -712,24 +738,27 @@ fn watch_exec_in_flight_keeps_its_private_connection() {
             &[b"WATCH", k.as_bytes()],
             &[b"MULTI"],
             &[b"SET", k.as_bytes(), v.as_bytes()],
-            &[b"DEBUG", b"SLEEP", b"0.3"],
-            &[b"EXEC"],
         ]));
-        let head = next_n(&mut a, 4, &format!("round {round}: WATCH; MULTI; SET; DEBUG"));
+        let head = next_n(&mut a, 3, &format!("round {round}: WATCH; MULTI; SET"));
         assert_eq!(
             show_all(&head),
-            ["+OK\\r\\n", "+OK\\r\\n", "+QUEUED\\r\\n", "+QUEUED\\r\\n"],
+            ["+OK\\r\\n", "+OK\\r\\n", "+QUEUED\\r\\n"],
             "round {round}"
         );
-        // The EXEC block is now sleeping on the backend: B borrows and hangs up.
-        std::thread::sleep(Duration::from_millis(100));
+        // Pause the backend, then EXEC: it waits on the backend while B borrows and hangs up.
+        let mut pause = raw(servers[0].port);
+        pause.cmd(&[b"DEBUG", b"SLEEP", b"0.3"]);
+        std::thread::sleep(Duration::from_millis(50));
+        a.cmd(&[b"EXEC"]);
+        std::thread::sleep(Duration::from_millis(50));
         write_and_hang_up(proxy.port, &blpop);
         let exec = next(&mut a, &format!("round {round}: EXEC"));
         assert_eq!(
             show(&exec),
-            "*2\\r\\n+OK\\r\\n+OK\\r\\n",
+            "*1\\r\\n+OK\\r\\n",
             "round {round}: EXEC of a WATCHed transaction while another client hung up"
         );
+        assert_eq!(next(&mut pause, "DEBUG SLEEP"), b"+OK\r\n");
         assert_eq!(
             show(&call(&mut a, &[b"GET", k.as_bytes()])),
             show(&bulk(v.as_bytes()))
@@ -747,7 +776,15 @@ fn subscriber(port: u16, ch: &str) -> Raw {
     let r = call(&mut s, &[b"SUBSCRIBE", ch.as_bytes()]);
     assert_eq!(
         show(&r),
-        show(&[arr(&[b"subscribe", ch.as_bytes()]), b":1\r\n".to_vec()].concat()),
+        show(
+            &[
+                b"*3\r\n".to_vec(),
+                bulk(b"subscribe"),
+                bulk(ch.as_bytes()),
+                b":1\r\n".to_vec()
+            ]
+            .concat()
+        ),
         "SUBSCRIBE {ch}"
     );
     s
@@ -943,9 +980,9 @@ fn idle_timeout_spares_a_silent_subscriber() {
     std::thread::sleep(Duration::from_millis(1500));
     let mut p = raw(proxy.port);
     assert_eq!(
-        call(&mut p, &[b"PUBLISH", b"quiet", b"late"]),
-        b":1\r\n",
-        "PUBLISH to a subscriber silent for 1.5 s"
+        show(&call(&mut p, &[b"PUBLISH", b"quiet", b"late"])),
+        ":1\\r\\n",
+        "PUBLISH to a subscriber silent for 1.5 s (0: the proxy closed it)"
     );
     assert_eq!(
         show(&next(&mut s, "the message to the silent subscriber")),
@@ -1073,7 +1110,11 @@ fn reset_drops_the_authenticated_user() {
     assert_eq!(call(&mut c, &[b"SET", b"k", b"v"]), b"+OK\r\n");
     assert_eq!(call(&mut c, &[b"RESET"]), b"+RESET\r\n");
     let set = call(&mut c, &[b"SET", b"k", b"v2"]);
-    assert!(set.starts_with(b"-NOAUTH"), "SET after RESET: {}", show(&set));
+    assert!(
+        set.starts_with(b"-NOAUTH"),
+        "SET after RESET: {}",
+        show(&set)
+    );
     let flush = call(&mut c, &[b"FLUSHALL"]);
     assert!(
         flush.starts_with(b"-NOAUTH"),
@@ -1171,7 +1212,10 @@ fn forward_of_connection_state_commands_is_refused() {
         fwd.extend_from_slice(args);
         c.cmd(&fwd);
         match c.next_reply() {
-            Ok(r) if r.starts_with(b"-ERR") && r != backend_answer => {}
+            Ok(r)
+                if r.starts_with(b"-ERR")
+                    && !r.starts_with(b"-ERR timeout")
+                    && r != backend_answer => {}
             Ok(r) => problems.push(format!("FORWARD 0 {name}: answered {}", show(&r))),
             Err(e) => problems.push(format!("FORWARD 0 {name}: {e}")),
         }
@@ -1259,7 +1303,10 @@ fn hash_argument_is_a_value_by_default_in_rpush() {
     let q = key_where(proxy.port, "jobs:", |n| n != other);
     let mut c = raw(proxy.port);
     assert_eq!(
-        show(&call(&mut c, &[b"RPUSH", q.as_bytes(), b"job1", b"hash=job2"])),
+        show(&call(
+            &mut c,
+            &[b"RPUSH", q.as_bytes(), b"job1", b"hash=job2"]
+        )),
         ":2\\r\\n"
     );
     assert_eq!(
@@ -1311,7 +1358,10 @@ fn hash_override_yes_routes_by_the_trailing_hash_argument() {
     let blue = backendnum(proxy.port, "blue");
     let tags = key_where(proxy.port, "tags:", |n| n != blue);
     assert_eq!(
-        show(&call(&mut c, &[b"SADD", tags.as_bytes(), b"red", b"hash=blue"])),
+        show(&call(
+            &mut c,
+            &[b"SADD", tags.as_bytes(), b"red", b"hash=blue"]
+        )),
         ":1\\r\\n"
     );
     assert_eq!(
@@ -1416,7 +1466,10 @@ fn unread_pipelined_info_replies_are_flow_controlled() {
     let peak = sampler.stop();
     eprintln!("60,000 unread INFO: proxy RSS peak {} MiB", peak / 1024);
     assert_eq!(wrote, Ok(()), "writing 60,000 INFO");
-    assert_eq!(bad, 0, "{bad} INFO replies were not INFO; first {first_bad}");
+    assert_eq!(
+        bad, 0,
+        "{bad} INFO replies were not INFO; first {first_bad}"
+    );
     assert!(
         peak < 64 * 1024,
         "proxy RSS peak {} MiB for 60,000 unread INFO replies with max_output 4mb (bound 64 MiB)",
@@ -1451,19 +1504,17 @@ fn stalled_head_of_pipeline_does_not_drop_a_reading_client() {
         stream.extend_from_slice(&enc(&[b"GET", kb.as_bytes()]));
     }
     c.send(&stream);
-    let mut got = 0;
     let head = next(&mut c, "GET of the stalled backend's key (reply 1 of 101)");
     assert_eq!(show(&head), show(&bulk(b"head")));
     let want = bulk(&big);
     for i in 0..100 {
         let r = c.next_reply().unwrap_or_else(|e| {
             panic!(
-                "reply {} of 101 missing ({e}); {got} of the 1 MiB replies were correct",
+                "reply {} of 101 missing ({e}); the {i} 1 MiB replies before it were correct",
                 i + 2
             )
         });
         assert!(r == want, "reply {} of 101: {}", i + 2, show(&r));
-        got += 1;
     }
     assert_eq!(next(&mut a, "DEBUG SLEEP"), b"+OK\r\n");
     eprintln!(
