@@ -198,7 +198,7 @@ fn direct(server: &Redis, args: &[&[u8]]) -> Vec<u8> {
 
 /// One plain redis-server and a connection to it: the reference for "what Redis does".
 struct Plain {
-    _server: Redis,
+    server: Redis,
     conn: Raw,
 }
 
@@ -206,15 +206,12 @@ impl Plain {
     fn start() -> Plain {
         let server = Redis::start();
         let conn = raw(server.port);
-        Plain {
-            _server: server,
-            conn,
-        }
+        Plain { server, conn }
     }
 
     /// Start over on a new connection to the same server.
     fn reconnect(&mut self) {
-        self.conn = raw(self._server.port);
+        self.conn = raw(self.server.port);
     }
 
     /// Write `bytes` in one write and read `n` replies.
@@ -1055,7 +1052,7 @@ fn hello2_after_subscribe_under_resp3_gives_resp2_messages() {
     plain.run(&enc(&[b"HELLO", b"3"]), 1);
     let want_sub = plain.run(&sub, 1);
     plain.run(&enc(&[b"HELLO", b"2"]), 1);
-    let mut plain_pub = raw(plain._server.port);
+    let mut plain_pub = raw(plain.server.port);
     assert_eq!(
         call(&mut plain_pub, &[b"PUBLISH", b"ch", b"hello"]),
         b":1\r\n"
