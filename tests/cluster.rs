@@ -1025,3 +1025,104 @@ fn read_from_replica_serves_reads_on_replicas() {
         .any(|&m| call(m, &["EXISTS", "rf:w"]) == b":1\r\n");
     assert!(on_master);
 }
+
+/// Issue 16 #6: sharded pub/sub follows the slot map. SSUBSCRIBE to 20 channels spread over
+/// the three masters gets 20 confirmations (no `-MOVED`); SPUBLISH to each from another client
+/// reaches the subscriber (1 receiver, and every `smessage` arrives); SUNSUBSCRIBE with no
+/// argument leaves subscribe mode, so a GET then works under RESP2.
+#[test]
+fn sharded_pubsub_follows_the_slot_map() {
+    let c = Cluster::start();
+    let proxy = c.proxy();
+    let ranges = c.slots();
+    let channels: Vec<String> = (0..20).map(|i| format!("shard:{i}")).collect();
+    let owners: BTreeSet<u16> = channels
+        .iter()
+        .map(|ch| owner_in(&ranges, key_slot(ch.as_bytes())))
+        .collect();
+    assert_eq!(owners.len(), 3, "channels spread over the three masters");
+    let next = |r: &mut Raw, what: &str| -> Vec<u8> {
+        r.next_reply().unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+
+    let mut sub = proxy.raw();
+    sub.set_timeout(Duration::from_secs(10));
+    let mut stream = Vec::new();
+    for ch in &channels {
+        rustproxy::resp::write_command(&mut stream, [b"SSUBSCRIBE".as_slice(), ch.as_bytes()]);
+    }
+    sub.send(&stream);
+    for (i, ch) in channels.iter().enumerate() {
+        let r = next(&mut sub, &format!("SSUBSCRIBE {ch} confirmation"));
+        assert_eq!(
+            strings_and_ints(&r),
+            vec!["ssubscribe".to_string(), ch.clone(), (i + 1).to_string()],
+            "SSUBSCRIBE {ch}: {}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+
+    let mut publisher = proxy.raw();
+    for (i, ch) in channels.iter().enumerate() {
+        let r = call_on(&mut publisher, &["SPUBLISH", ch, &format!("m{i}")]);
+        assert_eq!(
+            r,
+            b":1\r\n",
+            "SPUBLISH {ch}: {}",
+            String::from_utf8_lossy(&r)
+        );
+    }
+    let mut got = BTreeSet::new();
+    for i in 0..channels.len() {
+        let r = next(&mut sub, &format!("smessage {} of 20", i + 1));
+        got.insert(strings_and_ints(&r));
+    }
+    let want: BTreeSet<Vec<String>> = channels
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| vec!["smessage".to_string(), ch.clone(), format!("m{i}")])
+        .collect();
+    assert_eq!(got, want, "the subscriber's smessages");
+
+    sub.cmd(&[b"SUNSUBSCRIBE"]);
+    let mut left = BTreeSet::new();
+    let mut counts = Vec::new();
+    for _ in 0..channels.len() {
+        let r = next(&mut sub, "SUNSUBSCRIBE confirmation");
+        let parts = strings_and_ints(&r);
+        assert_eq!(parts.len(), 3, "{}", String::from_utf8_lossy(&r));
+        assert_eq!(parts[0], "sunsubscribe", "{}", String::from_utf8_lossy(&r));
+        left.insert(parts[1].clone());
+        counts.push(parts[2].clone());
+    }
+    assert_eq!(
+        left,
+        channels.iter().cloned().collect::<BTreeSet<_>>(),
+        "SUNSUBSCRIBE left every channel"
+    );
+    let want_counts: Vec<String> = (0..channels.len()).rev().map(|n| n.to_string()).collect();
+    assert_eq!(counts, want_counts, "SUNSUBSCRIBE counts");
+    sub.cmd(&[b"GET", b"shard:none"]);
+    let r = next(&mut sub, "GET after SUNSUBSCRIBE");
+    assert_eq!(
+        r,
+        b"$-1\r\n",
+        "GET after SUNSUBSCRIBE under RESP2 (the client must have left subscribe mode): {}",
+        String::from_utf8_lossy(&r)
+    );
+}
+
+/// The elements of an array or push reply as text (integers as their digits).
+fn strings_and_ints(reply: &[u8]) -> Vec<String> {
+    match parsed(reply) {
+        Reply::Array(items) | Reply::Push(items) => items
+            .iter()
+            .map(|r| match r {
+                Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                Reply::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        _ => vec![String::from_utf8_lossy(reply).into_owned()],
+    }
+}

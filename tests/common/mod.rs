@@ -366,3 +366,102 @@ pub fn bulk(v: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for tests/interleaving.rs (issue 16): replies that fail instead of panicking,
+// bounded EOF checks, and the proxy's resident memory.
+// ---------------------------------------------------------------------------------------------
+
+impl Raw {
+    /// Change the read timeout (every read stays bounded).
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.stream.set_read_timeout(Some(d)).expect("timeout");
+    }
+
+    /// One complete reply within the read timeout; `Err` says why not (closed, timed out).
+    pub fn next_reply(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            match rustproxy::resp::reply_len(&self.buf) {
+                Ok(Some(n)) => {
+                    let r = self.buf[..n].to_vec();
+                    self.buf.drain(..n);
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("malformed reply stream: {e}")),
+            }
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => {
+                    return Err(format!(
+                        "connection closed ({} bytes of a partial reply buffered)",
+                        self.buf.len()
+                    ))
+                }
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err(format!(
+                        "no complete reply within the read timeout ({} bytes buffered)",
+                        self.buf.len()
+                    ))
+                }
+                Err(e) => return Err(format!("connection error: {e}")),
+            }
+        }
+    }
+
+    /// Read and discard until EOF, for at most `limit` in total: `Ok(bytes discarded)` when the
+    /// peer closed, `Err` when it was still open at the deadline.
+    pub fn wait_eof(&mut self, limit: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + limit;
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut tmp = vec![0u8; 1 << 16];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "still open after {limit:?} ({total} bytes read meanwhile)"
+                ));
+            }
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("timeout");
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionReset
+                        || e.kind() == std::io::ErrorKind::ConnectionAborted
+                        || e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(total)
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(format!("read error: {e}")),
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status), if readable.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
