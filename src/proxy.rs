@@ -1717,7 +1717,7 @@ impl Proxy {
                     );
                     continue;
                 };
-                let shard = name.starts_with('S');
+                let shard = matches!(name, "SSUBSCRIBE" | "SUNSUBSCRIBE");
                 let ck = if unsub {
                     self.clients
                         .get_mut(k)
