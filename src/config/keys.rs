@@ -12,10 +12,12 @@
 //! Invariants (checked by the tests at the bottom):
 //! * Names are unique across names and aliases, lower case with underscores; a row's
 //!   `render` writes values its `set` reads back to the same model (the round trip).
-//! * `render` returns nothing for a value the model would get anyway from its defaults
-//!   and the other keys only where the old renderer omitted it too (unset options, the
-//!   cluster-only and backend-TLS-only keys); every other key is written explicitly.
+//! * Every key is rendered explicitly, defaults included, except: options that are unset
+//!   (None or empty), `cluster` and `command_stats` at their defaults, and the keys that
+//!   only apply with another one (`read_from` without `cluster`, `backend_tls_insecure`
+//!   without `backend_tls`).  Those read back to the same model by their absence.
 //! * Table order is the order of `render_native`'s output and of `--help`.
+//! * Help texts that state a default agree with the model (`model::PoolConfig::with_defaults`).
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -54,7 +56,7 @@ pub(crate) type Set<T> = fn(&mut T, &Arg) -> Result<(), String>;
 pub(crate) type Render<V> = fn(&V) -> Vec<String>;
 
 /// One key.  `T` is what its setter fills, `V` what its renderer reads.
-pub(crate) struct Key<T: 'static, V: 'static> {
+pub(crate) struct Key<T, V> {
     /// Canonical name: what the renderer writes and errors about the key say.
     pub name: &'static str,
     /// Other accepted names, folded to `name`.
@@ -153,6 +155,15 @@ fn path(_: &str, v: &str) -> Result<PathBuf, String> {
 fn word(key: &str, v: &str) -> Result<String, String> {
     check_word(key, v)?;
     Ok(v.to_string())
+}
+
+/// One rendered value when `cond` holds, else none (the line is left out).
+fn only_if(cond: bool, value: impl FnOnce() -> String) -> Vec<String> {
+    if cond {
+        vec![value()]
+    } else {
+        vec![]
+    }
 }
 
 /// Every pool key, in the order `render_native` writes them and `--help` lists them.
@@ -478,10 +489,7 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         name: "backend_tls_insecure",
         cli: cli("BOOL", "do not verify backend certificates (default no)"),
         // Written only where it may be set (validation: it needs backend_tls).
-        render: |p| match p.backend_tls {
-            true => vec![yes_no(p.backend_tls_insecure).to_string()],
-            false => vec![],
-        },
+        render: |p| only_if(p.backend_tls, || yes_no(p.backend_tls_insecure).into()),
         ..flag!(backend_tls_insecure)
     },
     Key {
@@ -493,10 +501,9 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         name: "disable_commands",
         cli: cli("LIST", "commands refused, comma separated"),
         ..kind(set_disable_commands, |p| {
-            match p.disable_commands.is_empty() {
-                true => vec![],
-                false => vec![p.disable_commands.join(",")],
-            }
+            only_if(!p.disable_commands.is_empty(), || {
+                p.disable_commands.join(",")
+            })
         })
     },
     Key {
@@ -506,10 +513,7 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
     },
     Key {
         name: "cluster",
-        render: |p| match p.cluster {
-            true => vec!["yes".to_string()],
-            false => vec![],
-        },
+        render: |p| only_if(p.cluster, || "yes".into()),
         ..flag!(cluster)
     },
     Key {
@@ -534,10 +538,7 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
                 Ok(())
             },
             // Written for cluster pools only (the only ones it applies to).
-            |p| match p.cluster {
-                true => vec![p.read_from.name().to_string()],
-                false => vec![],
-            },
+            |p| only_if(p.cluster, || p.read_from.name().into()),
         )
     },
     Key {
@@ -648,10 +649,7 @@ pub(crate) static GLOBAL_KEYS: &[GlobalKey] = &[
                 Ok(())
             },
             // Written only when off (the default is on).
-            |c: &Config| match c.command_stats {
-                true => vec![],
-                false => vec!["no".to_string()],
-            },
+            |c: &Config| only_if(!c.command_stats, || "no".into()),
         )
     },
 ];
