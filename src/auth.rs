@@ -1,7 +1,8 @@
 //! Access control: who may connect to a pool and what each client may run.
 //!
 //! Pure functions and tables only; `proxy` applies them.  Pieces:
-//! * [`Level`]: a client's permission level (`readonly` < `readwrite` < `admin`).
+//! * [`Level`]: a client's permission level (`readonly` < `readwrite` < `admin`), and
+//!   [`AdminPolicy`]: declared in `config` (the config holds them), re-exported here.
 //! * [`Users`]: the pool's credentials, built from its config: the `default` user (password
 //!   `requirepass`, else `redis_auth`; level `default_level`) and the `user NAME PASSWORD LEVEL`
 //!   lines.  [`Users::check`] compares passwords with [`constant_time_eq`].
@@ -16,47 +17,16 @@
 //! * [`permitted`]: the decision for one (level, command, `admin_commands` policy).
 //! * [`Renames`]: `rename_command OLD NEW`, mapping what a client typed to the table name.
 //!
+//! Depends on `config` and `commands`; `config` does not depend on this module.
+//!
 //! Invariants: both tables are sorted and every name in them is a row of the command table
 //! (checked by the tests); [`Renames::map`] never allocates.
 
 use crate::commands::Spec;
 use crate::config::PoolConfig;
-
-/// A client's permission level.  Ordered: `ReadOnly < ReadWrite < Admin`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Commands that do not write ([`is_write`] false) and, under `admin_commands all`,
-    /// admin commands that do not write either (KEYS, CONFIG GET...).
-    ReadOnly,
-    /// Everything except admin commands under `admin_commands admin`.
-    ReadWrite,
-    /// Everything (admin commands unless `admin_commands disabled`).
-    Admin,
-}
-
-impl Level {
-    /// `readonly`, `readwrite` or `admin` (case-insensitive).
-    pub fn from_name(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "readonly" => Level::ReadOnly,
-            "readwrite" => Level::ReadWrite,
-            "admin" => Level::Admin,
-            _ => return None,
-        })
-    }
-
-    /// The config name (`readonly`, `readwrite`, `admin`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::ReadOnly => "readonly",
-            Level::ReadWrite => "readwrite",
-            Level::Admin => "admin",
-        }
-    }
-}
-
-/// Names accepted by `user` and `default_level`.
-pub const LEVEL_NAMES: &[&str] = &["readonly", "readwrite", "admin"];
+/// The levels and the `admin_commands` policy are config vocabulary (`PoolConfig` holds
+/// them); re-exported so that `auth::Level` names the same type.
+pub use crate::config::{AdminPolicy, Level, LEVEL_NAMES};
 
 /// Compare secrets without an early exit (constant time in the length of `a`).
 /// Give the secret as `b` and what the client sent as `a`: the time depends only on the
@@ -364,39 +334,6 @@ pub fn is_admin(spec: &Spec) -> bool {
     ADMIN.binary_search(&spec.name).is_ok()
 }
 
-/// `admin_commands`: who may run [`is_admin`] commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdminPolicy {
-    /// `all` (default): any authenticated client (a readonly client still cannot run the
-    /// admin commands that write, e.g. FLUSHALL).
-    All,
-    /// `admin`: only admin-level clients.
-    AdminOnly,
-    /// `disabled`: nobody.
-    Disabled,
-}
-
-impl AdminPolicy {
-    /// `all`, `admin` or `disabled` (case-insensitive).
-    pub fn from_name(s: &str) -> Option<AdminPolicy> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "all" => AdminPolicy::All,
-            "admin" => AdminPolicy::AdminOnly,
-            "disabled" => AdminPolicy::Disabled,
-            _ => return None,
-        })
-    }
-
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            AdminPolicy::All => "all",
-            AdminPolicy::AdminOnly => "admin",
-            AdminPolicy::Disabled => "disabled",
-        }
-    }
-}
-
 /// Ok, or Redis-style error text (without '-'): "NOPERM this user has no permissions to run the
 /// 'flushall' command" (Redis 7's ACL wording; lowercase name, '|' for subcommands), and for
 /// Disabled: "ERR <NAME> is disabled by the proxy's configuration (admin_commands disabled)".
@@ -518,20 +455,6 @@ mod tests {
         assert!(!constant_time_eq(b"x", b""));
         // Repeating the shorter secret must not make a prefix match.
         assert!(!constant_time_eq(b"abab", b"ab"));
-    }
-
-    #[test]
-    fn levels() {
-        for n in LEVEL_NAMES {
-            assert_eq!(Level::from_name(n).map(Level::name), Some(*n));
-        }
-        assert_eq!(Level::from_name("ReadOnly"), Some(Level::ReadOnly));
-        assert_eq!(Level::from_name("root"), None);
-        assert!(Level::ReadOnly < Level::ReadWrite && Level::ReadWrite < Level::Admin);
-        for n in ["all", "admin", "disabled"] {
-            assert_eq!(AdminPolicy::from_name(n).map(AdminPolicy::name), Some(n));
-        }
-        assert_eq!(AdminPolicy::from_name("none"), None);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!
 //! Module map (arrows point toward the leaves, see README "Architecture"):
 //! `proxy` (event loop) -> `client`, `backend`, `router`, `chain`, `stats`;
-//! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`; `config` -> `hash`, `ring`.
-//! `auth` (users, levels, command permissions, renames) -> `commands`, `config`;
-//! `config` uses `auth`'s `Level` and `AdminPolicy` for its access-control keys.
+//! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`;
+//! `config` (a folder: model, keys, formats) -> `hash`, `ring`, `commands`;
+//! `auth` (users, command permissions, renames) -> `commands`, `config` (whose model declares
+//! the `Level` and `AdminPolicy` that auth re-exports).
 
 pub mod auth;
 pub mod backend;
