@@ -305,7 +305,7 @@ pub enum ConnState {
 /// A pipelined connection to one backend, shared by every client of the pool.
 pub struct Conn {
     /// TCP, or TLS with `backend_tls`.
-    pub stream: crate::client::Stream,
+    pub stream: crate::net::Stream,
     pub pool: usize,
     pub server: usize,
     /// 1 when opened with HELLO 3 (serves RESP3 clients).

@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod hash;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod proxy;
 pub mod resp;

@@ -1,0 +1,789 @@
+//! Commands the proxy answers itself: PING/ECHO/QUIT/SELECT/HELLO/AUTH/RESET, INFO, SLOWLOG,
+//! CLIENT, COMMAND, BACKEND/BACKENDNUM/BACKENDS, FORWARD and PROXY.
+//!
+//! Invariants: every answer goes through the client's chain (`reply`), in request order;
+//! FORWARD never runs a command that would change the state of a shared backend connection.
+
+use super::*;
+
+impl Proxy {
+    pub(super) fn proxy_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
+            return;
+        };
+        let sub = args.get(frame, 1).to_ascii_uppercase();
+        let argc = args.len();
+        let result = match (sub.as_slice(), argc) {
+            (b"RELOAD", 2) => self.reload(false),
+            (b"RELOAD", 3) if args.get(frame, 2).eq_ignore_ascii_case(b"DRYRUN") => {
+                self.reload(true)
+            }
+            (b"ADDBACKEND", 4 | 5) => {
+                let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                let addr = String::from_utf8_lossy(args.get(frame, 3)).into_owned();
+                let weight = if argc == 5 {
+                    String::from_utf8_lossy(args.get(frame, 4)).into_owned()
+                } else {
+                    "1".into()
+                };
+                match crate::config::parse_server(&format!("{addr}:{weight} {name}"), 0) {
+                    Ok(s) => self.membership(pool_i, Some(s), None),
+                    Err(e) => Err(format!("ERR {e}")),
+                }
+            }
+            (b"REMOVEBACKEND", 3) => {
+                let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                self.membership(pool_i, None, Some(&name))
+            }
+            (b"BACKENDS", 2) => {
+                let pool = &self.pools[pool_i];
+                resp::write_array_len(&mut out, pool.len());
+                for (i, &slot) in pool.order.iter().enumerate() {
+                    let s = &pool.servers[slot];
+                    let state = if s.is_ejected() {
+                        "ejected"
+                    } else if s.is_down(self.now) {
+                        "down"
+                    } else {
+                        "up"
+                    };
+                    let line = format!(
+                        "{i} {} {}:{} weight={} state={state}",
+                        s.name, s.host, s.port, s.weight
+                    );
+                    resp::write_bulk(&mut out, line.as_bytes());
+                }
+                return self.reply(k, &out);
+            }
+            _ => Err("ERR usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name".into()),
+        };
+        match result {
+            Ok(msg) => resp::write_bulk(&mut out, msg.as_bytes()),
+            Err(e) if e.starts_with("ERR ") => reply_error(&mut out, &e),
+            Err(e) => reply_error(&mut out, &format!("ERR {e}")),
+        }
+        self.reply(k, &out);
+    }
+
+    // ----- local commands ---------------------------------------------------------------
+
+    pub(super) fn local(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
+        let mut out = Vec::new();
+        let argc = args.len();
+        let arg = |i: usize| args.get(frame, i);
+        match spec.name {
+            "PING"
+                if self
+                    .clients
+                    .get(k)
+                    .is_some_and(|c| c.subscribed() && !c.resp3) =>
+            {
+                resp::write_array_len(&mut out, 2);
+                resp::write_bulk(&mut out, b"pong");
+                resp::write_bulk(&mut out, if argc > 1 { arg(1) } else { b"" });
+            }
+            "PING" => {
+                if argc > 1 {
+                    resp::write_bulk(&mut out, arg(1));
+                } else {
+                    resp::write_simple(&mut out, b"PONG");
+                }
+            }
+            "ECHO" => resp::write_bulk(&mut out, arg(1)),
+            "QUIT" => {
+                resp::write_simple(&mut out, b"OK");
+                self.reply(k, &out);
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.closing = Closing::AfterReplies;
+                }
+                self.maybe_finish(k);
+                return;
+            }
+            "SELECT" => match router::parse_i64(arg(1)) {
+                Some(0) => resp::write_simple(&mut out, b"OK"),
+                Some(_) => reply_error(
+                    &mut out,
+                    "ERR SELECT is not supported by rustproxy: only database 0 is available",
+                ),
+                None => reply_error(&mut out, "ERR value is not an integer or out of range"),
+            },
+            "HELLO" => return self.hello(k, frame, args),
+            "AUTH" => {
+                // AUTH password | AUTH username password (username must be "default").
+                let (user, pass) = if argc >= 3 {
+                    (arg(1), arg(2))
+                } else {
+                    (&b"default"[..], arg(1))
+                };
+                if argc > 3 {
+                    reply_error(&mut out, "ERR syntax error");
+                } else {
+                    match self.check_auth(k, user, pass) {
+                        Ok(()) => resp::write_simple(&mut out, b"OK"),
+                        Err(e) => reply_error(&mut out, e),
+                    }
+                }
+            }
+            "RESET" => {
+                // Redis's RESET: no transaction, no subscriptions, RESP2, and back to the
+                // default user (who must authenticate again when a password is required).
+                self.end_txn(k, true);
+                self.drop_subscriptions(k);
+                if let Some(c) = self.clients.get_mut(k) {
+                    let users = &self.pools[c.pool].users;
+                    c.authed = !users.required();
+                    c.level = users.default_level();
+                    if let Some(m) = c.meta.as_mut() {
+                        m.user = None;
+                    }
+                    if c.resp3 {
+                        // A held private connection (none after the above, but a blocked one
+                        // cannot be here: blocked clients are not read) stays per protocol.
+                        c.resp3 = false;
+                    }
+                }
+                resp::write_simple(&mut out, b"RESET");
+            }
+            "TIME" => {
+                let d = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                resp::write_array_len(&mut out, 2);
+                resp::write_bulk(&mut out, d.as_secs().to_string().as_bytes());
+                resp::write_bulk(&mut out, d.subsec_micros().to_string().as_bytes());
+            }
+            "INFO" => return self.info_cmd(k, frame, args),
+            "SLOWLOG GET" => {
+                let count = if argc > 2 {
+                    match router::parse_i64(arg(2)) {
+                        Some(n) if n < 0 => Some(usize::MAX),
+                        Some(n) => Some(n as usize),
+                        None => {
+                            reply_error(&mut out, "ERR value is not an integer or out of range");
+                            return self.reply(k, &out);
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.slowlog.write_get(count, &mut out);
+            }
+            "SLOWLOG LEN" => resp::write_int(&mut out, self.slowlog.len() as i64),
+            "SLOWLOG RESET" => {
+                self.slowlog.reset();
+                resp::write_simple(&mut out, b"OK");
+            }
+            "BACKEND" | "BACKENDNUM" => {
+                let Some(c) = self.clients.get(k) else {
+                    return;
+                };
+                let pool = &self.pools[c.pool];
+                let target = pool.target();
+                let many = argc > 2;
+                if many {
+                    resp::write_array_len(&mut out, argc - 1);
+                }
+                for i in 1..argc {
+                    match target.pick(arg(i)) {
+                        Some(s) if spec.name == "BACKEND" => match pool.order.get(s) {
+                            Some(&slot) => {
+                                resp::write_bulk(&mut out, pool.servers[slot].name.as_bytes())
+                            }
+                            None => resp::write_nil(&mut out, resp3),
+                        },
+                        Some(s) => resp::write_int(&mut out, s as i64),
+                        None => resp::write_nil(&mut out, resp3),
+                    }
+                }
+            }
+            "BACKENDS" => {
+                let Some(c) = self.clients.get(k) else {
+                    return;
+                };
+                let pool = &self.pools[c.pool];
+                resp::write_array_len(&mut out, pool.len());
+                // Backend names, so that BACKEND key == BACKENDS[BACKENDNUM key]
+                // (redis-shatter's contract); addresses are in PROXY BACKENDS.
+                for s in pool.order.iter().map(|&slot| &pool.servers[slot]) {
+                    resp::write_bulk(&mut out, s.name.as_bytes());
+                }
+            }
+            "FORWARD" => return self.forward_cmd(k, frame, args),
+            "PROXY" => return self.proxy_cmd(k, frame, args),
+            "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
+                return self.txn_cmd(k, spec, frame, args)
+            }
+            "SUBSCRIBE" | "SSUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "SUNSUBSCRIBE"
+            | "PUNSUBSCRIBE" => return self.pubsub_cmd(k, spec, frame, args),
+            name if name.starts_with("CLIENT ") => {
+                return self.client_cmd(k, spec, frame, args);
+            }
+            "COMMAND" => {
+                let sub = if argc > 1 { arg(1) } else { b"" };
+                if sub.eq_ignore_ascii_case(b"COUNT") {
+                    let n = crate::commands::COMMANDS
+                        .iter()
+                        .filter(|c| !c.name.contains(' '))
+                        .count();
+                    resp::write_int(&mut out, n as i64);
+                } else if sub.eq_ignore_ascii_case(b"LIST") {
+                    let names: Vec<String> = crate::commands::COMMANDS
+                        .iter()
+                        .filter(|c| !c.name.contains(' '))
+                        .map(|c| c.name.to_ascii_lowercase())
+                        .collect();
+                    resp::write_array_len(&mut out, names.len());
+                    for n in names {
+                        resp::write_bulk(&mut out, n.as_bytes());
+                    }
+                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 2 {
+                    self.command_getkeys(args, frame, &mut out);
+                } else {
+                    // Arity, flags and docs of the real commands: the backends know them best.
+                    let bytes = encode_args(args, frame, 0..argc);
+                    return self.forward(k, 0, &bytes);
+                }
+            }
+            "ROLE" => {
+                resp::write_array_len(&mut out, 3);
+                resp::write_bulk(&mut out, b"master");
+                resp::write_int(&mut out, 0);
+                resp::write_array_len(&mut out, 0);
+            }
+            "ACL WHOAMI" => {
+                let user = self
+                    .clients
+                    .get(k)
+                    .and_then(|c| c.meta.as_ref())
+                    .and_then(|m| m.user.clone())
+                    .unwrap_or_else(|| b"default".to_vec());
+                resp::write_bulk(&mut out, &user);
+            }
+            "CONFIG RESETSTAT" => {
+                self.stats.reset();
+                for p in &mut self.pools {
+                    for s in &mut p.servers {
+                        s.stats.reset();
+                    }
+                }
+                resp::write_simple(&mut out, b"OK");
+            }
+            other => reply_error(
+                &mut out,
+                &format!("ERR {other} is not supported by rustproxy"),
+            ),
+        }
+        self.reply(k, &out);
+    }
+
+    /// Check AUTH credentials: the pool's users (requirepass / redis_auth for `default`, `user`
+    /// lines), compared in constant time. Failures are counted and logged (at most once a
+    /// second per pool).
+    pub(super) fn check_auth(
+        &mut self,
+        k: usize,
+        user: &[u8],
+        pass: &[u8],
+    ) -> Result<(), &'static str> {
+        let Some(c) = self.clients.get_mut(k) else {
+            return Ok(());
+        };
+        let pool = &self.pools[c.pool];
+        if !pool.users.required() && user == b"default" {
+            // Like Redis's default user without a password.
+            return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        match pool.users.check(user, pass) {
+            Ok(level) => {
+                c.authed = true;
+                c.level = level;
+                if user == b"default" {
+                    if let Some(m) = c.meta.as_mut() {
+                        m.user = None;
+                    }
+                } else {
+                    c.meta_mut().user = Some(user.to_vec());
+                }
+                Ok(())
+            }
+            Err(()) => {
+                self.stats.auth_failures += 1;
+                if self
+                    .last_auth_log
+                    .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
+                {
+                    self.last_auth_log = Some(self.now);
+                    warn!(
+                        "c{k}#{} {} failed AUTH as '{}' ({} failures so far)",
+                        c.id,
+                        c.peer,
+                        String::from_utf8_lossy(user),
+                        self.stats.auth_failures
+                    );
+                }
+                Err("WRONGPASS invalid username-password pair or user is disabled.")
+            }
+        }
+    }
+
+    /// COMMAND GETKEYS cmd args...: the keys the proxy routes by, from its own table.
+    pub(super) fn command_getkeys(&mut self, args: &Args, frame: &[u8], out: &mut Vec<u8>) {
+        let argc = args.len();
+        let Some(spec) = crate::commands::lookup(args.get(frame, 2)) else {
+            return reply_error(out, "ERR Invalid command specified");
+        };
+        let spec = if spec.class == crate::commands::Class::Container && argc > 3 {
+            match crate::commands::lookup_sub(spec, args.get(frame, 3)) {
+                Some(s) => s,
+                None => return reply_error(out, "ERR Invalid command specified"),
+            }
+        } else {
+            spec
+        };
+        if !crate::commands::arity_ok(spec, argc - 2) {
+            return reply_error(out, "ERR Invalid number of arguments specified for command");
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        match crate::commands::key_positions(spec, argc - 2, &|i| args.get(frame, i + 2), &mut keys)
+        {
+            Ok(()) if keys.is_empty() => reply_error(out, "ERR The command has no key arguments"),
+            Ok(()) => {
+                resp::write_array_len(out, keys.len());
+                for &i in &keys {
+                    resp::write_bulk(out, args.get(frame, i + 2));
+                }
+            }
+            Err(e) => reply_error(out, e),
+        }
+        self.keys = keys;
+    }
+
+    pub(super) fn hello(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let argc = args.len();
+        let mut proto = None;
+        let mut i = 1;
+        if argc > 1 {
+            match router::parse_i64(args.get(frame, 1)) {
+                Some(v @ 2..=3) => proto = Some(v),
+                Some(_) => {
+                    reply_error(&mut out, "NOPROTO unsupported protocol version");
+                    return self.reply(k, &out);
+                }
+                None => {
+                    reply_error(
+                        &mut out,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
+                    return self.reply(k, &out);
+                }
+            }
+            i = 2;
+        }
+        let mut setname = None;
+        while i < argc {
+            let opt = args.get(frame, i);
+            if opt.eq_ignore_ascii_case(b"AUTH") && i + 2 < argc {
+                let (user, pass) = (args.get(frame, i + 1), args.get(frame, i + 2));
+                if let Err(e) = self.check_auth(k, user, pass) {
+                    reply_error(&mut out, e);
+                    return self.reply(k, &out);
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < argc {
+                setname = Some(args.get(frame, i + 1).to_vec());
+                i += 2;
+            } else {
+                let o = String::from_utf8_lossy(opt);
+                reply_error(&mut out, &format!("ERR Syntax error in HELLO option '{o}'"));
+                return self.reply(k, &out);
+            }
+        }
+        if let Some(name) = &setname {
+            if !valid_client_name(name) {
+                reply_error(
+                    &mut out,
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
+                return self.reply(k, &out);
+            }
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        if !c.authed {
+            reply_error(
+                &mut out,
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+            return self.reply(k, &out);
+        }
+        let switch = proto.is_some_and(|p| (p == 3) != c.resp3);
+        if let Some(p) = proto {
+            c.resp3 = p == 3;
+        }
+        if switch {
+            // Connections the client holds (WATCH, subscriptions) switch with it; shared ones
+            // are per protocol already. HELLO runs at a fence: nothing of the client is in
+            // flight on them.
+            let held: Vec<usize> = c
+                .private
+                .into_iter()
+                .chain(c.sub.iter().flat_map(|s| s.conns.iter().map(|&(_, ck)| ck)))
+                .collect();
+            let proto = c.resp3 as usize;
+            let hello: &[u8] = if proto == 1 {
+                HELLO3
+            } else {
+                b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
+            };
+            for ck in held {
+                if let Some(conn) = self.conns.get_mut(ck) {
+                    conn.proto = proto;
+                }
+                self.send_swallowed(ck, hello);
+            }
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        if let Some(name) = setname {
+            c.meta_mut().name = Some(name);
+        }
+        let resp3 = c.resp3;
+        let id = c.id;
+        resp::write_map_len(&mut out, 7, resp3);
+        resp::write_bulk(&mut out, b"server");
+        resp::write_bulk(&mut out, b"redis");
+        resp::write_bulk(&mut out, b"version");
+        resp::write_bulk(&mut out, REDIS_COMPAT_VERSION.as_bytes());
+        resp::write_bulk(&mut out, b"proto");
+        resp::write_int(&mut out, if resp3 { 3 } else { 2 });
+        resp::write_bulk(&mut out, b"id");
+        resp::write_int(&mut out, id as i64);
+        resp::write_bulk(&mut out, b"mode");
+        resp::write_bulk(&mut out, b"standalone");
+        resp::write_bulk(&mut out, b"role");
+        resp::write_bulk(&mut out, b"master");
+        resp::write_bulk(&mut out, b"modules");
+        resp::write_array_len(&mut out, 0);
+        self.reply(k, &out);
+    }
+
+    pub(super) fn client_cmd(&mut self, k: usize, spec: &'static Spec, frame: &[u8], args: &Args) {
+        let mut out = Vec::new();
+        let now = self.now_us;
+        let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
+        match spec.name {
+            "CLIENT SETNAME" => {
+                let name = args.get(frame, 2);
+                if !valid_client_name(name) {
+                    reply_error(
+                        &mut out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                } else {
+                    if let Some(c) = self.clients.get_mut(k) {
+                        c.meta_mut().name = if name.is_empty() {
+                            None
+                        } else {
+                            Some(name.to_vec())
+                        };
+                    }
+                    resp::write_simple(&mut out, b"OK");
+                }
+            }
+            "CLIENT GETNAME" => match self.clients.get(k).and_then(|c| c.name()) {
+                Some(n) => resp::write_bulk(&mut out, n),
+                None => resp::write_nil(&mut out, resp3),
+            },
+            "CLIENT ID" => {
+                let id = self.clients.get(k).map_or(0, |c| c.id);
+                resp::write_int(&mut out, id as i64);
+            }
+            "CLIENT SETINFO" => {
+                let attr = args.get(frame, 2);
+                let val = args.get(frame, 3).to_vec();
+                if let Some(c) = self.clients.get_mut(k) {
+                    if attr.eq_ignore_ascii_case(b"LIB-NAME") {
+                        c.meta_mut().lib_name = Some(val);
+                        resp::write_simple(&mut out, b"OK");
+                    } else if attr.eq_ignore_ascii_case(b"LIB-VER") {
+                        c.meta_mut().lib_ver = Some(val);
+                        resp::write_simple(&mut out, b"OK");
+                    } else {
+                        let a = String::from_utf8_lossy(attr);
+                        reply_error(&mut out, &format!("ERR Unrecognized option '{a}'"));
+                    }
+                }
+            }
+            "CLIENT INFO" => {
+                if let Some(c) = self.clients.get(k) {
+                    let line = client_line(k, c, now);
+                    resp::write_verbatim(&mut out, b"txt", line.as_bytes(), resp3);
+                }
+            }
+            "CLIENT LIST" => {
+                let mut text = String::new();
+                for (key, c) in self.clients.iter() {
+                    text.push_str(&client_line(key, c, now));
+                }
+                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+            }
+            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" | "CLIENT REPLY" => {
+                if spec.name == "CLIENT REPLY" && !args.get(frame, 2).eq_ignore_ascii_case(b"ON") {
+                    reply_error(
+                        &mut out,
+                        "ERR CLIENT REPLY OFF|SKIP is not supported by rustproxy",
+                    );
+                } else {
+                    resp::write_simple(&mut out, b"OK");
+                }
+            }
+            other => reply_error(
+                &mut out,
+                &format!("ERR {other} is not supported by rustproxy"),
+            ),
+        }
+        self.reply(k, &out);
+    }
+
+    /// FORWARD <index|name> command args...: sent verbatim to that backend, reply verbatim.
+    pub(super) fn forward_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let Some(c) = self.clients.get(k) else {
+            return;
+        };
+        let pool = &self.pools[c.pool];
+        let which = args.get(frame, 1);
+        let server = router::parse_u64(which)
+            .map(|i| i as usize)
+            .filter(|&i| i < pool.len())
+            .or_else(|| {
+                pool.order
+                    .iter()
+                    .map(|&slot| &pool.servers[slot])
+                    .position(|s| {
+                        s.name.as_bytes() == which
+                            || format!("{}:{}", s.host, s.port).as_bytes() == which
+                    })
+            });
+        // The command runs on a connection other clients share: one that would change that
+        // connection's state is refused; a blocking one gets a private connection.
+        let inner = crate::commands::lookup(args.get(frame, 2)).map(|spec| {
+            match (spec.class, args.len() > 3) {
+                (crate::commands::Class::Container, true) => {
+                    crate::commands::lookup_sub(spec, args.get(frame, 3)).unwrap_or(spec)
+                }
+                _ => spec,
+            }
+        });
+        if let Some(spec) = inner {
+            let row = command_index(spec);
+            if crate::commands::flags(row) & crate::commands::flag::CONN_STATE != 0 {
+                let name = spec.name.to_ascii_lowercase().replace(' ', "|");
+                return self.reply_err(
+                    k,
+                    &format!("ERR FORWARD cannot run '{name}': it changes the state of a backend connection that other clients share"),
+                );
+            }
+        }
+        let blocking = inner.is_some_and(|s| s.class == crate::commands::Class::Blocking)
+            || (inner.is_some_and(|s| s.name.starts_with("XREAD"))
+                && (3..args.len()).any(|i| args.get(frame, i).eq_ignore_ascii_case(b"BLOCK")));
+        match server {
+            Some(s) => {
+                let bytes = encode_args(args, frame, 2..args.len());
+                if blocking {
+                    self.blocking(k, s, &bytes, None);
+                } else {
+                    self.forward(k, s, &bytes);
+                }
+            }
+            None => {
+                let w = String::from_utf8_lossy(which).into_owned();
+                self.reply_err(k, &format!("ERR unknown backend '{w}'"));
+            }
+        }
+    }
+
+    /// The view of everything the stats renderers show.
+    pub(super) fn view(&self) -> crate::metrics::View<'_> {
+        let now = self.now;
+        let pools = self
+            .pools
+            .iter()
+            .filter(|p| !p.removed)
+            .map(|p| crate::metrics::PoolView {
+                name: &p.cfg.name,
+                listen: listen_name(&p.cfg.listen),
+                hash: p.cfg.hash.name(),
+                distribution: p.cfg.distribution.name(),
+                clients: p.clients,
+                servers: p
+                    .order
+                    .iter()
+                    .map(|&slot| {
+                        let s = &p.servers[slot];
+                        let mut connections = 0;
+                        let mut in_flight = 0;
+                        let mut out_bytes = 0;
+                        for ck in s.conns.iter().flatten().flatten() {
+                            if let Some(c) = self.conns.get(*ck) {
+                                connections += 1;
+                                in_flight += c.inflight.len();
+                                out_bytes += c.pending_output();
+                            }
+                        }
+                        crate::metrics::ServerView {
+                            name: &s.name,
+                            addr: s.addr.to_string(),
+                            state: if s.is_ejected() {
+                                "ejected"
+                            } else if s.is_down(now) {
+                                "down"
+                            } else {
+                                "up"
+                            },
+                            connections: connections + s.private_open,
+                            in_flight,
+                            out_queue_bytes: out_bytes,
+                            stats: &s.stats,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        crate::metrics::View {
+            version: env!("CARGO_PKG_VERSION"),
+            redis_version: REDIS_COMPAT_VERSION,
+            pid: std::process::id(),
+            uptime_secs: now.duration_since(self.started).as_secs(),
+            config_file: self.config.path.as_ref().map(|p| p.display().to_string()),
+            now_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            connected_clients: self.clients.len(),
+            max_clients: self.pools.iter().map(|p| p.cfg.max_clients).sum(),
+            blocked_clients: self.clients.iter().filter(|(_, c)| c.blocked).count(),
+            stats: &self.stats,
+            pools,
+            slowlog_len: self.slowlog.len(),
+            rss_bytes: rss_bytes(),
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
+    /// INFO [section...] | INFO BACKEND <n|name> | INFO <n|name> [section] (forwarded).
+    pub(super) fn info_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let Some((pool_i, resp3)) = self.clients.get(k).map(|c| (c.pool, c.resp3)) else {
+            return;
+        };
+        let argc = args.len();
+        let mut out = Vec::new();
+        let find = |p: &Pool, w: &[u8]| -> Option<usize> {
+            router::parse_u64(w)
+                .map(|i| i as usize)
+                .filter(|&i| i < p.len())
+                .or_else(|| {
+                    p.order.iter().position(|&slot| {
+                        let s = &p.servers[slot];
+                        s.name.as_bytes() == w || format!("{}:{}", s.host, s.port).as_bytes() == w
+                    })
+                })
+        };
+        if argc >= 2 {
+            let first = args.get(frame, 1);
+            if first.eq_ignore_ascii_case(b"BACKEND") && argc == 3 {
+                let text = match find(&self.pools[pool_i], args.get(frame, 2)) {
+                    Some(pos) => {
+                        let view = self.view();
+                        let vp = self
+                            .pools
+                            .iter()
+                            .filter(|p| !p.removed)
+                            .position(|p| std::ptr::eq(p, &self.pools[pool_i]))
+                            .unwrap_or(0);
+                        crate::metrics::info_backend(&view, vp, pos)
+                    }
+                    None => {
+                        let w = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
+                        return self.reply_err(k, &format!("ERR unknown backend '{w}'"));
+                    }
+                };
+                resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+                return self.reply(k, &out);
+            }
+            if let Some(pos) = find(&self.pools[pool_i], first) {
+                let mut req = Vec::new();
+                resp::write_array_len(&mut req, argc - 1);
+                resp::write_bulk(&mut req, b"INFO");
+                for i in 2..argc {
+                    resp::write_bulk(&mut req, args.get(frame, i));
+                }
+                return self.forward(k, pos, &req);
+            }
+        }
+        let section: Vec<String> = (1..argc)
+            .map(|i| String::from_utf8_lossy(args.get(frame, i)).into_owned())
+            .collect();
+        let section = section.join(" ");
+        let view = self.view();
+        let text = crate::metrics::info(&view, if argc > 1 { Some(&section) } else { None });
+        resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
+        self.reply(k, &out);
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub(super) fn rss_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub(super) fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+pub(super) fn client_line(key: usize, c: &Client, now: Micros) -> String {
+    let name = c.name().map(String::from_utf8_lossy).unwrap_or_default();
+    let (lib, ver) = c
+        .meta
+        .as_ref()
+        .map(|m| {
+            (
+                m.lib_name
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned(),
+                m.lib_ver
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned(),
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 multi=-1 qbuf={} obl={} oll={} omem={} cmd={} user=default lib-name={} lib-ver={} resp={}\n",
+        c.id,
+        c.peer,
+        key,
+        name,
+        since(now, c.created) / 1_000_000,
+        since(now, c.last_active) / 1_000_000,
+        c.rbuf.len(),
+        c.pending_output(),
+        c.chain.len(),
+        c.wbuf.capacity(),
+        crate::commands::COMMANDS
+            .get(c.last_command as usize)
+            .map_or("NULL".to_string(), |s| s.name.to_ascii_lowercase().replace(' ', "|")),
+        lib,
+        ver,
+        if c.resp3 { 3 } else { 2 }
+    )
+}
