@@ -13,7 +13,7 @@
 //!   slow ones queued for the slow log); replies waiting out of order sit in pooled buffers.
 
 use crate::clock::Micros;
-use crate::router::Combine;
+use crate::combine::Combine;
 use std::collections::VecDeque;
 
 /// What one request's reply is waiting for.

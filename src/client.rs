@@ -139,7 +139,7 @@ pub struct Client {
     /// False until AUTH succeeds when the pool has a password.
     pub authed: bool,
     /// What the authenticated user may run.
-    pub level: crate::auth::Level,
+    pub level: crate::config::Level,
     pub closing: Closing,
     /// Reading is stopped by backpressure (too many pending replies or too much output).
     pub paused: bool,
@@ -182,7 +182,7 @@ impl Client {
             chain: Chain::default(),
             resp3: false,
             authed: true,
-            level: crate::auth::Level::Admin,
+            level: crate::config::Level::Admin,
             closing: Closing::No,
             paused: false,
             writable: true,

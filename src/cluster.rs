@@ -15,6 +15,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+/// `ClusterMap::slots` entry of a slot no master serves.
+pub const NO_NODE: u16 = u16::MAX;
+
 use crate::resp::{parse_reply, Reply};
 
 /// Number of hash slots in a Redis Cluster.

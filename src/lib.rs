@@ -16,6 +16,7 @@ pub mod chain;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod combine;
 pub mod commands;
 pub mod config;
 pub mod hash;

@@ -47,8 +47,7 @@ pub struct Pool {
     pub generation: u64,
 }
 
-/// `ClusterMap::slots` entry of a slot no master serves.
-pub const NO_NODE: u16 = u16::MAX;
+pub use crate::cluster::NO_NODE;
 
 /// The slot map of a cluster pool. Invariant: every entry is NO_NODE or a position in `order`.
 pub struct ClusterMap {

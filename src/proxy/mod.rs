@@ -90,7 +90,8 @@ use crate::config::{Config, Listen};
 use crate::net::{bind, listen_name, set_keepalive, would_block, Listener};
 use crate::pool::Pool;
 use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
-use crate::router::{self, Combine, Plan};
+use crate::combine::Combine;
+use crate::router::{self, Plan};
 use crate::stats::{command_index, SlowLog, Stats};
 
 /// The Redis version the proxy reports to clients (HELLO, INFO): the command set it speaks.
