@@ -647,24 +647,31 @@ pub mod flag {
 /// computed once.
 pub fn flags(row: usize) -> u8 {
     static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let table = FLAGS.get_or_init(|| COMMANDS.iter().map(|s| flags_of(s.name)).collect());
+    let table = FLAGS.get_or_init(|| COMMANDS.iter().map(flags_of).collect());
     table.get(row).copied().unwrap_or(0)
 }
 
-fn flags_of(name: &str) -> u8 {
+fn flags_of(spec: &Spec) -> u8 {
+    let name = spec.name;
     let mut f = 0;
-    if matches!(
-        name,
-        "HELLO"
-            | "RESET"
-            | "WATCH"
-            | "SUBSCRIBE"
-            | "PSUBSCRIBE"
-            | "SSUBSCRIBE"
-            | "UNSUBSCRIBE"
-            | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE"
-    ) {
+    // Blocking commands (and XREAD/XREADGROUP, blocking with BLOCK, and FORWARD, which may
+    // carry one) take a private connection.
+    if spec.class == Class::Blocking
+        || name.starts_with("XREAD")
+        || name == "FORWARD"
+        || matches!(
+            name,
+            "HELLO"
+                | "RESET"
+                | "WATCH"
+                | "SUBSCRIBE"
+                | "PSUBSCRIBE"
+                | "SSUBSCRIBE"
+                | "UNSUBSCRIBE"
+                | "PUNSUBSCRIBE"
+                | "SUNSUBSCRIBE"
+        )
+    {
         f |= flag::FENCE;
     }
     if matches!(

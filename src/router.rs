@@ -12,7 +12,6 @@
 //! - An error sub-reply makes the whole reply an error (naming the backend where the proxy made
 //!   the error); a combiner never panics on a reply it did not expect, it answers an error.
 
-
 use crate::commands::{self, Class, Keys, Merge, Spec, Split};
 use crate::resp::Args;
 use crate::ring::{hash_tag, Ring};
@@ -75,7 +74,6 @@ impl Plan {
         }
     }
 }
-
 
 /// The routing inputs of one pool.
 pub struct Target<'a> {

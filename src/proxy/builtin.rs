@@ -29,7 +29,7 @@ impl Proxy {
                 };
                 match crate::config::parse_server(&format!("{addr}:{weight} {name}"), 0) {
                     Ok(s) => self.membership(pool_i, Some(s), None),
-                    Err(e) => Err(format!("ERR {e}")),
+                    Err(e) => Err(e.to_string()),
                 }
             }
             (b"REMOVEBACKEND", 3) => {
@@ -56,11 +56,10 @@ impl Proxy {
                 }
                 return self.reply(k, &out);
             }
-            _ => Err("ERR usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name".into()),
+            _ => Err("usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name".into()),
         };
         match result {
             Ok(msg) => resp::write_bulk(&mut out, msg.as_bytes()),
-            Err(e) if e.starts_with("ERR ") => reply_error(&mut out, &e),
             Err(e) => reply_error(&mut out, &format!("ERR {e}")),
         }
         self.reply(k, &out);

@@ -248,14 +248,6 @@ impl Proxy {
         done
     }
 
-    /// Hold client `k`'s current command back until its chain is empty (a fence).
-    pub(super) fn defer(&mut self, k: usize) -> Exec {
-        if let Some(c) = self.clients.get_mut(k) {
-            c.draining = true;
-        }
-        Exec::Deferred
-    }
-
     /// Execute one resolved command (`self.cur` describes it).
     /// `row`: the command's row of the table (`command_index`).
     /// Commands that move the client between backend connections (and blocking ones, which
@@ -269,35 +261,17 @@ impl Proxy {
         frame: &[u8],
         args: &Args,
     ) -> Exec {
-        let Some(c) = self.clients.get_mut(k) else {
-            return Exec::Done;
-        };
-        if !c.chain.is_empty()
-            && (c.fence
-                || crate::commands::flags(row as usize) & crate::commands::flag::FENCE != 0
-                || spec.class == crate::commands::Class::Blocking
-                || spec.name.starts_with("XREAD")
-                || spec.name == "FORWARD")
-        {
-            return self.defer(k);
-        }
-        c.fence = false;
-        self.run_command(k, spec, row, frame, args);
-        Exec::Done
-    }
-
-    /// Run one command that passed its fence.
-    pub(super) fn run_command(
-        &mut self,
-        k: usize,
-        spec: &'static Spec,
-        row: u16,
-        frame: &[u8],
-        args: &Args,
-    ) {
         // What the checks below need of the client, read in one lookup.
         let (pool_i, authed, level, resp2_subscribed, in_multi) = match self.clients.get_mut(k) {
             Some(c) => {
+                if !c.chain.is_empty()
+                    && (c.fence
+                        || crate::commands::flags(row as usize) & crate::commands::flag::FENCE != 0)
+                {
+                    c.draining = true;
+                    return Exec::Deferred;
+                }
+                c.fence = false;
                 c.last_command = row;
                 (
                     c.pool,
@@ -307,8 +281,28 @@ impl Proxy {
                     c.in_multi(),
                 )
             }
-            None => return,
+            None => return Exec::Done,
         };
+        self.run_command(
+            k,
+            spec,
+            frame,
+            args,
+            (pool_i, authed, level, resp2_subscribed, in_multi),
+        );
+        Exec::Done
+    }
+
+    /// Run one command that passed its fence; `ctx`: what the checks need of the client.
+    fn run_command(
+        &mut self,
+        k: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+        ctx: (usize, bool, crate::config::Level, bool, bool),
+    ) {
+        let (pool_i, authed, level, resp2_subscribed, in_multi) = ctx;
         if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
             return self.reject(k, "NOAUTH Authentication required.");
         }

@@ -83,14 +83,14 @@ use upstream::HELLO3;
 use crate::backend::{Conn, ConnState, Owner, Pending, ReadBuf, PRIVATE_IDLE, WHOLE};
 use crate::chain::{Delivered, Done, Meta, Multi, Sink, Slot, NO_CMD};
 use crate::client::{Client, Closing};
-use crate::net::Stream;
 use crate::clock::{since, Micros};
+use crate::combine::Combine;
 use crate::commands::{Merge, Spec, Split};
 use crate::config::{Config, Listen};
+use crate::net::Stream;
 use crate::net::{bind, listen_name, set_keepalive, would_block, Listener};
 use crate::pool::Pool;
 use crate::resp::{self, Args, ParseError, Reply, ReplyScanner};
-use crate::combine::Combine;
 use crate::router::{self, Plan};
 use crate::stats::{command_index, SlowLog, Stats};
 

@@ -239,15 +239,14 @@ impl Proxy {
         let pool = &self.pools[pool_i];
         if !pool.cfg.membership_commands {
             return Err(
-                "ERR membership commands are disabled for this pool (membership_commands no)"
-                    .into(),
+                "membership commands are disabled for this pool (membership_commands no)".into(),
             );
         }
         let mut cfg = pool.cfg.clone();
         if let Some(s) = add {
             let name = s.display_name();
             if cfg.servers.iter().any(|o| o.display_name() == name) {
-                return Err(format!("ERR backend '{name}' already exists"));
+                return Err(format!("backend '{name}' already exists"));
             }
             cfg.servers.push(s);
         }
@@ -255,10 +254,10 @@ impl Proxy {
             let before = cfg.servers.len();
             cfg.servers.retain(|o| o.display_name() != name);
             if cfg.servers.len() == before {
-                return Err(format!("ERR unknown backend '{name}'"));
+                return Err(format!("unknown backend '{name}'"));
             }
             if cfg.servers.is_empty() {
-                return Err("ERR cannot remove the last backend of a pool".into());
+                return Err("cannot remove the last backend of a pool".into());
             }
         }
         let ch = self.pools[pool_i].reconfigure(cfg);
