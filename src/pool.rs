@@ -45,6 +45,8 @@ pub struct Pool {
     /// Bumped whenever the ring is rebuilt (membership, weights, ejection): state that
     /// remembered where a key lived (a queued transaction) re-checks it when this changed.
     pub generation: u64,
+    /// Cluster node names resolved off the loop (see `proxy::offload`), by (host, port).
+    pub resolved: std::collections::HashMap<(String, u16), std::net::SocketAddr>,
 }
 
 pub use crate::cluster::NO_NODE;
@@ -232,6 +234,7 @@ impl Pool {
             clients: 0,
             removed: false,
             generation: 0,
+            resolved: Default::default(),
         };
         p.rebuild();
         p
@@ -329,11 +332,23 @@ impl Pool {
     }
 
     /// Add a server (a cluster node named by a redirect) and return its position.
+    /// A name that is not an IP address must be in `resolved` (names are resolved off the
+    /// event loop); Err otherwise.
     pub fn add_node(&mut self, host: &str, port: u16) -> Result<(usize, Changes), String> {
         if let Some(p) = self.position(host, port) {
             return Ok((p, Changes::default()));
         }
-        let s = crate::config::parse_server(&format!("{host}:{port}"), 0)?;
+        let s = if host.parse::<std::net::IpAddr>().is_ok() {
+            crate::config::parse_server(&format!("{host}:{port}"), 0)?
+        } else {
+            let addr = self
+                .resolved
+                .get(&(host.to_string(), port))
+                .ok_or_else(|| format!("{host}:{port} is not resolved yet"))?;
+            let mut s = crate::config::parse_server(&format!("{addr}"), 0)?;
+            s.host = host.to_string();
+            s
+        };
         let mut cfg = self.cfg.clone();
         cfg.servers.push(s);
         let ch = self.reconfigure(cfg);

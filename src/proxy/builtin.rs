@@ -15,9 +15,9 @@ impl Proxy {
         let sub = args.get(frame, 1).to_ascii_uppercase();
         let argc = args.len();
         let result = match (sub.as_slice(), argc) {
-            (b"RELOAD", 2) => self.reload(false),
+            (b"RELOAD", 2) => return self.reload_cmd(k, false),
             (b"RELOAD", 3) if args.get(frame, 2).eq_ignore_ascii_case(b"DRYRUN") => {
-                self.reload(true)
+                return self.reload_cmd(k, true)
             }
             (b"ADDBACKEND", 4 | 5) => {
                 let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
@@ -63,6 +63,15 @@ impl Proxy {
             Err(e) => reply_error(&mut out, &format!("ERR {e}")),
         }
         self.reply(k, &out);
+    }
+
+    /// PROXY RELOAD [DRYRUN]: answered when the reload, run off the loop, is done.
+    fn reload_cmd(&mut self, k: usize, dry_run: bool) {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let (id, seq) = (c.id, c.chain.push(Slot::Waiting, self.cur));
+        self.start_reload(dry_run, Some((k, id, seq)));
     }
 
     // ----- local commands ---------------------------------------------------------------

@@ -148,6 +148,33 @@ impl Proxy {
             rhost
         };
         let pool = &mut self.pools[pool_i];
+        let known = pool.position(&rhost, port).is_some()
+            || rhost.parse::<std::net::IpAddr>().is_ok()
+            || pool.resolved.contains_key(&(rhost.clone(), port));
+        if !known {
+            // A host name: resolved off the loop; the request waits for the answer.
+            let asked = self
+                .parked
+                .iter()
+                .any(|w| w.pool == pool_i && w.host == rhost && w.port == port);
+            self.parked.push(offload::Parked {
+                pool: pool_i,
+                host: rhost.clone(),
+                port,
+                from: host.to_string(),
+                p,
+                req: req.to_vec(),
+                reply: reply.to_vec(),
+            });
+            if !asked {
+                self.offload.send(offload::Job::Resolve {
+                    pool: pool_i,
+                    host: rhost,
+                    port,
+                });
+            }
+            return;
+        }
         let (pos, ch) = match pool.add_node(&rhost, port) {
             Ok(x) => x,
             Err(e) => return deliver_err(self, &format!("ERR cannot follow redirection: {e}")),

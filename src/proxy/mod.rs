@@ -68,6 +68,7 @@ macro_rules! sink {
 mod builtin;
 mod cluster;
 mod exec;
+mod offload;
 mod pubsub;
 mod reload;
 mod session;
@@ -203,6 +204,12 @@ pub struct Proxy {
     /// Set by SIGINT/SIGTERM (graceful shutdown) and SIGHUP (reload).
     term: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
+    /// The helper thread for work that may block (reload, DNS), and the redirected requests
+    /// waiting for a name it resolves.
+    offload: offload::Offload,
+    parked: Vec<offload::Parked>,
+    /// This machine's name for nutcracker's stats document, read once at start.
+    hostname: String,
 }
 
 fn reply_error(out: &mut Vec<u8>, msg: &str) {
@@ -220,6 +227,7 @@ impl Proxy {
         let hup = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
         let poll = Poll::new()?;
+        let offload = offload::Offload::start(&poll)?;
         let mut listeners = Vec::new();
         let mut pools = Vec::new();
         for (i, pc) in config.pools.iter().enumerate() {
@@ -316,6 +324,11 @@ impl Proxy {
             last_sample: 0,
             term,
             hup,
+            offload,
+            parked: Vec::new(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into()),
             stats_listener: None,
             stats_conns: Slab::new(),
             last_auth_log: None,
@@ -372,7 +385,7 @@ impl Proxy {
                 continue;
             }
             if hup.swap(false, Ordering::Relaxed) {
-                let _ = self.reload(false);
+                self.start_reload(false, None);
             }
             let wait = if self.again.is_empty() && self.again_conns.is_empty() {
                 Some(MAX_POLL_WAIT)
@@ -388,6 +401,10 @@ impl Proxy {
             }
             self.tick_clock();
             for ev in events.iter() {
+                if ev.token() == offload::WAKER {
+                    self.offload_answers();
+                    continue;
+                }
                 match Kind::of(ev.token()) {
                     Some(Kind::Listener(i)) => self.accept(i),
                     Some(Kind::Client(k)) => {

@@ -12,9 +12,32 @@ impl Proxy {
     /// unchanged backends keep their connections and in-flight requests, added ones connect on
     /// first use, removed ones finish their in-flight requests and close; added pools listen,
     /// removed pools stop accepting and their clients drain. An invalid file changes nothing.
-    /// `dry_run`: only validate and describe.
-    pub fn reload(&mut self, dry_run: bool) -> Result<String, String> {
-        let result = self.reload_inner(dry_run);
+    /// `dry_run`: only validate and describe. The file is read and resolved, and certificates
+    /// loaded, off the loop (`offload`); `finish_reload` applies the answer. `reply`: the
+    /// PROXY RELOAD chain slot that waits for the outcome.
+    pub(super) fn start_reload(&mut self, dry_run: bool, reply: offload::ReplyTo) {
+        let Some(path) = self.config.path.clone() else {
+            let e = "no configuration file to reload (started with -l/-b)".to_string();
+            return self.finish_reload(Err(e), dry_run, reply);
+        };
+        if !self.offload.send(offload::Job::Load {
+            path,
+            dry_run,
+            reply,
+        }) {
+            self.finish_reload(Err("the reload worker is gone".into()), dry_run, reply);
+        }
+    }
+
+    /// Apply a loaded configuration (or report why it could not be), log it, remember it for
+    /// INFO, and answer the client that asked.
+    pub(super) fn finish_reload(
+        &mut self,
+        loaded: Result<offload::Loaded, String>,
+        dry_run: bool,
+        reply: offload::ReplyTo,
+    ) {
+        let result = loaded.and_then(|(new, tls)| self.apply_reload(new, tls, dry_run));
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -29,21 +52,25 @@ impl Proxy {
             }
             _ => {}
         }
-        result
+        if let Some((k, id, seq)) = reply {
+            let mut out = Vec::new();
+            match result {
+                Ok(msg) => resp::write_bulk(&mut out, msg.as_bytes()),
+                Err(e) => reply_error(&mut out, &format!("ERR {e}")),
+            }
+            self.deliver_to(k, Some(id), seq, WHOLE, &out);
+        }
     }
 
-    pub(super) fn reload_inner(&mut self, dry_run: bool) -> Result<String, String> {
-        let Some(path) = self.config.path.clone() else {
-            return Err("no configuration file to reload (started with -l/-b)".into());
-        };
-        let new = crate::config::load(&path).map_err(|e| e.to_string())?;
+    fn apply_reload(
+        &mut self,
+        new: Config,
+        tls: Vec<offload::TlsPair>,
+        dry_run: bool,
+    ) -> Result<String, String> {
         let mut summary = Vec::new();
         // Phase 1: everything that can fail (binding new listen addresses), nothing applied.
         let mut new_listeners: Vec<(usize, Option<Listener>)> = Vec::new();
-        let mut tls = Vec::with_capacity(new.pools.len());
-        for pc in &new.pools {
-            tls.push(crate::pool::tls_configs(pc).map_err(|e| format!("pool {}: {e}", pc.name))?);
-        }
         for (ni, pc) in new.pools.iter().enumerate() {
             let existing = self
                 .pools

@@ -108,10 +108,7 @@ impl Proxy {
             if metrics {
                 crate::metrics::prometheus(&view)
             } else {
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "localhost".into());
-                crate::metrics::nutcracker_json(&view, &host)
+                crate::metrics::nutcracker_json(&view, &self.hostname)
             }
         };
         let Some(sc) = self.stats_conns.get_mut(i) else {
