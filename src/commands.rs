@@ -19,6 +19,9 @@
 //! * the README's command table (`docs/commands.md`) is generated from here by
 //!   [`markdown_table`]: change the table here, then regenerate the document.
 
+pub mod flags;
+pub use flags::{flag, flags, has, row_of};
+
 use std::fmt::Write as _;
 
 /// Where a command's keys are.
@@ -629,89 +632,6 @@ fn put_upper(buf: &mut [u8; MAX_NAME], at: usize, src: &[u8]) -> bool {
         *d = s.to_ascii_uppercase();
     }
     true
-}
-
-/// What the session layer must know of a command besides routing, one bit each.
-pub mod flag {
-    /// Runs only after every earlier reply of the client is in: it moves the client's later
-    /// commands to other backend connections (protocol switch, private connection,
-    /// subscriptions), so nothing sent before may overtake it or be overtaken.
-    pub const FENCE: u8 = 1;
-    /// Changes the state of the connection it runs on (transactions, database, protocol,
-    /// subscriptions, reply mode, authentication, monitoring, replica reads): never run on a
-    /// shared backend connection (FORWARD refuses it).
-    pub const CONN_STATE: u8 = 2;
-}
-
-/// Flags (see [`flag`]) of each row of [`COMMANDS`], by row index (`stats::command_index`);
-/// computed once.
-pub fn flags(row: usize) -> u8 {
-    static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let table = FLAGS.get_or_init(|| COMMANDS.iter().map(flags_of).collect());
-    table.get(row).copied().unwrap_or(0)
-}
-
-fn flags_of(spec: &Spec) -> u8 {
-    let name = spec.name;
-    let mut f = 0;
-    // Blocking commands (and XREAD/XREADGROUP, blocking with BLOCK, and FORWARD, which may
-    // carry one) take a private connection.
-    if spec.class == Class::Blocking
-        || name.starts_with("XREAD")
-        || name == "FORWARD"
-        || matches!(
-            name,
-            "HELLO"
-                | "RESET"
-                | "WATCH"
-                | "SUBSCRIBE"
-                | "PSUBSCRIBE"
-                | "SSUBSCRIBE"
-                | "UNSUBSCRIBE"
-                | "PUNSUBSCRIBE"
-                | "SUNSUBSCRIBE"
-        )
-    {
-        f |= flag::FENCE;
-    }
-    if matches!(
-        name,
-        "MULTI"
-            | "EXEC"
-            | "DISCARD"
-            | "WATCH"
-            | "UNWATCH"
-            | "SELECT"
-            | "SWAPDB"
-            | "SUBSCRIBE"
-            | "PSUBSCRIBE"
-            | "SSUBSCRIBE"
-            | "UNSUBSCRIBE"
-            | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE"
-            | "HELLO"
-            | "AUTH"
-            | "RESET"
-            | "MONITOR"
-            | "READONLY"
-            | "READWRITE"
-            | "QUIT"
-            | "SYNC"
-            | "PSYNC"
-            | "REPLCONF"
-            | "ASKING"
-            | "CLIENT REPLY"
-            | "CLIENT TRACKING"
-            | "CLIENT CACHING"
-            | "CLIENT SETNAME"
-            | "CLIENT NO-EVICT"
-            | "CLIENT NO-TOUCH"
-            | "CLIENT PAUSE"
-            | "CLIENT UNPAUSE"
-    ) {
-        f |= flag::CONN_STATE;
-    }
-    f
 }
 
 /// The row of a top-level command (never a subcommand row). Case-insensitive, no heap allocation.

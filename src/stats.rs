@@ -241,13 +241,7 @@ pub struct CommandStats {
 /// A `Spec` that is not a row of the table gives `COMMANDS.len()`, an index that
 /// [`Stats::record_command`] and [`Stats::record_rejected`] ignore.
 pub fn command_index(spec: &'static Spec) -> usize {
-    let size = std::mem::size_of::<Spec>();
-    let base = COMMANDS.as_ptr() as usize;
-    let addr = spec as *const Spec as usize;
-    match addr.checked_sub(base) {
-        Some(off) if size != 0 && off % size == 0 && off / size < COMMANDS.len() => off / size,
-        _ => COMMANDS.len(),
-    }
+    crate::commands::row_of(spec)
 }
 
 /// `"CONFIG GET"` -> `"config|get"`: Redis's name for a command in commandstats.

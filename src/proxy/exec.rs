@@ -303,7 +303,8 @@ impl Proxy {
         ctx: (usize, bool, crate::config::Level, bool, bool),
     ) {
         let (pool_i, authed, level, resp2_subscribed, in_multi) = ctx;
-        if !authed && !matches!(spec.name, "AUTH" | "HELLO" | "QUIT" | "PING") {
+        use crate::commands::{flag, has};
+        if !authed && !has(spec, flag::NO_AUTH) {
             return self.reject(k, "NOAUTH Authentication required.");
         }
         let policy = self.pools[pool_i].cfg.admin_commands;
@@ -346,32 +347,14 @@ impl Proxy {
                 ),
             };
         }
-        if resp2_subscribed
-            && !matches!(
-                spec.name,
-                "SUBSCRIBE"
-                    | "PSUBSCRIBE"
-                    | "SSUBSCRIBE"
-                    | "UNSUBSCRIBE"
-                    | "PUNSUBSCRIBE"
-                    | "SUNSUBSCRIBE"
-                    | "PING"
-                    | "QUIT"
-                    | "RESET"
-            )
-        {
+        if resp2_subscribed && !has(spec, flag::IN_SUBSCRIBE) {
             let msg = format!(
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                 spec.name.to_ascii_lowercase().replace(' ', "|")
             );
             return self.reply_err(k, &msg);
         }
-        if in_multi
-            && !matches!(
-                spec.name,
-                "EXEC" | "DISCARD" | "MULTI" | "WATCH" | "QUIT" | "RESET"
-            )
-        {
+        if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
         }
