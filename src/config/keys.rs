@@ -1209,7 +1209,7 @@ mod tests {
         assert_eq!(p.rename_commands, [("FLUSHALL".into(), "".into())]);
         assert_eq!(p.admin_commands, AdminPolicy::AdminOnly);
         assert!(p.backend_tls);
-        assert_eq!(p.backend_auth(&p.servers[0]), Some((Some("u"), "p")));
+        assert_eq!(p.backend_auth(Some(&p.servers[0])), Some((Some("u"), "p")));
         assert_round_trip(&y);
         let (line, msg) = yaml_err(
             "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  user:\n    - alice pw\n\

@@ -325,20 +325,25 @@ impl PoolConfig {
     /// no AUTH.  Each part is the server's own (`user=` / `password=` on its line), else the
     /// pool's (`backend_username`; `backend_password`, else `redis_auth`).  Send
     /// `AUTH user pass` (or `HELLO 3 AUTH user pass`) with a username, `AUTH pass` without.
-    pub fn backend_auth<'a>(&'a self, s: &'a ServerConfig) -> Option<(Option<&'a str>, &'a str)> {
+    /// `s`: None for a server not on a config line (a cluster replica): the pool's only.
+    pub fn backend_auth<'a>(
+        &'a self,
+        s: Option<&'a ServerConfig>,
+    ) -> Option<(Option<&'a str>, &'a str)> {
         let pass = s
-            .password
-            .as_deref()
+            .and_then(|s| s.password.as_deref())
             .or(self.backend_password.as_deref())
             .or(self.redis_auth.as_deref())?;
-        let user = s.username.as_deref().or(self.backend_username.as_deref());
+        let user = s
+            .and_then(|s| s.username.as_deref())
+            .or(self.backend_username.as_deref());
         Some((user, pass))
     }
 
-    /// The name to verify in backend `s`'s certificate: `backend_tls_server_name`, else the
-    /// server's host as written.
-    pub fn backend_tls_name<'a>(&'a self, s: &'a ServerConfig) -> &'a str {
-        self.backend_tls_server_name.as_deref().unwrap_or(&s.host)
+    /// The name to verify in the certificate of the backend at `host` (as written):
+    /// `backend_tls_server_name`, else that host.
+    pub fn backend_tls_name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.backend_tls_server_name.as_deref().unwrap_or(host)
     }
 
     /// The listener speaks TLS (tls_cert_file and tls_key_file are set).
@@ -466,21 +471,21 @@ mod tests {
         assert_eq!(s[2].display_name(), "127.0.0.1:7003");
         assert_eq!(s[3].name, None);
         assert_eq!(s[3].weight, 2);
-        assert_eq!(p.backend_auth(&s[0]), Some((Some("proxy"), "rp")));
-        assert_eq!(p.backend_auth(&s[1]), Some((Some("u2"), "p2")));
-        assert_eq!(p.backend_auth(&s[2]), Some((Some("proxy"), "p3")));
-        assert_eq!(p.backend_auth(&s[3]), Some((Some("u4"), "rp")));
+        assert_eq!(p.backend_auth(Some(&s[0])), Some((Some("proxy"), "rp")));
+        assert_eq!(p.backend_auth(Some(&s[1])), Some((Some("u2"), "p2")));
+        assert_eq!(p.backend_auth(Some(&s[2])), Some((Some("proxy"), "p3")));
+        assert_eq!(p.backend_auth(Some(&s[3])), Some((Some("u4"), "rp")));
         assert_round_trip(&c);
 
         // backend_password replaces redis_auth for backends only.
         let c = native(&format!("{AUTH_POOL}redis_auth rp\nbackend_password bp\n")).unwrap();
         let p = &c.pools[0];
-        assert_eq!(p.backend_auth(&p.servers[0]), Some((None, "bp")));
+        assert_eq!(p.backend_auth(Some(&p.servers[0])), Some((None, "bp")));
         let c = native(AUTH_POOL).unwrap();
-        assert_eq!(c.pools[0].backend_auth(&c.pools[0].servers[0]), None);
+        assert_eq!(c.pools[0].backend_auth(Some(&c.pools[0].servers[0])), None);
         // requirepass is never sent to backends.
         let c = native(&format!("{AUTH_POOL}requirepass cp\n")).unwrap();
-        assert_eq!(c.pools[0].backend_auth(&c.pools[0].servers[0]), None);
+        assert_eq!(c.pools[0].backend_auth(Some(&c.pools[0].servers[0])), None);
 
         // Errors.
         assert_pool_errors(&[
@@ -535,10 +540,10 @@ mod tests {
         ))
         .unwrap();
         let p = &c.pools[0];
-        assert_eq!(p.backend_tls_name(&p.servers[0]), "redis.local");
+        assert_eq!(p.backend_tls_name(&p.servers[0].host), "redis.local");
         let c = native(&format!("{AUTH_POOL}backend_tls yes\n")).unwrap();
         let p = &c.pools[0];
-        assert_eq!(p.backend_tls_name(&p.servers[0]), "127.0.0.1");
+        assert_eq!(p.backend_tls_name(&p.servers[0].host), "127.0.0.1");
     }
 
     #[test]

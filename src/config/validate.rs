@@ -198,12 +198,12 @@ mod tests {
         assert_eq!(p.backend_tls_ca_file, Some(PathBuf::from("/bca.pem")));
         assert_eq!(p.backend_tls_cert_file, Some(PathBuf::from("/bc.pem")));
         assert_eq!(p.backend_tls_key_file, Some(PathBuf::from("/bk.pem")));
-        assert_eq!(p.backend_tls_name(&p.servers[0]), "redis.local");
+        assert_eq!(p.backend_tls_name(&p.servers[0].host), "redis.local");
         assert_round_trip(&c);
         let c = native(&format!("{AUTH_POOL}backend_tls yes\n")).unwrap();
         let p = &c.pools[0];
         assert!(!p.tls_listen() && !p.backend_tls_insecure);
-        assert_eq!(p.backend_tls_name(&p.servers[0]), "127.0.0.1");
+        assert_eq!(p.backend_tls_name(&p.servers[0].host), "127.0.0.1");
         assert_round_trip(&c);
 
         assert_pool_errors(&[

@@ -95,12 +95,8 @@ impl Proxy {
         }
         let stream = match &pool.tls_client {
             Some(cfg) => {
-                let name = pool
-                    .cfg
-                    .backend_tls_server_name
-                    .clone()
-                    .unwrap_or_else(|| srv.host.clone());
-                match crate::tls::TlsStream::client(stream, cfg.clone(), &name) {
+                let name = pool.cfg.backend_tls_name(&srv.host);
+                match crate::tls::TlsStream::client(stream, cfg.clone(), name) {
                     Ok(t) => Stream::Tls(Box::new(t)),
                     Err(e) => {
                         let msg = format!("TLS setup failed: {e}");
@@ -157,14 +153,9 @@ impl Proxy {
             .iter()
             .position(|&s| s == server_i)
             .and_then(|pos| pool.cfg.servers.get(pos));
-        let password = server_cfg
-            .and_then(|s| s.password.clone())
-            .or_else(|| pool.cfg.backend_password.clone())
-            .or_else(|| pool.cfg.redis_auth.clone());
-        let username = server_cfg
-            .and_then(|s| s.username.clone())
-            .or_else(|| pool.cfg.backend_username.clone())
-            .unwrap_or_else(|| "default".to_string());
+        let auth = pool.cfg.backend_auth(server_cfg);
+        let password = auth.map(|(_, pw)| pw);
+        let username = auth.and_then(|(u, _)| u).unwrap_or("default");
         if proto == 1 {
             match &password {
                 Some(pw) => resp::write_command(
