@@ -360,3 +360,63 @@ pub static ADMIN: &[&str] = &[
     "SWAPDB",
     "SYNC",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::lookup;
+
+    fn has_name(name: &str, f: u8) -> bool {
+        has(lookup(name.as_bytes()).expect(name), f)
+    }
+
+    #[test]
+    fn lists_are_sorted_rows() {
+        for table in [WRITE, ADMIN] {
+            assert!(table.windows(2).all(|w| w[0] < w[1]), "{table:?}");
+            for n in table {
+                assert!(super::super::COMMANDS.iter().any(|s| s.name == *n), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn fences_and_connection_state() {
+        for n in [
+            "HELLO",
+            "RESET",
+            "WATCH",
+            "SUBSCRIBE",
+            "BLPOP",
+            "XREAD",
+            "FORWARD",
+        ] {
+            assert!(has_name(n, flag::FENCE), "{n} fences");
+        }
+        for n in ["GET", "SET", "MGET", "PING", "MULTI", "EXEC"] {
+            assert!(!has_name(n, flag::FENCE), "{n} does not fence");
+        }
+        for n in [
+            "MULTI",
+            "SELECT",
+            "SUBSCRIBE",
+            "HELLO",
+            "AUTH",
+            "RESET",
+            "READONLY",
+            "QUIT",
+        ] {
+            assert!(has_name(n, flag::CONN_STATE), "{n} changes the connection");
+        }
+        assert!(!has_name("GET", flag::CONN_STATE));
+    }
+
+    #[test]
+    fn session_rules() {
+        assert!(has_name("AUTH", flag::NO_AUTH) && !has_name("GET", flag::NO_AUTH));
+        assert!(has_name("PING", flag::IN_SUBSCRIBE) && !has_name("SET", flag::IN_SUBSCRIBE));
+        assert!(has_name("EXEC", flag::NOT_QUEUED) && !has_name("INCR", flag::NOT_QUEUED));
+        assert!(has_name("SET", flag::WRITE) && !has_name("GET", flag::WRITE));
+        assert!(has_name("FLUSHALL", flag::ADMIN) && !has_name("GET", flag::ADMIN));
+    }
+}

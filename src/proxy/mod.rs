@@ -863,3 +863,35 @@ pub fn run(config: Config) -> io::Result<()> {
     let mut p = Proxy::new(config)?;
     p.run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of token decodes to what it encoded, including the extremes of each range,
+    /// and the offload waker is outside them all.
+    #[test]
+    fn token_codec_round_trips() {
+        let max = usize::MAX >> 2;
+        for i in [0, 1, 2, 1000, max - 1, max] {
+            for kind in [
+                Kind::Listener(i),
+                Kind::Client(i),
+                Kind::Conn(i),
+                Kind::Stats(i),
+            ] {
+                assert_eq!(Kind::of(kind.token()), Some(kind), "{kind:?}");
+            }
+        }
+        for i in [0, 1, 1 << 20] {
+            for kind in [
+                Kind::Listener(i),
+                Kind::Client(i),
+                Kind::Conn(i),
+                Kind::Stats(i),
+            ] {
+                assert_ne!(kind.token(), offload::WAKER, "{kind:?}");
+            }
+        }
+    }
+}

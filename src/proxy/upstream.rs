@@ -673,21 +673,127 @@ pub(super) enum Route {
 
 /// Classify one reply and pop what it answers (see `Route`).
 pub(super) fn route(conn: &mut Conn, reply: &[u8]) -> Route {
-    if conn.pubsub {
+    let q = Queue {
+        inflight: &mut conn.inflight,
+        reqs: &mut conn.reqs,
+        track: conn.track,
+        orphans: &mut conn.orphans,
+    };
+    classify(conn.pubsub, conn.owner, q, reply)
+}
+
+/// What `classify` pops from: a connection's in-flight queue and what goes with it.
+pub(super) struct Queue<'a> {
+    pub inflight: &'a mut std::collections::VecDeque<Pending>,
+    pub reqs: &'a mut std::collections::VecDeque<Box<[u8]>>,
+    pub track: bool,
+    pub orphans: &'a mut usize,
+}
+
+/// The routing decision, without sockets: `pubsub` and `owner` describe the connection.
+pub(super) fn classify(pubsub: bool, owner: Option<(usize, u64)>, q: Queue, reply: &[u8]) -> Route {
+    if pubsub {
         if is_message(reply) {
-            return Route::Message(conn.owner);
+            return Route::Message(owner);
         }
     } else if reply.first() == Some(&b'>') {
         return Route::Stray;
     }
-    let Some(p) = conn.inflight.pop_front() else {
+    let Some(p) = q.inflight.pop_front() else {
         return Route::Unexpected;
     };
-    let req = if conn.track {
-        conn.reqs.pop_front()
-    } else {
-        None
-    };
-    conn.orphans = conn.orphans.saturating_sub(1);
+    let req = if q.track { q.reqs.pop_front() } else { None };
+    *q.orphans = q.orphans.saturating_sub(1);
     Route::Reply(p, req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn client(key: usize, id: u64, seq: u64) -> Pending {
+        Pending::new(Owner::Client { key, id }, seq, WHOLE, false, 0)
+    }
+
+    fn run(pubsub: bool, inflight: &mut VecDeque<Pending>, reply: &[u8]) -> Route {
+        let mut reqs = VecDeque::new();
+        let mut orphans = 0;
+        let q = Queue {
+            inflight,
+            reqs: &mut reqs,
+            track: false,
+            orphans: &mut orphans,
+        };
+        classify(pubsub, Some((7, 70)), q, reply)
+    }
+
+    #[test]
+    fn replies_go_to_the_front_entry_in_order() {
+        let mut q: VecDeque<Pending> = [
+            Pending::internal(Owner::Handshake, 0),
+            client(1, 10, 0),
+            client(2, 20, 5),
+        ]
+        .into();
+        let owners: Vec<Owner> = (0..3)
+            .map(|_| match run(false, &mut q, b"+OK\r\n") {
+                Route::Reply(p, None) => p.owner,
+                _ => panic!("not a reply"),
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                Owner::Handshake,
+                Owner::Client { key: 1, id: 10 },
+                Owner::Client { key: 2, id: 20 }
+            ]
+        );
+        assert!(matches!(run(false, &mut q, b"+OK\r\n"), Route::Unexpected));
+    }
+
+    #[test]
+    fn pushes_on_shared_connections_are_stray_and_pop_nothing() {
+        let mut q: VecDeque<Pending> = [client(1, 10, 0)].into();
+        let push = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n";
+        assert!(matches!(run(false, &mut q, push), Route::Stray));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn messages_on_subscription_connections_go_to_the_owner() {
+        let mut q: VecDeque<Pending> = [client(7, 70, 3)].into();
+        let msg = b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n";
+        assert!(matches!(
+            run(true, &mut q, msg),
+            Route::Message(Some((7, 70)))
+        ));
+        assert_eq!(q.len(), 1, "a message answers no request");
+        // A confirmation is the reply of the front entry.
+        let conf = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n";
+        assert!(matches!(run(true, &mut q, conf), Route::Reply(p, _) if p.seq == 3));
+    }
+
+    #[test]
+    fn orphans_are_counted_down_and_cluster_requests_kept() {
+        let mut inflight: VecDeque<Pending> = [Pending::internal(Owner::Orphan, 0)].into();
+        let mut reqs: VecDeque<Box<[u8]>> = [Box::from(&b"GET k"[..])].into();
+        let mut orphans = 1;
+        let q = Queue {
+            inflight: &mut inflight,
+            reqs: &mut reqs,
+            track: true,
+            orphans: &mut orphans,
+        };
+        match classify(false, None, q, b"$-1\r\n") {
+            Route::Reply(p, Some(req)) => {
+                assert_eq!(p.owner, Owner::Orphan);
+                assert_eq!(&*req, b"GET k");
+            }
+            _ => panic!("not a reply"),
+        }
+        assert_eq!(orphans, 0);
+        assert!(reqs.is_empty());
+    }
 }
