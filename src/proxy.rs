@@ -2319,7 +2319,15 @@ impl Proxy {
                 if why.contains("closed by the backend") {
                     srv.stats.eof += 1;
                 }
-                warn!("b{}({}) {} {why}", conn.server, srv.name, srv.addr);
+                warn!(
+                    "b{}({}) {} {why}{}",
+                    conn.server,
+                    srv.name,
+                    srv.addr,
+                    conn.scanner
+                        .error_context(conn.rbuf.filled())
+                        .map_or(String::new(), |c| format!("; bytes around it: {c}"))
+                );
                 srv.last_error = why.to_string();
                 srv.stats.failures += 1;
             }
