@@ -7,16 +7,28 @@
 //!   a header's `\r` and the two bytes after a bulk payload are skipped, not checked, exactly as
 //!   Redis does, so a frame forwarded verbatim is read by Redis the same way we read it.
 //! * Reply side (what backends send, RESP2 and RESP3): [`ReplyScanner`] measures one complete
-//!   reply and resumes where it stopped; [`parse_reply`] builds a borrowed [`Reply`] tree (only
-//!   used where replies are combined); [`aggregate_elements`] gives element byte ranges of an
-//!   aggregate. The reply side is strict (CRLF checked) since a desynchronised backend stream
-//!   must be detected, not guessed at.
+//!   reply of any depth and size and resumes where it stopped (no recursion: an explicit stack
+//!   of the open aggregates' remaining element counts); [`parse_reply`] builds a borrowed
+//!   [`Reply`] tree (only used where replies are combined); [`aggregate_elements`] gives
+//!   element byte ranges of an aggregate. The reply side is strict (CRLF checked) since a
+//!   desynchronised backend stream must be detected, not guessed at; a scanner error means the
+//!   stream is corrupt, and [`ReplyScanner::error_context`] shows the bytes around it.
 //! * Encoders (`write_*`) append to a `Vec<u8>`; integers are formatted by hand.
 //!
 //! Invariants:
 //! * A length read from the wire is never used to preallocate: a `*1000000000` header reserves
 //!   nothing, collections only grow with bytes actually present in the buffer.
-//! * Reply nesting depth (aggregates and attributes) is capped at [`MAX_REPLY_DEPTH`].
+//! * The scanner has no nesting bound: Redis itself nests deeply (Redis 7.0 answers the script
+//!   `local a = {}; local b = {a}; a[1] = b; return a` with 7,995 nested `*1` around an error,
+//!   RESP3 maps and sets likewise). A call resumes where the previous one stopped (in the
+//!   element cut short, its CR search where it ended), so a reply arriving in many reads costs
+//!   time linear in its size; the stack's memory is proportional to the bytes of the reply
+//!   already received (16 bytes per level, each level at least 4 bytes), and a deep reply's
+//!   stack is freed once it is complete. Only tree building is bounded ([`MAX_TREE_DEPTH`]
+//!   aggregates): a deeper reply fails the one request whose replies are being combined,
+//!   never the stream.
+//! * Streamed RESP3 (`$?`, `*?`...) is allowed by the RESP3 spec but never sent by Redis; the
+//!   scanner treats it as a corrupt stream.
 //! * [`ParseError::Incomplete`] / `Ok(None)` is not an error: the caller reads more and calls
 //!   again with the same buffer start.
 //! * Nothing here panics on any input bytes (fuzzed in the tests); arithmetic on wire lengths
@@ -426,8 +438,11 @@ fn split_args(line: &[u8], args: &mut Args) -> Option<()> {
 // Replies
 // ---------------------------------------------------------------------------------------------
 
-/// Maximum nesting of aggregates/attributes in a backend reply.
-pub const MAX_REPLY_DEPTH: usize = 128;
+/// Deepest [`Reply`] tree [`parse_reply`] builds: building it recurses (so do its `write` and
+/// its drop). Only the paths that combine replies build trees, and no reply they combine comes
+/// near this; a deeper one fails that one request with [`RE_DEPTH`]. The scanner itself has no
+/// depth bound.
+pub const MAX_TREE_DEPTH: usize = 128;
 
 const RE_TYPE: &str = "Protocol error: unknown reply type";
 const RE_LEN: &str = "Protocol error: invalid reply length";
@@ -436,11 +451,19 @@ const RE_INT: &str = "Protocol error: invalid integer reply";
 const RE_BOOL: &str = "Protocol error: invalid boolean reply";
 const RE_NULL: &str = "Protocol error: invalid null reply";
 const RE_STREAMED: &str = "Protocol error: streamed RESP3 replies are not supported";
-const RE_DEPTH: &str = "Protocol error: reply nesting too deep";
+/// [`parse_reply`] only: the reply is well formed but nests more than [`MAX_TREE_DEPTH`]
+/// aggregates.
+pub const RE_DEPTH: &str = "reply nested too deeply to combine";
 const RE_INTERNAL: &str = "Protocol error: inconsistent reply";
 
 /// Longest header line (without CRLF) for numeric reply types; longer without CRLF = garbage.
 const MAX_NUM_LINE: usize = 32;
+
+/// Bytes shown on each side of the offending byte by [`excerpt`].
+const EXCERPT_SIDE: usize = 40;
+
+/// Scanner stack entries kept after a reply completes; a deeper reply's stack is freed.
+const KEEP_STACK: usize = 1024;
 
 /// One step of reading the element at `pos`.
 enum Step {
@@ -522,22 +545,63 @@ fn element(buf: &[u8], pos: usize, from: usize) -> Result<Step, &'static str> {
     }
 }
 
-/// Resumable scanner: measures one complete reply without allocating per reply (its small
-/// stack is reused).
+/// After `element(buf, pos, _)` failed: the offset of the byte the error is about (a CR not
+/// followed by LF, a blob's missing terminator), else the element's start (unknown type, bad
+/// number, over-long header line).
+#[cold]
+fn bad_byte(buf: &[u8], pos: usize) -> usize {
+    let Some(cr) = buf.get(pos + 1..).and_then(|s| find(s, b'\r')) else {
+        return pos;
+    };
+    let cr = pos + 1 + cr;
+    match buf.get(cr + 1) {
+        Some(b'\n') => {}
+        Some(_) => return cr + 1,
+        None => return pos,
+    }
+    if matches!(buf[pos], b'$' | b'!' | b'=') {
+        let end = parse_i64(&buf[pos + 1..cr])
+            .and_then(|v| usize::try_from(v).ok())
+            .and_then(|len| (cr + 2).checked_add(len));
+        if let Some(t) = end.and_then(|e| buf.get(e..e.checked_add(2)?)) {
+            if t != b"\r\n" {
+                return end.unwrap_or(pos);
+            }
+        }
+    }
+    pos
+}
+
+/// Resumable scanner: measures one complete reply, of any depth and size, without recursion
+/// and without allocating per reply (its stack is reused).
+///
+/// State between calls: the offset of the next element to read, where to resume that
+/// element's CR search, and an explicit stack of the open aggregates' remaining element
+/// counts. A call therefore reads each element header once (an element cut short: its header
+/// again, its CR search not), whatever the nesting: a reply arriving in many small reads costs
+/// time linear in its size, and stack memory of 16 bytes per level, each level being at least
+/// 4 bytes of the reply itself.
 #[derive(Default, Debug)]
 pub struct ReplyScanner {
     /// Start of the next element to read.
     pos: usize,
     /// Where to resume the CR search for the element at `pos`.
     hint: usize,
-    /// Open aggregates: (elements still expected, is attribute).
+    /// Open aggregates, outermost first: (elements still expected, is attribute).
     stack: Vec<(u64, bool)>,
+    /// After an `Err`: offset of the offending byte in the buffer of that call (kept until
+    /// [`ReplyScanner::reset`]).
+    failed_at: Option<usize>,
+    /// Element headers read, over the scanner's life (tests: no rescans).
+    #[cfg(test)]
+    headers_read: usize,
 }
 
 impl ReplyScanner {
     /// `buf` starts at the beginning of the reply being measured; between calls that returned
     /// `Ok(None)` the caller only appends to `buf`. `Ok(Some(n))`: the reply is `buf[..n]` and
-    /// the scanner is reset. `Err`: garbage from the backend (scanner reset too).
+    /// the scanner is reset. `Err`: the stream is corrupt (the scanner is reset too, and
+    /// [`ReplyScanner::error_context`] shows where).
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, &'static str> {
         if self.pos == 0 && self.stack.is_empty() {
             if let Some(n) = fast_reply(buf) {
@@ -546,10 +610,16 @@ impl ReplyScanner {
             }
         }
         loop {
+            #[cfg(test)]
+            {
+                self.headers_read += 1;
+            }
             let step = match element(buf, self.pos, self.hint) {
                 Ok(s) => s,
                 Err(e) => {
+                    let at = bad_byte(buf, self.pos);
                     self.reset();
+                    self.failed_at = Some(at);
                     return Err(e);
                 }
             };
@@ -562,7 +632,7 @@ impl ReplyScanner {
                     self.pos = end;
                     self.hint = end;
                     if self.complete_one() {
-                        self.reset();
+                        self.finish();
                         return Ok(Some(end));
                     }
                 }
@@ -570,13 +640,9 @@ impl ReplyScanner {
                     self.pos = next;
                     self.hint = next;
                     if n > 0 {
-                        if self.stack.len() >= MAX_REPLY_DEPTH {
-                            self.reset();
-                            return Err(RE_DEPTH);
-                        }
                         self.stack.push((n, attr));
                     } else if !attr && self.complete_one() {
-                        self.reset();
+                        self.finish();
                         return Ok(Some(next));
                     }
                 }
@@ -601,11 +667,47 @@ impl ReplyScanner {
         true
     }
 
-    pub fn reset(&mut self) {
+    /// A reply is complete (the stack is empty): ready for the next one. A deep reply's stack
+    /// memory is given back.
+    #[inline]
+    fn finish(&mut self) {
         self.pos = 0;
         self.hint = 0;
-        self.stack.clear();
+        if self.stack.capacity() > KEEP_STACK {
+            self.stack = Vec::new();
+        }
     }
+
+    /// Forget the reply in progress (and the last error).
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        self.finish();
+        self.failed_at = None;
+    }
+
+    /// After [`ReplyScanner::scan`] returned `Err` for `buf`: the bytes around the offending
+    /// one, escaped and bounded (see [`excerpt`]), for the log. `None` if no scan failed
+    /// since the last [`ReplyScanner::reset`].
+    pub fn error_context(&self, buf: &[u8]) -> Option<String> {
+        self.failed_at.map(|at| excerpt(buf, at))
+    }
+}
+
+/// `buf[at]` in context, for a log line: up to [`EXCERPT_SIDE`] bytes each side, escaped
+/// (`\r`, `\n`, `\xNN`...), `^` marking the offset:
+/// `byte 12 of 34: "*1\r\n*1\r\n*1\r\n" ^ "?garbage\r\n"...`.
+pub fn excerpt(buf: &[u8], at: usize) -> String {
+    let at = at.min(buf.len());
+    let lo = at.saturating_sub(EXCERPT_SIDE);
+    let hi = buf.len().min(at + EXCERPT_SIDE);
+    format!(
+        "byte {at} of {}: {}\"{}\" ^ \"{}\"{}",
+        buf.len(),
+        if lo > 0 { "..." } else { "" },
+        buf[lo..at].escape_ascii(),
+        buf[at..hi].escape_ascii(),
+        if hi < buf.len() { "..." } else { "" },
+    )
 }
 
 /// The common replies (status, error, bulk string, and flat arrays of those, as MGET
@@ -669,20 +771,23 @@ pub enum Reply<'a> {
     Push(Vec<Reply<'a>>),
 }
 
-/// Parse the complete reply at `buf` start; `Ok(None)` if incomplete.
+/// Parse the complete reply at `buf` start; `Ok(None)` if incomplete. A well-formed reply
+/// nesting more than [`MAX_TREE_DEPTH`] aggregates gives `Err(RE_DEPTH)` (attributes, skipped,
+/// do not count).
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, &'static str> {
     let Some(n) = reply_len(buf)? else {
         return Ok(None);
     };
-    // The reply is complete, well-formed and depth-bounded: the recursion below is safe.
-    let (r, end) = build(&buf[..n], 0)?;
+    // The reply is complete and well formed; `build` recurses at most MAX_TREE_DEPTH deep.
+    let (r, end) = build(&buf[..n], 0, 0)?;
     if end != n {
         return Err(RE_INTERNAL);
     }
     Ok(Some((r, end)))
 }
 
-fn build(buf: &[u8], mut pos: usize) -> Result<(Reply<'_>, usize), &'static str> {
+/// The reply at `pos`, `depth` aggregates down.
+fn build(buf: &[u8], mut pos: usize, depth: usize) -> Result<(Reply<'_>, usize), &'static str> {
     loop {
         match element(buf, pos, pos)? {
             Step::Need(_) => return Err(RE_INTERNAL),
@@ -694,6 +799,7 @@ fn build(buf: &[u8], mut pos: usize) -> Result<(Reply<'_>, usize), &'static str>
                     pos += reply_len(&buf[pos..])?.ok_or(RE_INTERNAL)?;
                 }
             }
+            Step::Agg(_, false, _) if depth >= MAX_TREE_DEPTH => return Err(RE_DEPTH),
             Step::Agg(n, false, mut next) => {
                 let ty = buf[pos];
                 // Never trust the count: at most one element per 3 bytes actually present.
@@ -701,8 +807,8 @@ fn build(buf: &[u8], mut pos: usize) -> Result<(Reply<'_>, usize), &'static str>
                 if ty == b'%' {
                     let mut pairs = Vec::with_capacity(cap / 2);
                     for _ in 0..n / 2 {
-                        let (k, e) = build(buf, next)?;
-                        let (v, e) = build(buf, e)?;
+                        let (k, e) = build(buf, next, depth + 1)?;
+                        let (v, e) = build(buf, e, depth + 1)?;
                         pairs.push((k, v));
                         next = e;
                     }
@@ -710,7 +816,7 @@ fn build(buf: &[u8], mut pos: usize) -> Result<(Reply<'_>, usize), &'static str>
                 }
                 let mut items = Vec::with_capacity(cap);
                 for _ in 0..n {
-                    let (r, e) = build(buf, next)?;
+                    let (r, e) = build(buf, next, depth + 1)?;
                     items.push(r);
                     next = e;
                 }
@@ -1480,9 +1586,6 @@ mod tests {
 
     #[test]
     fn invalid_replies() {
-        let deep = format!("{}:1\r\n", "*1\r\n".repeat(MAX_REPLY_DEPTH + 1));
-        let ok_deep = format!("{}:1\r\n", "*1\r\n".repeat(MAX_REPLY_DEPTH));
-        let attr_deep = format!("{}:1\r\n:1\r\n", "|1\r\n".repeat(MAX_REPLY_DEPTH + 1));
         let cases: Vec<(&[u8], &str)> = vec![
             (b"x\r\n", RE_TYPE),
             (b"\r\n", RE_TYPE),
@@ -1502,8 +1605,6 @@ mod tests {
             (b"#x\r\n", RE_BOOL),
             (b"_x\r\n", RE_NULL),
             (b"*2\r\n:1\r\n?\r\n", RE_TYPE),
-            (deep.as_bytes(), RE_DEPTH),
-            (attr_deep.as_bytes(), RE_DEPTH),
         ];
         for (input, want) in cases {
             let s = String::from_utf8_lossy(input);
@@ -1513,8 +1614,6 @@ mod tests {
             let first_err = (0..=input.len()).find_map(|i| sc.scan(&input[..i]).err());
             assert_eq!(first_err, Some(want), "{s}");
         }
-        assert_eq!(reply_len(ok_deep.as_bytes()), Ok(Some(ok_deep.len())));
-        assert!(parse_reply(ok_deep.as_bytes()).unwrap().is_some());
         // A long chain of attributes is flat, not deep.
         let chain = format!("{}:1\r\n", "|1\r\n+a\r\n:1\r\n".repeat(10_000));
         assert_eq!(
@@ -1579,6 +1678,335 @@ mod tests {
             last = sc.pos;
         }
         assert_eq!(sc.scan(&stream), Ok(Some(stream.len())));
+    }
+
+    /// How deep Redis 7.0 nests its answer to
+    /// `EVAL "local a = {}; local b = {a}; a[1] = b; return a" 0`: this many `*1` headers,
+    /// then `-ERR reached lua stack limit` (measured against redis-server 7.0.15, RESP2 and
+    /// RESP3 alike).
+    const REDIS_LUA_DEPTH: usize = 7995;
+
+    fn lua_reply(depth: usize) -> Vec<u8> {
+        let mut v = b"*1\r\n".repeat(depth);
+        v.extend_from_slice(b"-ERR reached lua stack limit\r\n");
+        v
+    }
+
+    const LEAVES: [&[u8]; 9] = [
+        b":1\r\n",
+        b"$3\r\nabc\r\n",
+        b"+OK\r\n",
+        b"_\r\n",
+        b"#t\r\n",
+        b",1.5\r\n",
+        b"$-1\r\n",
+        b"=7\r\ntxt:abc\r\n",
+        b"*0\r\n",
+    ];
+
+    /// A valid reply nesting one level per `(kind, count, at)`, outermost first, around
+    /// `leaf`; at each level the nested part is element `at % elements` and the other elements
+    /// are leaves. Kinds (mod 8): array, map (`count` pairs), set, push, an attribute then an
+    /// array, the value of an attribute (the decorated reply follows it), an attribute of
+    /// `count` pairs holding the nested part then a leaf, a `count`-element array.
+    fn nest(levels: &[(u8, usize, usize)], leaf: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut tails: Vec<Vec<u8>> = Vec::with_capacity(levels.len());
+        for (i, &(kind, count, at)) in levels.iter().enumerate() {
+            let c = count.max(1) as u64;
+            let (ty, n, after): (u8, u64, &[u8]) = match kind % 8 {
+                0 | 7 => (b'*', c, b""),
+                1 => (b'%', c, b""),
+                2 => (b'~', c, b""),
+                3 => (b'>', c, b""),
+                4 => {
+                    out.extend_from_slice(b"|1\r\n+ttl\r\n:3600\r\n");
+                    (b'*', c, b"")
+                }
+                5 => (b'|', 1, b":7\r\n"),
+                _ => (b'|', c, b"$1\r\nx\r\n"),
+            };
+            write_header(&mut out, ty, n);
+            let elements = if matches!(ty, b'%' | b'|') { 2 * n } else { n } as usize;
+            let at = if kind % 8 == 5 { 1 } else { at % elements };
+            for j in 0..at {
+                out.extend_from_slice(LEAVES[(i + j) % LEAVES.len()]);
+            }
+            let mut tail = Vec::new();
+            for j in at + 1..elements {
+                tail.extend_from_slice(LEAVES[(i + j) % LEAVES.len()]);
+            }
+            tail.extend_from_slice(after);
+            tails.push(tail);
+        }
+        out.extend_from_slice(leaf);
+        for t in tails.iter().rev() {
+            out.extend_from_slice(t);
+        }
+        out
+    }
+
+    fn random_levels(rng: &mut Rng, depth: usize) -> Vec<(u8, usize, usize)> {
+        (0..depth)
+            .map(|_| (rng.below(8) as u8, 1 + rng.below(3), rng.below(8)))
+            .collect()
+    }
+
+    /// Scans `stream` (one or more replies back to back) fed in the reads delimited by `cuts`,
+    /// the way the event loop does; returns the reply lengths. Also checks that the scanner
+    /// resumes instead of rescanning.
+    fn scan_in_reads(stream: &[u8], cuts: &[usize]) -> Result<Vec<usize>, &'static str> {
+        let (mut start, mut end, mut got, mut calls) = (0, 0, Vec::new(), 0);
+        let mut sc = ReplyScanner::default();
+        for &c in cuts.iter().chain([stream.len()].iter()) {
+            end = c.clamp(end, stream.len());
+            while let Some(n) = sc.scan(&stream[start..end])? {
+                got.push(n);
+                start += n;
+            }
+            calls += 1;
+        }
+        assert_eq!(start, stream.len(), "leftover bytes");
+        // No rescans: each element's header is read once, plus once more per call that
+        // stopped inside an element.
+        let elements = stream.windows(2).filter(|w| w == b"\r\n").count();
+        assert!(
+            sc.headers_read <= elements + calls,
+            "{} headers read for {elements} elements in {calls} calls",
+            sc.headers_read
+        );
+        Ok(got)
+    }
+
+    fn random_cuts(rng: &mut Rng, len: usize, max: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = (0..rng.below(max)).map(|_| rng.below(len + 1)).collect();
+        cuts.sort_unstable();
+        cuts
+    }
+
+    /// Every proper prefix is incomplete (fresh scanner each time: for small inputs), and the
+    /// whole input is one reply, for reply_len and a growing scanner alike.
+    fn assert_one_reply(input: &[u8], fresh_prefixes: bool) {
+        assert_eq!(reply_len(input), Ok(Some(input.len())));
+        let mut more = input.to_vec();
+        more.extend_from_slice(b":9\r\n");
+        assert_eq!(reply_len(&more), Ok(Some(input.len())));
+        if fresh_prefixes {
+            for i in 0..input.len() {
+                assert_eq!(reply_len(&input[..i]), Ok(None), "prefix {i}");
+            }
+        }
+        let every: Vec<usize> = (0..input.len()).collect();
+        assert_eq!(scan_in_reads(input, &every), Ok(vec![input.len()]));
+    }
+
+    #[test]
+    fn redis_lua_recursive_table_depth() {
+        let reply = lua_reply(REDIS_LUA_DEPTH);
+        assert_eq!(reply.len(), 32010); // as redis-server 7.0 sends it
+        assert_one_reply(&reply, false);
+        let mut rng = Rng(0xDEE9);
+        let mut stream = reply.clone();
+        stream.extend_from_slice(b"$3\r\nabc\r\n");
+        stream.extend_from_slice(&reply);
+        let want = vec![reply.len(), 9, reply.len()];
+        for _ in 0..200 {
+            let cuts = random_cuts(&mut rng, stream.len(), 64);
+            assert_eq!(scan_in_reads(&stream, &cuts), Ok(want.clone()), "{cuts:?}");
+        }
+        for chunk in [1, 2, 3, 5, 7, 1000, 16 * 1024] {
+            let cuts: Vec<usize> = (chunk..stream.len()).step_by(chunk).collect();
+            assert_eq!(scan_in_reads(&stream, &cuts), Ok(want.clone()), "{chunk}");
+        }
+        // Too deep to build a tree from (a combining path fails that request), but measurable.
+        assert_eq!(parse_reply(&reply), Err(RE_DEPTH));
+        let mut r = Vec::new();
+        assert_eq!(aggregate_elements(&reply, &mut r), Ok(Some(b'*')));
+        assert_eq!(r, vec![(4, reply.len())]);
+        // Every proper prefix, fresh scanner, on a shorter chain of the same shape.
+        assert_one_reply(&lua_reply(300), true);
+    }
+
+    #[test]
+    fn deeper_than_redis_is_accepted_without_recursion() {
+        // 125x Redis's depth (4 MB of headers) in one read, then in 64 KiB reads.
+        let reply = lua_reply(1_000_000);
+        assert_eq!(reply_len(&reply), Ok(Some(reply.len())));
+        let cuts: Vec<usize> = (65536..reply.len()).step_by(65536).collect();
+        assert_eq!(scan_in_reads(&reply, &cuts), Ok(vec![reply.len()]));
+        // The scanner gives back a deep reply's stack memory once the reply is done.
+        let mut sc = ReplyScanner::default();
+        assert_eq!(sc.scan(&reply[..reply.len() - 1]), Ok(None));
+        assert!(sc.stack.len() == 1_000_000);
+        assert_eq!(sc.scan(&reply), Ok(Some(reply.len())));
+        assert!(sc.stack.capacity() <= KEEP_STACK);
+        // Attributes nest just as deep.
+        let mut attrs = b"|1\r\n+a\r\n".repeat(100_000);
+        attrs.extend_from_slice(&b":1\r\n".repeat(100_001));
+        assert_one_reply(&attrs, false);
+        assert_eq!(
+            parse_reply(&attrs),
+            Ok(Some((Reply::Integer(1), attrs.len())))
+        );
+    }
+
+    #[test]
+    fn resp3_aggregates_and_attributes_nested_at_any_depth() {
+        let mut rng = Rng(0x5EED);
+        // Each kind alone, at Redis's depth.
+        for kind in 0..8u8 {
+            let levels = vec![(kind, 2, 1); REDIS_LUA_DEPTH];
+            let reply = nest(&levels, b"-ERR reached lua stack limit\r\n");
+            assert_one_reply(&reply, false);
+            for _ in 0..5 {
+                let cuts = random_cuts(&mut rng, reply.len(), 100);
+                assert_eq!(
+                    scan_in_reads(&reply, &cuts),
+                    Ok(vec![reply.len()]),
+                    "{kind}"
+                );
+            }
+        }
+        // Kinds mixed at random, deep.
+        for _ in 0..4 {
+            let levels = random_levels(&mut rng, 20_000);
+            let reply = nest(&levels, LEAVES[rng.below(LEAVES.len())]);
+            assert_eq!(reply_len(&reply), Ok(Some(reply.len())));
+            let mut stream = reply.clone();
+            stream.extend_from_slice(&reply);
+            for _ in 0..5 {
+                let cuts = random_cuts(&mut rng, stream.len(), 200);
+                assert_eq!(
+                    scan_in_reads(&stream, &cuts),
+                    Ok(vec![reply.len(), reply.len()])
+                );
+            }
+        }
+        // Every proper prefix (fresh scanner) and byte by byte, shallower.
+        for _ in 0..20 {
+            let depth = 1 + rng.below(60);
+            let levels = random_levels(&mut rng, depth);
+            let reply = nest(&levels, LEAVES[rng.below(LEAVES.len())]);
+            assert_one_reply(&reply, true);
+            // Shallow enough to build: the tree re-encodes to a complete reply.
+            let (tree, n) = parse_reply(&reply).unwrap().unwrap();
+            assert_eq!(n, reply.len());
+            for resp3 in [false, true] {
+                let mut out = Vec::new();
+                tree.write(&mut out, resp3);
+                assert_eq!(reply_len(&out), Ok(Some(out.len())));
+            }
+        }
+    }
+
+    #[test]
+    fn tree_depth_bound_only_in_parse_reply() {
+        let ok = nest(&vec![(0, 1, 0); MAX_TREE_DEPTH], b":1\r\n");
+        assert!(parse_reply(&ok).unwrap().is_some());
+        for kind in [0u8, 1, 2, 3, 4, 7] {
+            let deep = nest(&vec![(kind, 1, 0); MAX_TREE_DEPTH + 1], b":1\r\n");
+            assert_eq!(reply_len(&deep), Ok(Some(deep.len())), "{kind}");
+            assert_eq!(parse_reply(&deep), Err(RE_DEPTH), "{kind}");
+            // Still incomplete (not an error) while the reply is cut short.
+            assert_eq!(parse_reply(&deep[..deep.len() - 1]), Ok(None), "{kind}");
+        }
+        // Attributes are skipped, not built: they do not count.
+        let attrs = nest(&vec![(5, 1, 0); MAX_TREE_DEPTH * 4], b":1\r\n");
+        assert_eq!(
+            parse_reply(&attrs),
+            Ok(Some((Reply::Integer(7), attrs.len())))
+        );
+    }
+
+    #[test]
+    fn big_arrays_in_small_reads() {
+        let mut rng = Rng(0xB16);
+        // A million mixed elements, flat; a map of 200k pairs; an array of 100k small arrays.
+        let mut flat = b"*1000000\r\n".to_vec();
+        for i in 0..1_000_000 {
+            flat.extend_from_slice(LEAVES[i % LEAVES.len()]);
+        }
+        let mut map = b"%200000\r\n".to_vec();
+        for i in 0..400_000 {
+            flat_leaf_or_int(&mut map, i);
+        }
+        let mut nested = b"*100000\r\n".to_vec();
+        for i in 0..100_000 {
+            nested.extend_from_slice(b"*2\r\n");
+            write_int(&mut nested, i);
+            write_bulk(&mut nested, b"v");
+        }
+        for reply in [&flat, &map, &nested] {
+            assert_eq!(reply_len(reply), Ok(Some(reply.len())));
+            for chunk in [4096, 16 * 1024, 65536] {
+                let cuts: Vec<usize> = (chunk..reply.len()).step_by(chunk).collect();
+                assert_eq!(scan_in_reads(reply, &cuts), Ok(vec![reply.len()]));
+            }
+            let cuts = random_cuts(&mut rng, reply.len(), 2000);
+            assert_eq!(scan_in_reads(reply, &cuts), Ok(vec![reply.len()]));
+        }
+        // Byte by byte through a stretch of the flat array.
+        let cut: Vec<usize> = (0..50_000)
+            .chain((50_000..flat.len()).step_by(8192))
+            .collect();
+        assert_eq!(scan_in_reads(&flat, &cut), Ok(vec![flat.len()]));
+        // Declared counts far beyond what arrived allocate nothing and stay incomplete.
+        let mut sc = ReplyScanner::default();
+        let mut huge = b"*9223372036854775807\r\n%4611686018427387903\r\n".to_vec();
+        huge.extend_from_slice(&b":1\r\n".repeat(1000));
+        assert_eq!(sc.scan(&huge), Ok(None));
+        assert!(sc.stack.capacity() < 64);
+    }
+
+    fn flat_leaf_or_int(out: &mut Vec<u8>, i: usize) {
+        if i.is_multiple_of(3) {
+            write_int(out, i as i64);
+        } else {
+            out.extend_from_slice(LEAVES[i % LEAVES.len()]);
+        }
+    }
+
+    #[test]
+    fn scanner_error_context() {
+        for (input, at, shown) in [
+            (
+                &b"$3\r\nabcXY"[..],
+                7,
+                "byte 7 of 9: \"$3\\r\\nabc\" ^ \"XY\"",
+            ),
+            (
+                b"*1\r\n*1\r\n?garbage\r\n",
+                8,
+                "\"*1\\r\\n*1\\r\\n\" ^ \"?garbage\\r\\n\"",
+            ),
+            (b"*2\r\n:1\r\n:x\r\n", 8, "^ \":x\\r\\n\""),
+            (b"+OK\rX", 4, "\"+OK\\r\" ^ \"X\""),
+            (b"\x00\xff\r\n", 0, "\"\" ^ \"\\x00\\xff\\r\\n\""),
+        ] {
+            let mut sc = ReplyScanner::default();
+            let first_err = (0..=input.len()).find_map(|i| sc.scan(&input[..i]).err());
+            assert!(first_err.is_some());
+            assert_eq!(sc.failed_at, Some(at), "{input:?}");
+            let ctx = sc.error_context(input).unwrap();
+            assert!(ctx.contains(shown), "{ctx}");
+            // The scanner is reset: the next reply scans normally.
+            assert_eq!(sc.scan(b"*1\r\n:1\r\n"), Ok(Some(8)));
+            sc.reset();
+            assert_eq!(sc.error_context(input), None);
+        }
+        // Bounded, escaped, elided on both sides.
+        let mut long = lua_reply(REDIS_LUA_DEPTH);
+        long.splice(16000..16000, b"\x01garbage".iter().copied());
+        let mut sc = ReplyScanner::default();
+        assert_eq!(sc.scan(&long), Err(RE_TYPE));
+        let ctx = sc.error_context(&long).unwrap();
+        assert!(
+            ctx.starts_with("byte 16000 of 32018: ...\"*1\\r\\n"),
+            "{ctx}"
+        );
+        assert!(ctx.contains("\" ^ \"\\x01garbage*1\\r\\n") && ctx.ends_with("\"..."));
+        assert!(ctx.len() < 4 * (2 * EXCERPT_SIDE) + 64, "{ctx}");
+        assert!(ctx.bytes().all(|c| (b' '..=b'~').contains(&c)));
     }
 
     #[test]

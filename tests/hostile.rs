@@ -889,9 +889,18 @@ fn fake_cases() -> Vec<FakeCase> {
             recovers: false,
         },
         FakeCase {
-            name: "backend nesting bomb",
+            name: "backend reply nested 1000 deep (valid: passed through)",
             mode: Fake::DepthBomb,
-            steps: |k| vec![Send(cmd(&["GET", k])), Error("reply nesting too deep")],
+            steps: |k| {
+                let mut deep = b"*1\r\n".repeat(1000);
+                deep.extend_from_slice(b":1\r\n");
+                vec![
+                    Send(cmd(&["GET", k])),
+                    Reply(deep.clone()),
+                    Send(cmd(&["GET", k])),
+                    Reply(deep),
+                ]
+            },
             recovers: false,
         },
         FakeCase {

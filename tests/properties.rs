@@ -1,5 +1,8 @@
 //! Property tests (proptest), kept small so the file runs in seconds:
-//! - RESP level: any split of a valid pipelined byte stream into reads yields the same commands.
+//! - RESP level: any split of a valid pipelined byte stream into reads yields the same commands;
+//!   deep (up to 12,000 levels of mixed RESP3 aggregates and attributes) and wide (up to 20,000
+//!   elements) replies back to back, scanned in any split into reads, measure the same as in
+//!   one read.
 //! - Proxy level: random key sets through MGET equal what the backends hold (asked directly),
 //!   and a random pipeline written in random pieces gets the replies a plain Redis gives.
 //!
@@ -101,6 +104,204 @@ fn any_split_of_a_pipeline_yields_the_same_commands() {
             if stream.len() <= 2048 {
                 let every: Vec<usize> = (0..stream.len()).collect();
                 prop_assert_eq!(feed(&stream, &every), Ok(want));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// One level of a generated nested reply: what kind of aggregate, how many elements (or
+/// pairs), and which element holds the next level (see `nest`).
+type Level = (u8, usize, usize);
+
+/// Level kinds that are attributes: what they hold is skipped when a tree is built.
+fn is_attr_level(kind: u8) -> bool {
+    matches!(kind % 8, 5 | 6)
+}
+
+/// A valid reply nesting one level per `(kind, count, at)`, outermost first, around `leaf`;
+/// at each level the nested part is element `at % elements`, the others are `fill` leaves.
+/// Kinds (mod 8): array, map (`count` pairs), set, push, an attribute then an array, the value
+/// of an attribute (the decorated reply follows), an attribute of `count` pairs holding the
+/// nested part (then the decorated reply), array.
+fn nest(levels: &[Level], leaf: &[u8], fill: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut tails: Vec<Vec<u8>> = Vec::with_capacity(levels.len());
+    let mut f = 0;
+    let mut next_fill = || {
+        f += 1;
+        fill[f % fill.len()].clone()
+    };
+    for &(kind, count, at) in levels {
+        let c = count.max(1);
+        let (ty, after): (char, &[u8]) = match kind % 8 {
+            0 | 7 => ('*', b""),
+            1 => ('%', b""),
+            2 => ('~', b""),
+            3 => ('>', b""),
+            4 => {
+                out.extend_from_slice(b"|1\r\n+ttl\r\n:3600\r\n");
+                ('*', b"")
+            }
+            5 => ('|', b":7\r\n"),
+            _ => ('|', b"$1\r\nx\r\n"),
+        };
+        let n = if kind % 8 == 5 { 1 } else { c };
+        out.extend_from_slice(format!("{ty}{n}\r\n").as_bytes());
+        let elements = if matches!(ty, '%' | '|') { 2 * n } else { n };
+        let at = if kind % 8 == 5 { 1 } else { at % elements };
+        for _ in 0..at {
+            out.extend_from_slice(&next_fill());
+        }
+        let mut tail = Vec::new();
+        for _ in at + 1..elements {
+            tail.extend_from_slice(&next_fill());
+        }
+        tail.extend_from_slice(after);
+        tails.push(tail);
+    }
+    out.extend_from_slice(leaf);
+    for t in tails.iter().rev() {
+        out.extend_from_slice(t);
+    }
+    out
+}
+
+/// Any non-aggregate RESP2/RESP3 element, encoded.
+fn reply_leaf() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<i64>().prop_map(|v| format!(":{v}\r\n").into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| common::bulk(&b)),
+        "[ -~]{0,20}".prop_map(|s| format!("+{s}\r\n").into_bytes()),
+        "[ -~]{0,20}".prop_map(|s| format!("-ERR {s}\r\n").into_bytes()),
+        Just(b"$-1\r\n".to_vec()),
+        Just(b"*-1\r\n".to_vec()),
+        Just(b"_\r\n".to_vec()),
+        any::<bool>().prop_map(|b| if b {
+            b"#t\r\n".to_vec()
+        } else {
+            b"#f\r\n".to_vec()
+        }),
+        any::<f64>().prop_map(|v| format!(",{v}\r\n").into_bytes()),
+        "[0-9]{1,60}".prop_map(|s| format!("({s}\r\n").into_bytes()),
+        "[ -~]{0,20}".prop_map(|s| format!("={}\r\ntxt:{s}\r\n", s.len() + 4).into_bytes()),
+        "[ -~]{0,20}".prop_map(|s| format!("!{}\r\n{s}\r\n", s.len()).into_bytes()),
+    ]
+}
+
+/// A generated reply and how many aggregates its tree nests (attribute contents excluded).
+#[derive(Clone, Debug)]
+struct GenReply {
+    bytes: Vec<u8>,
+    tree_depth: usize,
+}
+
+fn level_kind() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        200 => prop::sample::select(vec![0u8, 1, 2, 3, 4, 7]),
+        1 => 5u8..7,
+    ]
+}
+
+/// Deep: up to 12,000 levels of mixed RESP3 aggregates and attributes (Redis's own deepest
+/// reply is 7,995 levels).
+fn deep_reply() -> impl Strategy<Value = GenReply> {
+    (
+        // Attribute levels rare enough that trees both within and beyond MAX_TREE_DEPTH
+        // come up.
+        prop::collection::vec((level_kind(), 1usize..4, 0usize..8), 0..12_000),
+        reply_leaf(),
+        prop::collection::vec(reply_leaf(), 1..8),
+    )
+        .prop_map(|(levels, leaf, fill)| GenReply {
+            bytes: nest(&levels, &leaf, &fill),
+            tree_depth: levels.iter().take_while(|l| !is_attr_level(l.0)).count(),
+        })
+}
+
+/// Wide: aggregates of up to 20,000 elements, a few levels of them.
+fn wide_reply() -> impl Strategy<Value = GenReply> {
+    let tree = reply_leaf()
+        .prop_map(|b| (b, 0usize))
+        .prop_recursive(4, 4_000, 200, |inner| {
+            (0u8..5, prop::collection::vec(inner, 0..200)).prop_map(|(kind, items)| {
+                let depth = 1 + items.iter().map(|i| i.1).max().unwrap_or(0);
+                let n = items.len();
+                let mut out = match kind {
+                    0 => format!("*{n}\r\n"),
+                    1 => format!("~{n}\r\n"),
+                    2 => format!(">{n}\r\n"),
+                    3 => format!("%{}\r\n", n / 2),
+                    _ => format!("|1\r\n+a\r\n:1\r\n*{n}\r\n"),
+                }
+                .into_bytes();
+                let take = if kind == 3 { n / 2 * 2 } else { n };
+                for (b, _) in &items[..take] {
+                    out.extend_from_slice(b);
+                }
+                (out, depth)
+            })
+        });
+    prop_oneof![
+        tree.prop_map(|(bytes, tree_depth)| GenReply { bytes, tree_depth }),
+        (0usize..20_000, prop::collection::vec(reply_leaf(), 1..16)).prop_map(|(n, fill)| {
+            let mut bytes = format!("*{n}\r\n").into_bytes();
+            for i in 0..n {
+                bytes.extend_from_slice(&fill[i % fill.len()]);
+            }
+            GenReply {
+                bytes,
+                tree_depth: 1,
+            }
+        }),
+    ]
+}
+
+/// Scans `stream` fed as the reads delimited by `cuts`, like the event loop: the lengths of
+/// the replies in it.
+fn scan_in_reads(stream: &[u8], cuts: &[usize]) -> Result<Vec<usize>, &'static str> {
+    let (mut start, mut end, mut got) = (0, 0, Vec::new());
+    let mut sc = resp::ReplyScanner::default();
+    for &c in cuts.iter().chain(std::iter::once(&stream.len())) {
+        end = c.clamp(end, stream.len());
+        while let Some(n) = sc.scan(&stream[start..end])? {
+            got.push(n);
+            start += n;
+        }
+    }
+    assert_eq!(start, stream.len(), "leftover bytes");
+    Ok(got)
+}
+
+/// Deep and wide replies back to back, scanned in random reads (and byte by byte when
+/// short): the same lengths as scanning each reply in one go; a tree is built exactly when it
+/// is shallow enough.
+#[test]
+fn deep_and_wide_replies_scan_the_same_in_any_chunking() {
+    let mut runner = TestRunner::new(Config::with_cases(48));
+    let strategy = (
+        prop::collection::vec(prop_oneof![deep_reply(), wide_reply()], 1..4),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..64),
+    );
+    runner
+        .run(&strategy, |(replies, cut_idx)| {
+            let stream: Vec<u8> = replies.iter().flat_map(|r| r.bytes.clone()).collect();
+            let want: Vec<usize> = replies.iter().map(|r| r.bytes.len()).collect();
+            for r in &replies {
+                prop_assert_eq!(resp::reply_len(&r.bytes), Ok(Some(r.bytes.len())));
+                let parsed = resp::parse_reply(&r.bytes).map(|o| o.map(|(_, n)| n));
+                if r.tree_depth <= resp::MAX_TREE_DEPTH {
+                    prop_assert_eq!(parsed, Ok(Some(r.bytes.len())));
+                } else {
+                    prop_assert_eq!(parsed, Err(resp::RE_DEPTH));
+                }
+            }
+            let mut cuts: Vec<usize> = cut_idx.iter().map(|i| i.index(stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            prop_assert_eq!(scan_in_reads(&stream, &cuts), Ok(want.clone()));
+            if stream.len() <= 16 * 1024 {
+                let every: Vec<usize> = (0..stream.len()).collect();
+                prop_assert_eq!(scan_in_reads(&stream, &every), Ok(want));
             }
             Ok(())
         })

@@ -540,7 +540,13 @@ impl Proxy {
                 if how == Fail::Eof {
                     srv.stats.eof += 1;
                 }
-                warn!("b{}({}) {} {why}", conn.server, srv.name, srv.addr);
+                // A corrupt stream is logged with the bytes around the error (the read buffer
+                // is positioned at the failing reply).
+                let around = conn
+                    .scanner
+                    .error_context(conn.rbuf.filled())
+                    .map_or(String::new(), |c| format!("; bytes around it: {c}"));
+                warn!("b{}({}) {} {why}{around}", conn.server, srv.name, srv.addr);
                 srv.last_error = why.to_string();
                 srv.stats.failures += 1;
             }
