@@ -47,6 +47,8 @@ fuzz_target!(|input: &[u8]| {
         tag,
         nservers,
         disabled: &disabled,
+        slots: None,
+        hash_override: data.first().is_some_and(|b| b & 1 == 1),
     };
     let mut args = Args::default();
     let mut keys = Vec::new();
