@@ -113,9 +113,10 @@ impl std::fmt::Display for Peer {
     }
 }
 
-/// Per-client metadata that most clients never set (kept out of line to keep `Client` small).
+/// Who the client says it is (CLIENT SETNAME, HELLO SETNAME, CLIENT SETINFO) and who it
+/// authenticated as; most clients never set any of it (kept out of line to keep `Client` small).
 #[derive(Default)]
-pub struct Meta {
+pub struct Identity {
     pub name: Option<Vec<u8>>,
     /// The user authenticated with AUTH/HELLO (None: `default`).
     pub user: Option<Vec<u8>>,
@@ -154,7 +155,7 @@ pub struct Client {
     pub commands: u32,
     /// Row of the command table of the last command (`u16::MAX` = none yet).
     pub last_command: u16,
-    pub meta: Option<Box<Meta>>,
+    pub meta: Option<Box<Identity>>,
     /// Private backend connection lent to this client (blocking command, WATCH).
     pub private: Option<usize>,
     /// Waiting for a blocking command's reply: later commands are not read until it arrives.
@@ -212,7 +213,7 @@ impl Client {
         self.pending_output() + self.chain.parked_bytes()
     }
 
-    pub fn meta_mut(&mut self) -> &mut Meta {
+    pub fn meta_mut(&mut self) -> &mut Identity {
         self.meta.get_or_insert_with(Default::default)
     }
 
