@@ -128,7 +128,7 @@ impl Proxy {
                 r
             };
             let part = part as u32;
-            if pattern {
+            if pattern || keyevent(name, ch) {
                 // On every server; the first one's confirmation answers the client.
                 for (i, &slot) in slots.iter().enumerate() {
                     let ck = if unsub {
@@ -158,7 +158,7 @@ impl Proxy {
                 let pool = &self.pools[pool_i];
                 let slot = pool
                     .target()
-                    .pick(ch)
+                    .pick(channel_key(ch))
                     .and_then(|pos| pool.order.get(pos).copied());
                 let Some(slot) = slot else {
                     self.fail_sub_part(
@@ -374,13 +374,24 @@ impl Proxy {
         for ((shard, ch), &home) in &sub.home {
             let now = pool
                 .target()
-                .pick(ch)
+                .pick(channel_key(ch))
                 .and_then(|pos| pool.order.get(pos).copied());
             if let Some(now) = now.filter(|&n| n != home) {
                 moves.push((*shard, ch.clone(), home, now));
             }
         }
-        let patterns: Vec<Vec<u8>> = sub.patterns.iter().cloned().collect();
+        // Subscribed on every server: patterns, and keyevent notification channels.
+        let patterns: Vec<(&[u8], Vec<u8>)> = sub
+            .patterns
+            .iter()
+            .map(|p| (&b"PSUBSCRIBE"[..], p.clone()))
+            .chain(
+                sub.channels
+                    .iter()
+                    .filter(|c| keyevent("SUBSCRIBE", c))
+                    .map(|c| (&b"SUBSCRIBE"[..], c.clone())),
+            )
+            .collect();
         let missing: Vec<usize> = if patterns.is_empty() {
             Vec::new()
         } else {
@@ -426,9 +437,9 @@ impl Proxy {
         }
         for slot in missing {
             if let Ok(ck) = self.pubsub_conn(k, slot) {
-                for p in &patterns {
+                for (cmd, p) in &patterns {
                     let mut req = Vec::new();
-                    resp::write_command(&mut req, [&b"PSUBSCRIBE"[..], p.as_slice()]);
+                    resp::write_command(&mut req, [*cmd, p.as_slice()]);
                     self.send_swallowed(ck, &req);
                 }
             }
@@ -468,4 +479,21 @@ pub(super) fn is_message(reply: &[u8]) -> bool {
     rest.starts_with(b"$7\r\nmessage\r\n")
         || rest.starts_with(b"$8\r\npmessage\r\n")
         || rest.starts_with(b"$8\r\nsmessage\r\n")
+}
+
+/// What a channel is placed by: the key of a keyspace notification channel
+/// (`__keyspace@<db>__:<key>`: its messages come from the key's backend), else the name.
+pub(super) fn channel_key(ch: &[u8]) -> &[u8] {
+    if let Some(rest) = ch.strip_prefix(b"__keyspace@") {
+        if let Some(i) = rest.windows(3).position(|w| w == b"__:") {
+            return &rest[i + 3..];
+        }
+    }
+    ch
+}
+
+/// A keyevent notification channel (`__keyevent@<db>__:<event>`): every backend publishes
+/// on it, so it is subscribed on every backend, like a pattern.
+pub(super) fn keyevent(name: &str, ch: &[u8]) -> bool {
+    matches!(name, "SUBSCRIBE" | "UNSUBSCRIBE") && ch.starts_with(b"__keyevent@")
 }
