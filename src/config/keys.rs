@@ -215,10 +215,17 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
     },
     Key {
         name: "hash_tag",
-        cli: cli("TAG", "two characters, e.g. {} (default none)"),
+        cli: cli(
+            "TAG",
+            "two characters or none; YAML pools default to none (default {})",
+        ),
         ..kind(
             |b, a| {
                 let v = a.value;
+                if v.eq_ignore_ascii_case("none") || v.is_empty() {
+                    b.pool.hash_tag = None;
+                    return Ok(());
+                }
                 if v.len() != 2 || !v.is_ascii() {
                     return Err(format!(
                         "hash_tag must be exactly two ASCII characters like \"{{}}\", got '{v}'"
@@ -228,11 +235,10 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
                 b.pool.hash_tag = Some([t[0], t[1]]);
                 Ok(())
             },
-            |p| {
-                p.hash_tag
-                    .iter()
-                    .map(|t| quote(&String::from_utf8_lossy(t)))
-                    .collect()
+            // Always written: the default differs between the formats.
+            |p| match p.hash_tag {
+                Some(t) => vec![quote(&String::from_utf8_lossy(&t))],
+                None => vec!["none".to_string()],
             },
         )
     },
@@ -788,7 +794,7 @@ mod tests {
         ("listen", "", "/tmp/rp.sock 0600"),
         ("hash", "", "murmur"),
         ("distribution", "", "modula"),
-        ("hash_tag", "", "\"{}\""),
+        ("hash_tag", "", "\"#}\""),
         ("timeout", "", "250"),
         ("connect_timeout", "", "300"),
         ("server_connections", "", "3"),

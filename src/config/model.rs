@@ -33,6 +33,12 @@ pub const DEFAULT_MAX_OUTPUT: usize = 64 << 20;
 /// Redis's hard `client-output-buffer-limit` for pub/sub clients.
 pub const DEFAULT_PUBSUB_MAX_OUTPUT: usize = 32 << 20;
 pub const DEFAULT_MAX_REQUEST: usize = 512 << 20;
+/// Hash tag of the native format and the command line: Redis Cluster's `{...}` rule, which
+/// clients and queue libraries rely on to keep keys together.
+pub const DEFAULT_HASH_TAG: Option<[u8; 2]> = Some(*b"{}");
+/// Hash tag of nutcracker YAML pools: none, twemproxy's default, so placement stays identical
+/// for a twemproxy fleet.
+pub const NUTCRACKER_HASH_TAG: Option<[u8; 2]> = None;
 /// Private backend connections per backend (blocking commands, WATCH).
 pub const DEFAULT_PRIVATE_CONNECTIONS: usize = 64;
 /// nutcracker's default stats port (`-s`).
@@ -275,7 +281,7 @@ impl PoolConfig {
             listen,
             hash: HashKind::Fnv1a_64,
             distribution: Distribution::Ketama,
-            hash_tag: None,
+            hash_tag: DEFAULT_HASH_TAG,
             servers: Vec::new(),
             server_connections: DEFAULT_SERVER_CONNECTIONS,
             timeout_ms: DEFAULT_TIMEOUT_MS,

@@ -65,6 +65,9 @@ pub fn parse_nutcracker(text: &str, file: &str) -> Result<Config, ConfigError> {
                 )));
             }
             PoolBuilder::open(&mut pools, &name, line).map_err(e)?;
+            if let Some(p) = pools.last_mut() {
+                p.pool.hash_tag = super::model::NUTCRACKER_HASH_TAG;
+            }
             key_indent = None;
             item_indent = None;
             in_list = None;
