@@ -579,17 +579,18 @@ fn slow_reader_is_paused_memory_bounded() {
     // Meanwhile: round trips on another connection stay correct; sample RSS.
     let mut peak = baseline;
     let mut i = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !writer.is_finished() && Instant::now() < deadline {
+    wait_until("the slow writer to end", secs(40), ms(10), || {
+        if writer.is_finished() {
+            return true;
+        }
         let v = format!("round-{i}");
         assert_eq!(other.call(&[b"SET", b"rt", v.as_bytes()]), b"+OK\r\n");
         assert_eq!(other.call(&[b"GET", b"rt"]), bulk(v.as_bytes()));
         assert_eq!(other.call(&[b"GET", b"k"]), bulk(&value));
         peak = peak.max(rss_kb(pid));
         i += 1;
-        sleep_ms(10);
-    }
-    assert!(writer.is_finished(), "slow writer still running after 40 s");
+        false
+    });
     let end = writer.join().expect("writer thread");
     let sent = written.load(Ordering::Relaxed);
     let now = rss_kb(pid);

@@ -451,7 +451,8 @@ fn convert_output_reparses_and_keeps_placement() {
         .iter()
         .map(|k| vec![b"BACKENDNUM".to_vec(), k.clone()])
         .collect();
-    let placement = |conf: &str| -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    type Replies = Vec<Vec<u8>>;
+    let placement = |conf: &str| -> (Replies, Replies, Replies) {
         let p = Proxy::spawn(pa, &["-c".into(), conf.to_string()]);
         wait_listening(pb, "the second pool");
         let a = resp(pa).pipeline(&nums, BATCH);
