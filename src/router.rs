@@ -558,25 +558,19 @@ mod tests {
     }
 
     fn forward(p: Plan) -> (usize, usize, bool) {
-        match p {
-            Plan::Forward {
-                server,
-                argc,
-                reencode,
-            } => (server, argc, reencode),
-            other => panic!("expected Forward, got {other:?}"),
-        }
+        assert!(
+            matches!(p, Plan::Forward { .. }),
+            "expected Forward, got {p:?}"
+        );
+        p.one_backend().expect("Forward names one backend")
     }
 
     fn blocking(p: Plan) -> (usize, usize, bool) {
-        match p {
-            Plan::Blocking {
-                server,
-                argc,
-                reencode,
-            } => (server, argc, reencode),
-            other => panic!("expected Blocking, got {other:?}"),
-        }
+        assert!(
+            matches!(p, Plan::Blocking { .. }),
+            "expected Blocking, got {p:?}"
+        );
+        p.one_backend().expect("Blocking names one backend")
     }
 
     fn error(p: Plan) -> String {

@@ -212,33 +212,18 @@ fn load_thread(port: u16, t: usize, sh: Arc<Shared>) {
                 return;
             };
             let want = format!("t{t}:k{i}:v{expected}");
+            let note = |list: &Mutex<Vec<Event>>, what: String| list.lock().unwrap().push(ev(what));
             match parsed(&get) {
                 Reply::Nil if expected == 0 => {}
                 Reply::Bulk(b) if expected > 0 && b == want.as_bytes() => {}
-                Reply::Nil => sh.nils.lock().unwrap().push(ev("nil".into())),
-                Reply::Error(_) => sh
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .push(ev(format!("GET: {}", text(&get)))),
-                _ => sh
-                    .wrong
-                    .lock()
-                    .unwrap()
-                    .push(ev(format!("GET: {}, expected {want}", show(&get)))),
+                Reply::Nil => note(&sh.nils, "nil".into()),
+                Reply::Error(_) => note(&sh.errors, format!("GET: {}", text(&get))),
+                _ => note(&sh.wrong, format!("GET: {}, expected {want}", show(&get))),
             }
             match parsed(&set) {
                 Reply::Simple(b"OK") => {}
-                Reply::Error(_) => sh
-                    .errors
-                    .lock()
-                    .unwrap()
-                    .push(ev(format!("SET: {}", text(&set)))),
-                _ => sh
-                    .wrong
-                    .lock()
-                    .unwrap()
-                    .push(ev(format!("SET: {}", show(&set)))),
+                Reply::Error(_) => note(&sh.errors, format!("SET: {}", text(&set))),
+                _ => note(&sh.wrong, format!("SET: {}", show(&set))),
             }
         }
         sh.rounds[t].fetch_add(1, Ordering::Release);
