@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use common::{holder, redises, refs, Proxy, Raw, Redis};
+use common::{holder, ms, redises, refs, secs, wait_until, Proxy, Raw, Redis};
 use redis::{Connection, Value};
 
 // ---------------------------------------------------------------- helpers
@@ -46,22 +46,17 @@ fn strings(c: &mut Connection, args: &[&str]) -> Vec<String> {
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
-fn raw(r: &mut Raw, args: &[&str]) -> Vec<u8> {
-    let a: Vec<&[u8]> = args.iter().map(|x| x.as_bytes()).collect();
-    r.call(&a)
-}
-
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 fn assert_raw(r: &mut Raw, args: &[&str], want: &str) {
-    let got = raw(r, args);
+    let got = r.call_str(args);
     assert_eq!(show(&got), want, "{args:?}");
 }
 
 fn assert_pong(r: &mut Raw, after: &str) {
-    let got = raw(r, &["PING"]);
+    let got = r.call_str(&["PING"]);
     assert_eq!(show(&got), "+PONG\r\n", "PING after {after}");
 }
 
@@ -369,16 +364,11 @@ fn multi_key_commands_need_one_backend() {
 fn wait_no_rehash(servers: &[Redis]) {
     for srv in servers {
         let mut c = srv.client();
-        let mut done = false;
-        for _ in 0..1000 {
+        let what = format!("backend {} to finish rehashing", srv.port);
+        wait_until(&what, secs(5), ms(5), || {
             let st: String = cmd(&["DEBUG", "HTSTATS", "0"]).query(&mut c).unwrap();
-            if !st.contains("rehashing") {
-                done = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(done, "backend still rehashing");
+            !st.contains("rehashing")
+        });
     }
 }
 
@@ -445,7 +435,7 @@ fn scan_visits_every_key_once() {
 
     let mut r = proxy.raw();
     for bad in ["1023", "4", "abc", "-1", "99999999999999999999999"] {
-        let got = raw(&mut r, &["SCAN", bad]);
+        let got = r.call_str(&["SCAN", bad]);
         assert!(got.starts_with(b"-ERR"), "SCAN {bad}: {}", show(&got));
         assert_pong(&mut r, "bad SCAN cursor");
     }
@@ -565,7 +555,7 @@ fn scripts_on_every_backend() {
             .unwrap();
         assert_eq!(e, vec![0]);
     }
-    let got = raw(&mut r, &["EVALSHA", &sha, "1", "k"]);
+    let got = r.call_str(&["EVALSHA", &sha, "1", "k"]);
     assert!(got.starts_with(b"-NOSCRIPT"), "{}", show(&got));
     assert_pong(&mut r, "NOSCRIPT");
 }
@@ -634,7 +624,7 @@ fn config_get_and_set() {
         assert_eq!(v[1], "allkeys-lru");
     }
     // A failing CONFIG SET is an error.
-    let got = raw(&mut r, &["CONFIG", "SET", "maxmemory", "lots"]);
+    let got = r.call_str(&["CONFIG", "SET", "maxmemory", "lots"]);
     assert!(got.starts_with(b"-"), "{}", show(&got));
     assert_pong(&mut r, "CONFIG SET error");
 
@@ -671,7 +661,7 @@ fn refused_commands_keep_connection() {
         &["SELECT", "1"],
     ];
     for args in refused {
-        let got = raw(&mut r, args);
+        let got = r.call_str(args);
         let text = show(&got);
         assert!(text.starts_with("-ERR"), "{args:?}: {text}");
         assert!(
@@ -743,11 +733,7 @@ fn unknown_commands_and_case() {
         &["CONFIG", "FOO"],
         &["config", "foo", "x"],
     ] {
-        assert_eq!(
-            show(&raw(&mut r, args)),
-            show(&raw(&mut d, args)),
-            "{args:?}"
-        );
+        assert_eq!(show(&r.call_str(args)), show(&d.call_str(args)), "{args:?}");
     }
     assert_raw(
         &mut r,
@@ -794,8 +780,8 @@ fn wrong_arity_uses_redis_text() {
     ];
     for (args, name) in cases {
         let want = format!("-ERR wrong number of arguments for '{name}' command\r\n");
-        assert_eq!(show(&raw(&mut r, args)), want, "proxy {args:?}");
-        assert_eq!(show(&raw(&mut d, args)), want, "redis {args:?}");
+        assert_eq!(show(&r.call_str(args)), want, "proxy {args:?}");
+        assert_eq!(show(&d.call_str(args)), want, "redis {args:?}");
         assert_pong(&mut r, &args.join(" "));
     }
     // Nothing was created on any backend.
@@ -817,7 +803,7 @@ fn disable_commands_option() {
         &["KEYS", "*"],
         &["keys", "a"],
     ] {
-        let got = show(&raw(&mut r, args));
+        let got = show(&r.call_str(args));
         assert!(got.starts_with("-ERR"), "{args:?}: {got}");
         assert!(got.contains("disabled"), "{args:?}: {got}");
         assert!(
@@ -852,14 +838,11 @@ fn resp3_aggregated_replies() {
     }
 
     let mut r = proxy.raw();
-    let hello = raw(&mut r, &["HELLO", "3"]);
+    let hello = r.call_str(&["HELLO", "3"]);
     assert!(hello.starts_with(b"%"), "{}", show(&hello));
 
     // MGET across all backends with missing keys: `_` for each missing one.
-    let got = raw(
-        &mut r,
-        &["MGET", &per[0], "nope1", &per[1], &per[2], "nope2", &per[3]],
-    );
+    let got = r.call_str(&["MGET", &per[0], "nope1", &per[1], &per[2], "nope2", &per[3]]);
     assert_eq!(
         show(&got),
         "*6\r\n$2\r\nv0\r\n_\r\n$2\r\nv1\r\n$2\r\nv2\r\n_\r\n$2\r\nv3\r\n"
@@ -872,7 +855,7 @@ fn resp3_aggregated_replies() {
         ":4\r\n",
     );
 
-    let keys_reply = raw(&mut r, &["KEYS", "*"]);
+    let keys_reply = r.call_str(&["KEYS", "*"]);
     let parsed = rustproxy::resp::parse_reply(&keys_reply)
         .unwrap()
         .unwrap()
@@ -896,7 +879,7 @@ fn resp3_aggregated_replies() {
     let mut cursor = "0".to_string();
     let mut seen = Vec::new();
     for _ in 0..100 {
-        let reply = raw(&mut r, &["SCAN", &cursor]);
+        let reply = r.call_str(&["SCAN", &cursor]);
         let parsed = rustproxy::resp::parse_reply(&reply).unwrap().unwrap().0;
         let rustproxy::resp::Reply::Array(items) = parsed else {
             panic!("SCAN: {}", show(&reply))
@@ -1221,8 +1204,8 @@ fn split_replies_byte_identical_to_single_redis() {
     // One at a time.
     for args in &script {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let want = raw(&mut d, &a);
-        let got = raw(&mut p, &a);
+        let want = d.call_str(&a);
+        let got = p.call_str(&a);
         let head: Vec<&str> = a
             .iter()
             .take(4)

@@ -5,59 +5,19 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{bulk, enc, free_port, holder, redises, refs, tmp_dir, wait_port, Proxy, Raw, Redis};
+use common::{
+    bulk, enc, free_port, holder, int, ms, pipeline, poll_until, redises, refs, secs, show,
+    tmp_dir, wait_port, Proxy, Raw, Redis,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this file)
 // ---------------------------------------------------------------------------
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).escape_debug().to_string()
-}
-
-/// Write `bytes` in one go (from a writer thread, so a full socket buffer cannot deadlock us)
-/// and read `n` whole replies from the same connection.
-fn exchange(raw: &mut Raw, bytes: Vec<u8>, n: usize) -> Vec<Vec<u8>> {
-    let mut w = raw.stream.try_clone().expect("clone stream");
-    let writer = std::thread::spawn(move || w.write_all(&bytes).expect("write pipeline"));
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        match raw.try_reply() {
-            Some(r) => out.push(r),
-            None => panic!("connection closed after {i} of {n} replies"),
-        }
-    }
-    writer.join().expect("writer thread");
-    out
-}
-
-fn pipeline(port: u16, cmds: &[Vec<Vec<u8>>]) -> Vec<Vec<u8>> {
-    let mut bytes = Vec::new();
-    for c in cmds {
-        let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
-        bytes.extend_from_slice(&enc(&args));
-    }
-    let mut raw = Raw::connect(port);
-    exchange(&mut raw, bytes, cmds.len())
-}
-
-fn parse_int(r: &[u8]) -> i64 {
-    assert!(
-        r.starts_with(b":") && r.ends_with(b"\r\n"),
-        "not an integer reply: {}",
-        show(r)
-    );
-    std::str::from_utf8(&r[1..r.len() - 2])
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 /// BACKENDNUM of every key, asked through the proxy in one pipeline.
 fn backendnums(proxy: &Proxy, keys: &[Vec<u8>]) -> Vec<usize> {
@@ -67,7 +27,7 @@ fn backendnums(proxy: &Proxy, keys: &[Vec<u8>]) -> Vec<usize> {
         .collect();
     pipeline(proxy.port, &cmds)
         .iter()
-        .map(|r| parse_int(r) as usize)
+        .map(|r| int(r) as usize)
         .collect()
 }
 
@@ -80,7 +40,7 @@ fn holders(servers: &[Redis], keys: &[Vec<u8>]) -> Vec<usize> {
             .map(|k| vec![b"EXISTS".to_vec(), k.clone()])
             .collect();
         for (i, r) in pipeline(server.port, &cmds).iter().enumerate() {
-            if parse_int(r) == 1 {
+            if int(r) == 1 {
                 found[i].push(s);
             }
         }
@@ -191,7 +151,7 @@ fn pipeline_10000_commands_in_order() {
     }
     assert_eq!(expected.len(), 10_000);
     let mut raw = proxy.raw();
-    let got = exchange(&mut raw, bytes, expected.len());
+    let got = raw.exchange(bytes, expected.len());
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "reply {i}: got {} expected {}", show(g), show(e));
     }
@@ -242,7 +202,7 @@ fn slow_backend_keeps_request_order() {
     bytes.extend(enc(&[b"GET", a.as_bytes()]));
     bytes.extend(enc(&[b"GET", b.as_bytes()]));
     bytes.extend(enc(&[b"PING"]));
-    let got = exchange(&mut raw, bytes, 4);
+    let got = raw.exchange(bytes, 4);
     assert_eq!(show(&got[0]), "+OK\\r\\n");
     assert_eq!(got[1], bulk(b"value-a"));
     assert_eq!(got[2], bulk(b"value-b"));
@@ -254,7 +214,7 @@ fn slow_backend_keeps_request_order() {
     let mut bytes = enc(&[b"GET", b.as_bytes()]);
     bytes.extend(enc(&[b"GET", a.as_bytes()]));
     bytes.extend(enc(&[b"GET", b.as_bytes()]));
-    let got = exchange(&mut raw, bytes, 3);
+    let got = raw.exchange(bytes, 3);
     assert_eq!(got[0], bulk(b"value-b"));
     assert_eq!(got[1], bulk(b"value-a"));
     assert_eq!(got[2], bulk(b"value-b"));
@@ -513,7 +473,7 @@ fn backends_with_named_servers_in_config_order() {
     assert_eq!(n, 1);
     assert_eq!(raw.call(&[b"FORWARD", b"mid", b"PING"]), b"+PONG\r\n");
     let key = b"some-key";
-    let num = parse_int(&raw.call(&[b"BACKENDNUM", key]));
+    let num = int(&raw.call(&[b"BACKENDNUM", key]));
     let name = raw.call(&[b"BACKEND", key]);
     assert_eq!(
         name,
@@ -581,7 +541,7 @@ fn inline_commands_mixed_with_multibulk() {
     bytes.extend_from_slice(b"  PING   hello  \n");
     bytes.extend_from_slice(b"\r\n"); // empty line: ignored
     bytes.extend(enc(&[b"PING"]));
-    let got = exchange(&mut raw, bytes, 10);
+    let got = raw.exchange(bytes, 10);
     let expect: Vec<Vec<u8>> = vec![
         b"+PONG\r\n".to_vec(),
         b"+OK\r\n".to_vec(),
@@ -800,7 +760,7 @@ fn departed_client_replies_are_not_misdelivered() {
             bytes.extend(enc(&[b"GET", mine.as_bytes()]));
             expect.push(bulk(k.as_bytes()));
         }
-        let got = exchange(&mut b, bytes, expect.len());
+        let got = b.exchange(bytes, expect.len());
         for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
             assert_eq!(show(g), show(e), "round {round} reply {i}");
         }
@@ -1068,22 +1028,20 @@ fn timed_out_replies_are_discarded_not_shifted() {
     let mut bytes = enc(&[b"FORWARD", b"0", b"DEBUG", b"SLEEP", b"0.8"]);
     bytes.extend(enc(&[b"GET", a.as_bytes()]));
     bytes.extend(enc(&[b"GET", other.as_bytes()]));
-    let got = exchange(&mut r, bytes, 3);
+    let got = r.exchange(bytes, 3);
     assert!(got[0].starts_with(b"-ERR timeout"), "{}", show(&got[0]));
     assert!(got[1].starts_with(b"-ERR timeout"), "{}", show(&got[1]));
     assert_eq!(got[2], bulk(b"value-o"));
     // Queued behind the late replies of the sleeping backend: each reply is either a timeout
     // (still behind the sleep) or b's own value, never a late reply meant for someone else.
-    let mut ok = false;
-    for _ in 0..100 {
+    poll_until("backend 0 to answer GET b again", secs(20), ms(10), || {
         let g = r.call(&[b"GET", b.as_bytes()]);
         if g == bulk(b"value-b") {
-            ok = true;
-            break;
+            return Ok(());
         }
         assert!(g.starts_with(b"-ERR timeout"), "misdelivered: {}", show(&g));
-    }
-    assert!(ok, "backend 0 never answered again");
+        Err(show(&g))
+    });
     assert_eq!(r.call(&[b"GET", a.as_bytes()]), bulk(b"value-a"));
     let mut r2 = proxy.raw();
     assert_eq!(r2.call(&[b"GET", b.as_bytes()]), bulk(b"value-b"));
@@ -1175,7 +1133,7 @@ fn split_commands_in_a_pipeline() {
         expect.push(format!(":{}\r\n", 4 * (round + 1)).into_bytes());
     }
     let mut raw = proxy.raw();
-    let got = exchange(&mut raw, bytes, expect.len());
+    let got = raw.exchange(bytes, expect.len());
     for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
         if g != e {
             panic!(
@@ -1220,7 +1178,7 @@ fn concurrent_pipelining_clients_get_their_own_replies() {
                         }
                     }
                 }
-                let got = exchange(&mut raw, bytes, expect.len());
+                let got = raw.exchange(bytes, expect.len());
                 for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
                     assert_eq!(show(g), show(e), "client {t} reply {i}");
                 }

@@ -12,16 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bulk, enc, free_port, redises, refs, signal, Proxy, Raw, Redis};
+use common::{
+    brief as show, bulk, enc, free_port, ms, poll_until, redises, refs, rss_kib, secs, signal,
+    try_poll_until, wait_until, Proxy, Raw, Redis,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers (local to this file)
 // ---------------------------------------------------------------------------
-
-fn show(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(300)]);
-    s.escape_debug().to_string()
-}
 
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -69,32 +67,9 @@ fn keys_by_backend(port: u16, n: usize, prefix: &str, per: usize) -> Vec<Vec<Str
     panic!("could not find {per} keys per backend for {n} backends");
 }
 
-/// Write `bytes` from a writer thread (a full socket buffer cannot deadlock us) and read `n`
-/// whole replies from the same connection.
-fn exchange(raw: &mut Raw, bytes: Vec<u8>, n: usize) -> Vec<Vec<u8>> {
-    let mut w = raw.stream.try_clone().expect("clone stream");
-    let writer = std::thread::spawn(move || w.write_all(&bytes).expect("write pipeline"));
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        match raw.try_reply() {
-            Some(r) => out.push(r),
-            None => panic!("connection closed after {i} of {n} replies"),
-        }
-    }
-    writer.join().expect("writer thread");
-    out
-}
-
 /// VmRSS of a process, in KiB.
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("VmRSS:") {
-            let n = rest.trim().trim_end_matches("kB").trim();
-            return n.parse().expect("VmRSS number");
-        }
-    }
-    panic!("no VmRSS in /proc/{pid}/status");
+    rss_kib(pid).unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Is the redis-server on `port` busy (e.g. in DEBUG SLEEP)? A fresh connection's PING gets
@@ -120,13 +95,12 @@ fn redis_busy(port: u16) -> bool {
 
 /// Wait (bounded) until the redis-server on `port` is busy.
 fn wait_busy(port: u16) {
-    for _ in 0..100 {
-        if redis_busy(port) {
-            return;
-        }
-        sleep_ms(5);
-    }
-    panic!("redis on {port} never became busy (DEBUG SLEEP not forwarded?)");
+    wait_until(
+        &format!("redis on {port} to be busy (DEBUG SLEEP forwarded)"),
+        ms(500),
+        ms(5),
+        || redis_busy(port),
+    );
 }
 
 /// Does `server` hold `key` (EXISTS on a direct connection)?
@@ -220,21 +194,18 @@ fn kill_backend_mid_pipeline_then_restart_on_same_port() {
     // Restart on the same port: the proxy reconnects by itself (bounded retry).
     servers[dead] = Redis::start_on(dead_port, &[]);
     let key = keys[dead][0].as_bytes();
-    let mut ok = false;
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = raw.call(&[b"SET", key, b"again"]);
-        if last == b"+OK\r\n" {
-            ok = true;
-            break;
-        }
-        assert_backend_err(&last, dead_port, "SET while the backend restarts");
-        sleep_ms(50);
-    }
-    assert!(
-        ok,
-        "backend never came back through the proxy: {}",
-        show(&last)
+    poll_until(
+        "the backend to come back through the proxy",
+        secs(5),
+        ms(50),
+        || {
+            let r = raw.call(&[b"SET", key, b"again"]);
+            if r == b"+OK\r\n" {
+                return Ok(());
+            }
+            assert_backend_err(&r, dead_port, "SET while the backend restarts");
+            Err(show(&r))
+        },
     );
     assert_eq!(raw.call(&[b"GET", key]), bulk(b"again"));
     assert!(exists_on(&servers[dead], &keys[dead][0]));
@@ -292,7 +263,7 @@ fn stopped_backend_times_out_others_unaffected() {
     let mut bytes = enc(&[b"GET", a.as_bytes()]);
     bytes.extend_from_slice(&enc(&[b"GET", b.as_bytes()]));
     bytes.extend_from_slice(&enc(&[b"GET", c.as_bytes()]));
-    let replies = exchange(&mut r1, bytes, 3);
+    let replies = r1.exchange(bytes, 3);
     assert_eq!(show(&replies[0]), show(timeout_err.as_bytes()));
     assert_eq!(replies[1], val(b));
     assert_eq!(replies[2], val(c));
@@ -317,20 +288,12 @@ fn stopped_backend_times_out_others_unaffected() {
     }
 
     signal(servers[0].pid(), "CONT");
-    let mut ok = false;
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = r1.call(&[b"GET", a.as_bytes()]);
-        if last == val(a) {
-            ok = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(
-        ok,
-        "stopped backend never answered again after SIGCONT: {}",
-        show(&last)
+    r1.call_until(
+        "the stopped backend to answer again after SIGCONT",
+        secs(5),
+        ms(50),
+        &[b"GET", a.as_bytes()],
+        &val(a),
     );
     // Late replies to the timed-out requests were dropped: replies stay in step.
     for k in [a, b, c, &keys[0][1]] {
@@ -390,22 +353,18 @@ fn auto_eject_moves_keys_and_brings_them_back() {
     }
 
     // With auto_eject: requests fail until X is ejected, then its keys live elsewhere.
-    let mut moved = None;
     let mut errors = 0;
-    for _ in 0..200 {
+    let moved = poll_until("backend X to be ejected", secs(4), ms(20), || {
         let r = er.call(&[b"GET", xkey.as_bytes()]);
         if r.starts_with(b"-") {
             assert_backend_err(&r, x_port, "GET before ejection");
             errors += 1;
         }
-        let now = backend_num(&mut er, &xkey);
-        if now != x as i64 {
-            moved = Some(now);
-            break;
+        match backend_num(&mut er, &xkey) {
+            now if now != x as i64 => Ok(now as usize),
+            now => Err(format!("{xkey} still maps to backend {now}")),
         }
-        sleep_ms(20);
-    }
-    let moved = moved.expect("backend X was never ejected") as usize;
+    });
     eprintln!("ejected after {errors} failed requests; {xkey} now maps to backend {moved}");
     assert!(errors >= 1, "no request failed before ejection");
     for k in &keys[x] {
@@ -428,26 +387,19 @@ fn auto_eject_moves_keys_and_brings_them_back() {
 
     // X comes back; after the retry timeout its keys map to it again.
     servers[x] = Redis::start_on(x_port, &[]);
-    let mut back = false;
-    for _ in 0..100 {
-        if backend_num(&mut er, &xkey) == x as i64 {
-            back = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(back, "ejected backend never came back into the ring");
-    let mut ok = false;
-    let mut last = Vec::new();
-    for _ in 0..100 {
-        last = er.call(&[b"SET", xkey.as_bytes(), b"home"]);
-        if last == b"+OK\r\n" {
-            ok = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(ok, "SET on the returned backend: {}", show(&last));
+    wait_until(
+        "the ejected backend to come back into the ring",
+        secs(5),
+        ms(50),
+        || backend_num(&mut er, &xkey) == x as i64,
+    );
+    er.call_until(
+        "SET on the returned backend",
+        secs(5),
+        ms(50),
+        &[b"SET", xkey.as_bytes(), b"home"],
+        b"+OK\r\n",
+    );
     assert_eq!(er.call(&[b"GET", xkey.as_bytes()]), bulk(b"home"));
     assert!(exists_on(&servers[x], &xkey));
 }
@@ -627,17 +579,18 @@ fn slow_reader_is_paused_memory_bounded() {
     // Meanwhile: round trips on another connection stay correct; sample RSS.
     let mut peak = baseline;
     let mut i = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !writer.is_finished() && Instant::now() < deadline {
+    wait_until("the slow writer to end", secs(40), ms(10), || {
+        if writer.is_finished() {
+            return true;
+        }
         let v = format!("round-{i}");
         assert_eq!(other.call(&[b"SET", b"rt", v.as_bytes()]), b"+OK\r\n");
         assert_eq!(other.call(&[b"GET", b"rt"]), bulk(v.as_bytes()));
         assert_eq!(other.call(&[b"GET", b"k"]), bulk(&value));
         peak = peak.max(rss_kb(pid));
         i += 1;
-        sleep_ms(10);
-    }
-    assert!(writer.is_finished(), "slow writer still running after 40 s");
+        false
+    });
     let end = writer.join().expect("writer thread");
     let sent = written.load(Ordering::Relaxed);
     let now = rss_kb(pid);
@@ -676,24 +629,23 @@ fn slow_reader_is_paused_memory_bounded() {
     // The slow client goes: memory comes back near the baseline (bounded poll).
     let _ = slow.shutdown(Shutdown::Both);
     drop(slow);
-    let mut gone = false;
-    for _ in 0..100 {
-        if client_line(&mut other, slow_port).is_none() {
-            gone = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(gone, "slow client still listed after it closed");
+    wait_until(
+        "the slow client to leave CLIENT LIST after it closed",
+        secs(5),
+        ms(50),
+        || client_line(&mut other, slow_port).is_none(),
+    );
     let limit = baseline + 40 * 1024;
+    // Poll (bounded) for the RSS to come down; the assertion below says what it was.
     let mut after = rss_kb(pid);
-    for _ in 0..100 {
+    let _ = try_poll_until(secs(5), ms(50), || {
         after = rss_kb(pid);
         if after <= limit {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{after} kB"))
         }
-        sleep_ms(50);
-    }
+    });
     eprintln!("MEASURE slow reader: proxy RSS after the slow client left {after} kB");
     assert!(
         after <= limit,
@@ -766,27 +718,24 @@ fn max_clients_rejects_then_admits_after_close() {
     let proxy = Proxy::start(&refs(&servers), &["--max-clients", "3"]);
     // The harness's readiness probe (connect + close) may still hold a slot for a moment:
     // admit the first client with a bounded retry, then wait until it is the only one.
-    let mut first = None;
-    for _ in 0..100 {
+    let mut first = poll_until("the first client to be admitted", secs(2), ms(20), || {
         let mut c = proxy.raw();
         c.cmd(&[b"PING"]);
-        if c.try_reply().as_deref() == Some(b"+PONG\r\n") {
-            first = Some(c);
-            break;
+        match c.try_reply() {
+            Some(r) if r == b"+PONG\r\n" => Ok(c),
+            Some(r) => Err(show(&r)),
+            None => Err("closed".into()),
         }
-        sleep_ms(20);
-    }
-    let mut first = first.expect("first client never admitted");
-    let mut alone = false;
-    for _ in 0..100 {
-        let info = first.call(&[b"INFO"]);
-        if String::from_utf8_lossy(&info).contains("connected_clients:1\r\n") {
-            alone = true;
-            break;
-        }
-        sleep_ms(20);
-    }
-    assert!(alone, "other clients still counted");
+    });
+    wait_until(
+        "the first client to be the only one counted",
+        secs(2),
+        ms(20),
+        || {
+            let info = first.call(&[b"INFO"]);
+            String::from_utf8_lossy(&info).contains("connected_clients:1\r\n")
+        },
+    );
     let mut cs: Vec<Raw> = vec![first, proxy.raw(), proxy.raw()];
     for c in cs.iter_mut() {
         assert_eq!(c.call(&[b"PING"]), b"+PONG\r\n");
@@ -802,21 +751,23 @@ fn max_clients_rejects_then_admits_after_close() {
     }
 
     drop(cs.remove(0));
-    let mut admitted = None;
-    for _ in 0..100 {
-        let mut c = proxy.raw();
-        c.cmd(&[b"PING"]);
-        match c.try_reply() {
-            Some(r) if r == b"+PONG\r\n" => {
-                admitted = Some(c);
-                break;
+    let mut c = poll_until(
+        "a client to be admitted after one closed",
+        secs(2),
+        ms(20),
+        || {
+            let mut c = proxy.raw();
+            c.cmd(&[b"PING"]);
+            match c.try_reply() {
+                Some(r) if r == b"+PONG\r\n" => Ok(c),
+                Some(r) => {
+                    assert_eq!(show(&r), show(b"-ERR max number of clients reached\r\n"));
+                    Err(show(&r))
+                }
+                None => Err("closed".into()),
             }
-            Some(r) => assert_eq!(show(&r), show(b"-ERR max number of clients reached\r\n")),
-            None => {}
-        }
-        sleep_ms(20);
-    }
-    let mut c = admitted.expect("no client admitted after one closed");
+        },
+    );
     assert_eq!(c.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
     let mut fifth = proxy.raw();
     assert_eq!(
@@ -911,36 +862,23 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     signal(proxy.child.id(), "TERM");
 
     // New connections are refused (bounded poll).
-    let mut refused = false;
-    let mut alive_when_refused = false;
-    for _ in 0..200 {
-        match TcpStream::connect(("127.0.0.1", proxy.port)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                alive_when_refused = proxy.alive();
-                refused = true;
-                break;
-            }
+    let alive_when_refused = poll_until(
+        "new connections to be refused after SIGTERM",
+        secs(2),
+        ms(10),
+        || match TcpStream::connect(("127.0.0.1", proxy.port)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(proxy.alive()),
             Err(e) => panic!("connect after SIGTERM: {e}"),
-            Ok(s) => drop(s),
-        }
-        sleep_ms(10);
-    }
-    assert!(refused, "connections still accepted after SIGTERM");
+            Ok(_) => Err("accepted"),
+        },
+    );
     eprintln!("after SIGTERM: refused new connections while still running: {alive_when_refused}");
 
     assert_eq!(raw.reply(), b"+OK\r\n");
     assert_eq!(raw.reply(), bulk(b"kept"));
     assert!(raw.closed(), "client not closed after its replies");
 
-    let mut status = None;
-    for _ in 0..200 {
-        if let Ok(Some(s)) = proxy.child.try_wait() {
-            status = Some(s);
-            break;
-        }
-        sleep_ms(50);
-    }
-    let status = status.expect("proxy did not exit after SIGTERM");
+    let status = proxy.wait_exit("exit after SIGTERM", secs(10));
     assert!(
         status.success(),
         "exit status {status}; log:\n{}",
@@ -1001,15 +939,12 @@ fn backend_idle_close_is_transparent() {
             1,
             "the proxy's connection, round {round}"
         );
-        let mut closed = false;
-        for _ in 0..100 {
-            if proxy_conns_on(&server) == 0 {
-                closed = true;
-                break;
-            }
-            sleep_ms(100);
-        }
-        assert!(closed, "redis never closed the proxy's idle connection");
+        wait_until(
+            "redis to close the proxy's idle connection",
+            secs(10),
+            ms(100),
+            || proxy_conns_on(&server) == 0,
+        );
         let r = raw.call(&[b"GET", b"k"]);
         assert_eq!(
             show(&r),
@@ -1113,7 +1048,7 @@ fn garbage_and_truncated_backend_replies() {
     let mut bytes = enc(&[b"GET", real1.as_bytes()]);
     bytes.extend_from_slice(&enc(&[b"GET", garbage.as_bytes()]));
     bytes.extend_from_slice(&enc(&[b"GET", real2.as_bytes()]));
-    let replies = exchange(&mut raw, bytes, 3);
+    let replies = raw.exchange(bytes, 3);
     assert_eq!(replies[0], bulk(b"r1"));
     assert_backend_err(&replies[1], fake, "GET of a key answered with garbage");
     eprintln!("garbage reply -> {}", show(&replies[1]));
@@ -1122,15 +1057,13 @@ fn garbage_and_truncated_backend_replies() {
     let mut other = proxy.raw();
     assert_eq!(other.call(&[b"GET", real1.as_bytes()]), bulk(b"r1"));
     // The fake is used again (new connection).
-    let mut ok = false;
-    for _ in 0..100 {
-        if raw.call(&[b"SET", fine.as_bytes(), b"x"]) == b"+OK\r\n" {
-            ok = true;
-            break;
-        }
-        sleep_ms(50);
-    }
-    assert!(ok, "fake backend not usable again after a garbage reply");
+    raw.call_until(
+        "the fake backend to be usable again after a garbage reply",
+        secs(5),
+        ms(50),
+        &[b"SET", fine.as_bytes(), b"x"],
+        b"+OK\r\n",
+    );
 
     // Truncated reply, then close: the request gets "connection closed by the backend" (not a
     // timeout: the close is seen), then a reconnect works. Several rounds, since the fake's
@@ -1152,20 +1085,12 @@ fn garbage_and_truncated_backend_replies() {
             "round {round}: GET of a key answered with `$10\\r\\nabc` then close"
         );
         assert!(proxy.alive(), "proxy died on a truncated reply");
-        let mut ok = false;
-        let mut last = Vec::new();
-        for _ in 0..100 {
-            last = raw.call(&[b"SET", fine.as_bytes(), b"x"]);
-            if last == b"+OK\r\n" {
-                ok = true;
-                break;
-            }
-            sleep_ms(50);
-        }
-        assert!(
-            ok,
-            "fake backend not usable after a truncated reply: {}",
-            show(&last)
+        raw.call_until(
+            "the fake backend to be usable after a truncated reply",
+            secs(5),
+            ms(50),
+            &[b"SET", fine.as_bytes(), b"x"],
+            b"+OK\r\n",
         );
     }
     assert_eq!(other.call(&[b"GET", real2.as_bytes()]), bulk(b"r2"));

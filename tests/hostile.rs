@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{free_port, Proxy, Raw, Redis};
+use common::{free_port, ms, rss_kib, secs, try_poll_until, Proxy, Raw, Redis};
 use rustproxy::hash::HashKind;
 use rustproxy::resp::{self, Args, Limits};
 use rustproxy::ring::{node_identity, Distribution, Ring, RingNode};
@@ -24,25 +24,23 @@ use rustproxy::ring::{node_identity, Distribution, Ring, RingNode};
 /// RSS may grow this much over the baseline and still count as "back to normal".
 const RSS_SLACK_KB: u64 = 64 * 1024;
 
+/// VmRSS in KiB (0 when unreadable).
 fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rss_kib(pid).unwrap_or(0)
 }
 
 /// Poll (bounded, 10 s) until RSS is within `slack` of `base`; returns the last sample.
 fn rss_settles(pid: u32, base: u64, slack: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = rss_kb(pid);
-        if r <= base + slack || Instant::now() >= deadline {
-            return r;
+    let mut r = rss_kb(pid);
+    let _ = try_poll_until(secs(10), ms(50), || {
+        r = rss_kb(pid);
+        if r <= base + slack {
+            Ok(())
+        } else {
+            Err(r)
         }
-        thread::sleep(Duration::from_millis(50));
-    }
+    });
+    r
 }
 
 /// SO_LINGER {on, 0}: close() then sends RST instead of FIN.
@@ -113,74 +111,12 @@ fn err(msg: &str) -> Vec<u8> {
     format!("-ERR {msg}\r\n").into_bytes()
 }
 
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// One complete reply; None on EOF/reset. Panics on a read timeout (a hang).
-    fn reply(&mut self, what: &str) -> Option<Vec<u8>> {
-        loop {
-            if let Ok(Some(n)) = resp::reply_len(&self.buf) {
-                return Some(self.buf.drain(..n).collect());
-            }
-            let mut tmp = [0u8; 65536];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("{what}: no reply (read: {e}); have {:?}", lossy(&self.buf)),
-            }
-        }
-    }
-
-    /// EOF (or reset) with no further bytes.
-    fn closed(&mut self, what: &str) {
-        assert!(
-            self.buf.is_empty(),
-            "{what}: unexpected bytes {:?}",
-            lossy(&self.buf)
-        );
-        let mut tmp = [0u8; 4096];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => {}
-            Ok(n) => panic!("{what}: expected close, got {:?}", lossy(&tmp[..n])),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{what}: expected close, read: {e}"),
-        }
-    }
-
-    fn quiet(&mut self, ms: u64, what: &str) {
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(ms)))
-            .unwrap();
-        let mut tmp = [0u8; 4096];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => panic!("{what}: connection closed, expected it open and quiet"),
-            Ok(n) => panic!("{what}: expected nothing, got {:?}", lossy(&tmp[..n])),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(e) => panic!("{what}: {e}"),
-        }
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
+/// A raw client for the catalogue: reads give up after 10 s, writes go out at once.
+fn client(port: u16) -> Raw {
+    let mut c = Raw::connect(port);
+    c.set_timeout(Duration::from_secs(10));
+    c.stream.set_nodelay(true).expect("nodelay");
+    c
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -194,7 +130,7 @@ fn lossy(b: &[u8]) -> String {
 
 /// Run the steps of one case on a fresh connection.
 fn run_steps(port: u16, pid: u32, base_rss: u64, name: &str, steps: &[Step]) {
-    let mut c = Client::connect(port);
+    let mut c = client(port);
     for (i, step) in steps.iter().enumerate() {
         let what = format!("case '{name}' step {i} ({step:?})");
         let what = lossy(what.as_bytes());
@@ -210,16 +146,18 @@ fn run_steps(port: u16, pid: u32, base_rss: u64, name: &str, steps: &[Step]) {
                 }
             }
             Reply(want) => {
-                let got = c.reply(&what);
+                let got = c.reply_or_eof(&what);
                 assert_eq!(got.as_deref().map(lossy), Some(lossy(want)), "{what}");
             }
             Error(text) => {
-                let got = c.reply(&what).unwrap_or_else(|| panic!("{what}: closed"));
+                let got = c
+                    .reply_or_eof(&what)
+                    .unwrap_or_else(|| panic!("{what}: closed"));
                 let s = String::from_utf8_lossy(&got);
                 assert!(s.starts_with('-') && s.contains(text), "{what}: got {s:?}");
             }
-            Closed => c.closed(&what),
-            Quiet(ms) => c.quiet(*ms, &what),
+            Closed => c.assert_closed(&what),
+            Quiet(ms) => c.assert_quiet(Duration::from_millis(*ms), &what),
             ShutdownWrite => c.stream.shutdown(Shutdown::Write).expect("shutdown"),
             RssBelow(kb) => {
                 let r = rss_kb(pid);
@@ -633,9 +571,9 @@ fn client_side_catalogue() {
         );
     }
     // Concurrent: a slowloris and a parked 512 MB declaration do not hold up another client.
-    let mut slow = Client::connect(proxy.port);
+    let mut slow = client(proxy.port);
     slow.stream.write_all(b"*2\r\n$3\r\nGET\r\n").unwrap();
-    let mut parked = Client::connect(proxy.port);
+    let mut parked = client(proxy.port);
     parked
         .stream
         .write_all(b"*2\r\n$3\r\nSET\r\n$536870000\r\n")
@@ -643,7 +581,7 @@ fn client_side_catalogue() {
     healthy(&mut proxy, "health", "concurrent stalled clients");
     slow.stream.write_all(b"$2\r\nhk\r\n").unwrap();
     assert_eq!(
-        slow.reply("slow").map(|r| lossy(&r)),
+        slow.reply_or_eof("slow").map(|r| lossy(&r)),
         Some(lossy(b"$5\r\nvalue\r\n"))
     );
     drop(parked);
@@ -1023,15 +961,7 @@ fn unsolicited_backend_reply_is_not_delivered_to_the_next_request() {
     let mut c = Raw::connect(listen);
     assert_eq!(lossy(&c.call(&[b"GET", fake_key.as_bytes()])), want);
     // Bounded wait until the proxy has seen the stray "+OK" (it logs the broken connection).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy.log().contains("reply to no request") && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        proxy.log().contains("reply to no request"),
-        "stray reply not detected; log:\n{}",
-        proxy.log()
-    );
+    proxy.wait_log("reply to no request", secs(10));
     assert_eq!(lossy(&c.call(&[b"GET", fake_key.as_bytes()])), want);
     healthy(&mut proxy, &real_key, "unsolicited");
 }

@@ -22,10 +22,12 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{bulk, enc, redises, refs, rss_kib, signal, tmp_dir, Proxy, Raw, Redis};
-use rustproxy::resp::{parse_reply, Reply};
+use common::{
+    arr, brief as show, bulk, enc, enc_many, int, is_error, ms, poll_until, redises, refs, rss_kib,
+    signal, strings, text, tmp_dir, Proxy, Raw, Redis,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -36,16 +38,6 @@ const QUICK: Duration = Duration::from_secs(5);
 /// Limit of every bounded poll.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Bytes for a failure message: escaped, and cut short when long.
-fn show(b: &[u8]) -> String {
-    let cut = &b[..b.len().min(300)];
-    let mut s = String::from_utf8_lossy(cut).escape_debug().to_string();
-    if b.len() > cut.len() {
-        s.push_str(&format!("... ({} bytes)", b.len()));
-    }
-    s
-}
-
 /// A raw connection to `port` whose reads give up after `QUICK`.
 fn raw(port: u16) -> Raw {
     let mut r = Raw::connect(port);
@@ -53,118 +45,20 @@ fn raw(port: u16) -> Raw {
     r
 }
 
-/// The next reply, or a panic saying what was awaited and why it did not come.
-fn next(r: &mut Raw, what: &str) -> Vec<u8> {
-    r.next_reply().unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-/// `n` replies; on a failure the message lists the replies received before it.
-fn next_n(r: &mut Raw, n: usize, what: &str) -> Vec<Vec<u8>> {
-    let mut got = Vec::with_capacity(n);
-    for i in 0..n {
-        match r.next_reply() {
-            Ok(reply) => got.push(reply),
-            Err(e) => panic!(
-                "{what}: reply {} of {n} missing ({e}); received before it: {:?}",
-                i + 1,
-                got.iter()
-                    .rev()
-                    .take(5)
-                    .rev()
-                    .map(|g| show(g))
-                    .collect::<Vec<_>>()
-            ),
-        }
-    }
-    got
-}
-
-/// Send one command and read its reply.
-fn call(r: &mut Raw, args: &[&[u8]]) -> Vec<u8> {
-    r.cmd(args);
-    let what = format!(
-        "reply to {}",
-        args.iter()
-            .map(|a| String::from_utf8_lossy(&a[..a.len().min(40)]).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    next(r, &what)
-}
-
 /// Concatenated encodings of several commands (one write).
 fn pipeline(cmds: &[&[&[u8]]]) -> Vec<u8> {
-    cmds.iter().flat_map(|c| enc(c)).collect()
-}
-
-/// `*n` followed by bulk strings.
-fn arr(items: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", items.len()).into_bytes();
-    for i in items {
-        out.extend_from_slice(&bulk(i));
-    }
-    out
-}
-
-fn parsed(reply: &[u8]) -> Reply<'_> {
-    parse_reply(reply)
-        .unwrap_or_else(|e| panic!("malformed reply {}: {e}", show(reply)))
-        .unwrap_or_else(|| panic!("incomplete reply {}", show(reply)))
-        .0
-}
-
-fn int(reply: &[u8]) -> i64 {
-    match parsed(reply) {
-        Reply::Integer(i) => i,
-        _ => panic!("not an integer: {}", show(reply)),
-    }
-}
-
-/// A bulk/simple reply as text.
-fn text(reply: &[u8]) -> String {
-    match parsed(reply) {
-        Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-        Reply::Verbatim(v) => String::from_utf8_lossy(&v[4.min(v.len())..]).into_owned(),
-        _ => panic!("not a string: {}", show(reply)),
-    }
-}
-
-/// An array (or set, or push) of bulk/simple strings.
-fn strings(reply: &[u8]) -> Vec<String> {
-    match parsed(reply) {
-        Reply::Array(items) | Reply::Set(items) | Reply::Push(items) => items
-            .iter()
-            .map(|r| match r {
-                Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                Reply::Integer(i) => i.to_string(),
-                Reply::Nil => "(nil)".into(),
-                other => format!("{other:?}"),
-            })
-            .collect(),
-        _ => panic!("not an array: {}", show(reply)),
-    }
-}
-
-fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-') | Some(b'!'))
+    enc_many(cmds)
 }
 
 /// Poll `f` every 10 ms until it holds; panic naming `what` after `WAIT`.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if f() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    common::wait_until(what, WAIT, ms(10), f)
 }
 
 /// BACKENDNUM of `key` through the proxy.
 fn backendnum(port: u16, key: &str) -> usize {
     let mut c = raw(port);
-    int(&call(&mut c, &[b"BACKENDNUM", key.as_bytes()])) as usize
+    int(&c.call(&[b"BACKENDNUM", key.as_bytes()])) as usize
 }
 
 /// The first name `prefix<i>` whose BACKENDNUM satisfies `want`.
@@ -172,7 +66,7 @@ fn key_where(port: u16, prefix: &str, want: impl Fn(usize) -> bool) -> String {
     let mut c = raw(port);
     for i in 0..10_000 {
         let k = format!("{prefix}{i}");
-        let n = int(&call(&mut c, &[b"BACKENDNUM", k.as_bytes()])) as usize;
+        let n = int(&c.call(&[b"BACKENDNUM", k.as_bytes()])) as usize;
         if want(n) {
             return k;
         }
@@ -183,7 +77,7 @@ fn key_where(port: u16, prefix: &str, want: impl Fn(usize) -> bool) -> String {
 /// Clients of a redis-server (direct connection) blocked in `cmd` (CLIENT LIST: `flags=b`).
 fn blocked_in(server: &Redis, cmd: &str) -> usize {
     let mut c = raw(server.port);
-    let list = text(&call(&mut c, &[b"CLIENT", b"LIST"]));
+    let list = text(&c.call(&[b"CLIENT", b"LIST"]));
     let cmd = format!(" cmd={cmd} ");
     list.lines()
         .filter(|l| l.contains(" flags=b ") && l.contains(&cmd))
@@ -193,7 +87,7 @@ fn blocked_in(server: &Redis, cmd: &str) -> usize {
 /// A direct command to a redis-server.
 fn direct(server: &Redis, args: &[&[u8]]) -> Vec<u8> {
     let mut c = raw(server.port);
-    call(&mut c, args)
+    c.call(args)
 }
 
 /// One plain redis-server and a connection to it: the reference for "what Redis does".
@@ -217,7 +111,7 @@ impl Plain {
     /// Write `bytes` in one write and read `n` replies.
     fn run(&mut self, bytes: &[u8], n: usize) -> Vec<Vec<u8>> {
         self.conn.send(bytes);
-        next_n(&mut self.conn, n, "plain redis-server")
+        self.conn.expect_replies(n, "plain redis-server")
     }
 }
 
@@ -272,24 +166,23 @@ impl Conf {
 /// `PROXY BACKENDS` lines.
 fn proxy_backends(port: u16) -> Vec<String> {
     let mut c = raw(port);
-    strings(&call(&mut c, &[b"PROXY", b"BACKENDS"]))
+    strings(&c.call(&[b"PROXY", b"BACKENDS"]))
 }
 
 /// Wait until `PROXY BACKENDS` no longer lists server `name`.
 fn wait_removed(port: u16, name: &str) {
-    let mut last = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        last = proxy_backends(port);
-        if !last
+    let what = format!("PROXY BACKENDS to stop listing {name}");
+    poll_until(&what, WAIT, ms(10), || {
+        let last = proxy_backends(port);
+        if last
             .iter()
             .any(|l| l.split_whitespace().nth(1) == Some(name))
         {
-            return;
+            Err(format!("{last:?}"))
+        } else {
+            Ok(())
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("PROXY BACKENDS still lists {name} after {WAIT:?}: {last:?}");
+    });
 }
 
 /// Samples the RSS of a process every 10 ms on a thread; `stop` returns the peak in KiB.
@@ -375,13 +268,13 @@ fn pipelined_blocking_pops_all_answer_in_order() {
 
     let mut c = raw(proxy.port);
     c.send(&setup);
-    assert_eq!(next(&mut c, "RPUSH"), b":2\r\n");
+    assert_eq!(c.expect_reply("RPUSH"), b":2\r\n");
     c.send(&stream);
-    let got = next_n(&mut c, 3, "BLPOP; BLPOP; PING in one write");
+    let got = c.expect_replies(3, "BLPOP; BLPOP; PING in one write");
     assert_eq!(show_all(&got), show_all(&want));
     let mut d = raw(proxy.port);
     assert_eq!(
-        call(&mut d, &[b"LLEN", b"q"]),
+        d.call(&[b"LLEN", b"q"]),
         b":0\r\n",
         "both elements popped, by this client"
     );
@@ -406,14 +299,14 @@ fn pipelined_gets_past_max_pending_then_blocking_pop_all_answered() {
 
     let mut c = raw(proxy.port);
     c.send(&setup);
-    next_n(&mut c, 2, "SET; RPUSH");
+    c.expect_replies(2, "SET; RPUSH");
     c.send(&stream);
-    let got = next_n(&mut c, 1502, "1,500 GETs; BLPOP; PING in one write");
+    let got = c.expect_replies(1502, "1,500 GETs; BLPOP; PING in one write");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(show(g), show(w), "reply {} of 1502", i + 1);
     }
     let mut d = raw(proxy.port);
-    assert_eq!(call(&mut d, &[b"LLEN", b"q"]), b":0\r\n");
+    assert_eq!(d.call(&[b"LLEN", b"q"]), b":0\r\n");
 }
 
 /// #1: a second BLPOP written while the first one is blocked (how ioredis and Lettuce
@@ -431,15 +324,15 @@ fn blocking_pop_written_while_another_blocks_both_answered_in_order() {
     });
     c.cmd(&[b"BLPOP", b"q", b"5"]);
     let mut other = raw(proxy.port);
-    assert_eq!(call(&mut other, &[b"RPUSH", b"q", b"a", b"b"]), b":2\r\n");
-    let got = next_n(&mut c, 2, "two BLPOPs in separate writes");
+    assert_eq!(other.call(&[b"RPUSH", b"q", b"a", b"b"]), b":2\r\n");
+    let got = c.expect_replies(2, "two BLPOPs in separate writes");
     assert_eq!(
         show_all(&got),
         show_all(&[arr(&[b"q", b"a"]), arr(&[b"q", b"b"])])
     );
-    assert_eq!(call(&mut c, &[b"PING"]), b"+PONG\r\n");
+    assert_eq!(c.call(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(
-        strings(&call(&mut other, &[b"LRANGE", b"q", b"0", b"-1"])),
+        strings(&other.call(&[b"LRANGE", b"q", b"0", b"-1"])),
         Vec::<String>::new(),
         "nothing left and nothing lost"
     );
@@ -461,7 +354,7 @@ fn get_after_large_set_sees_it_with_four_server_connections() {
     for round in 0..300 {
         let v = value(round, 300 * 1024);
         c.send(&pipeline(&[&[b"SET", b"k", &v], &[b"GET", b"k"]]));
-        let got = next_n(&mut c, 2, &format!("round {round}"));
+        let got = c.expect_replies(2, &format!("round {round}"));
         assert_eq!(got[0], b"+OK\r\n", "round {round}: SET");
         if got[1] != bulk(&v) {
             stale.push((round, show(&got[1][..got[1].len().min(24)])));
@@ -490,7 +383,7 @@ fn get_after_set_and_hello3_in_one_write_sees_the_write() {
             &[b"HELLO", b"3"],
             &[b"GET", key.as_bytes()],
         ]));
-        let got = next_n(&mut c, 3, &format!("round {round}: SET; HELLO 3; GET"));
+        let got = c.expect_replies(3, &format!("round {round}: SET; HELLO 3; GET"));
         assert_eq!(got[0], b"+OK\r\n", "round {round}: SET");
         assert!(
             got[1].starts_with(b"%"),
@@ -529,9 +422,9 @@ fn resp3_subscribe_then_publish_in_one_write_delivers_to_itself() {
         assert!(want_rest.contains(":1\\r\\n"), "plain redis: {want_rest:?}");
 
         let mut c = raw(proxy.port);
-        assert!(call(&mut c, &[b"HELLO", b"3"]).starts_with(b"%"));
+        assert!(c.call(&[b"HELLO", b"3"]).starts_with(b"%"));
         c.send(&stream);
-        let got = next_n(&mut c, 3, &format!("round {round}: SUBSCRIBE; PUBLISH"));
+        let got = c.expect_replies(3, &format!("round {round}: SUBSCRIBE; PUBLISH"));
         assert_eq!(show(&got[0]), show(&want[0]), "round {round}: confirmation");
         let rest: BTreeSet<String> = show_all(&got[1..]).into_iter().collect();
         assert_eq!(
@@ -547,20 +440,20 @@ fn resp3_subscribe_then_publish_in_one_write_delivers_to_itself() {
 
 /// MULTI; SET key v1 on `c`, answered +OK, +QUEUED.
 fn queue_set(c: &mut Raw, key: &str, v: &[u8]) {
-    assert_eq!(call(c, &[b"MULTI"]), b"+OK\r\n");
-    assert_eq!(call(c, &[b"SET", key.as_bytes(), v]), b"+QUEUED\r\n");
+    assert_eq!(c.call(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", key.as_bytes(), v]), b"+QUEUED\r\n");
 }
 
 /// Check the outcome of EXEC for a transaction on server 1 after server 0 left the pool.
 fn check_exec_on_kept_server(proxy: &Proxy, servers: &[Redis], c: &mut Raw, key: &str) {
     assert_eq!(
-        show(&call(c, &[b"EXEC"])),
+        show(&c.call(&[b"EXEC"])),
         show(b"*1\r\n+OK\r\n"),
         "EXEC after the membership change"
     );
     let mut d = raw(proxy.port);
     assert_eq!(
-        show(&call(&mut d, &[b"GET", key.as_bytes()])),
+        show(&d.call(&[b"GET", key.as_bytes()])),
         show(&bulk(b"v1")),
         "GET through the proxy"
     );
@@ -590,7 +483,7 @@ fn queued_transaction_survives_removal_of_another_backend() {
     queue_set(&mut c, &key, b"v1");
 
     let mut admin = raw(proxy.port);
-    let r = call(&mut admin, &[b"PROXY", b"REMOVEBACKEND", b"s0"]);
+    let r = admin.call(&[b"PROXY", b"REMOVEBACKEND", b"s0"]);
     assert!(!is_error(&r), "REMOVEBACKEND s0: {}", show(&r));
     wait_removed(proxy.port, "s0");
     check_exec_on_kept_server(&proxy, &servers, &mut c, &key);
@@ -624,10 +517,10 @@ fn queued_transaction_on_removed_backend_aborts() {
     queue_set(&mut c, &key, b"v1");
 
     let mut admin = raw(proxy.port);
-    let r = call(&mut admin, &[b"PROXY", b"REMOVEBACKEND", b"s1"]);
+    let r = admin.call(&[b"PROXY", b"REMOVEBACKEND", b"s1"]);
     assert!(!is_error(&r), "REMOVEBACKEND s1: {}", show(&r));
     wait_removed(proxy.port, "s1");
-    let exec = call(&mut c, &[b"EXEC"]);
+    let exec = c.call(&[b"EXEC"]);
     assert!(
         exec.starts_with(b"-EXECABORT"),
         "EXEC whose server was removed: {}",
@@ -641,7 +534,7 @@ fn queued_transaction_on_removed_backend_aborts() {
         );
     }
     assert_eq!(
-        call(&mut admin, &[b"GET", key.as_bytes()]),
+        admin.call(&[b"GET", key.as_bytes()]),
         b"$-1\r\n",
         "GET through the proxy after the aborted transaction"
     );
@@ -673,7 +566,7 @@ fn client_hangups_during_private_connect_do_not_eject_the_backend() {
         write_and_hang_up(proxy.port, &blpop);
         // Right after the hang-up: another client WATCHes a key on q's backend.
         let mut c = raw(proxy.port);
-        let r = call(&mut c, &[b"WATCH", watched.as_bytes()]);
+        let r = c.call(&[b"WATCH", watched.as_bytes()]);
         if r != b"+OK\r\n" {
             problems.push(format!(
                 "after hang-up {}: WATCH answered {}",
@@ -701,7 +594,7 @@ fn client_hangups_during_private_connect_do_not_eject_the_backend() {
         problems.push(format!("keys moved: BACKENDNUM {before:?} -> {after:?}"));
     }
     let mut c = raw(proxy.port);
-    let r = call(&mut c, &[b"WATCH", watched.as_bytes()]);
+    let r = c.call(&[b"WATCH", watched.as_bytes()]);
     if r != b"+OK\r\n" {
         problems.push(format!("at the end: WATCH answered {}", show(&r)));
     }
@@ -736,7 +629,7 @@ fn watch_exec_in_flight_keeps_its_private_connection() {
             &[b"MULTI"],
             &[b"SET", k.as_bytes(), v.as_bytes()],
         ]));
-        let head = next_n(&mut a, 3, &format!("round {round}: WATCH; MULTI; SET"));
+        let head = a.expect_replies(3, &format!("round {round}: WATCH; MULTI; SET"));
         assert_eq!(
             show_all(&head),
             ["+OK\\r\\n", "+OK\\r\\n", "+QUEUED\\r\\n"],
@@ -749,15 +642,15 @@ fn watch_exec_in_flight_keeps_its_private_connection() {
         a.cmd(&[b"EXEC"]);
         std::thread::sleep(Duration::from_millis(50));
         write_and_hang_up(proxy.port, &blpop);
-        let exec = next(&mut a, &format!("round {round}: EXEC"));
+        let exec = a.expect_reply(&format!("round {round}: EXEC"));
         assert_eq!(
             show(&exec),
             "*1\\r\\n+OK\\r\\n",
             "round {round}: EXEC of a WATCHed transaction while another client hung up"
         );
-        assert_eq!(next(&mut pause, "DEBUG SLEEP"), b"+OK\r\n");
+        assert_eq!(pause.expect_reply("DEBUG SLEEP"), b"+OK\r\n");
         assert_eq!(
-            show(&call(&mut a, &[b"GET", k.as_bytes()])),
+            show(&a.call(&[b"GET", k.as_bytes()])),
             show(&bulk(v.as_bytes()))
         );
     }
@@ -770,7 +663,7 @@ fn watch_exec_in_flight_keeps_its_private_connection() {
 /// SUBSCRIBE `ch` on a fresh connection; confirmation checked.
 fn subscriber(port: u16, ch: &str) -> Raw {
     let mut s = raw(port);
-    let r = call(&mut s, &[b"SUBSCRIBE", ch.as_bytes()]);
+    let r = s.call(&[b"SUBSCRIBE", ch.as_bytes()]);
     assert_eq!(
         show(&r),
         show(
@@ -797,12 +690,12 @@ fn fresh_subscriber_works(port: u16, ch: &str) {
     let mut s = subscriber(port, ch);
     let mut p = raw(port);
     assert_eq!(
-        call(&mut p, &[b"PUBLISH", ch.as_bytes(), b"again"]),
+        p.call(&[b"PUBLISH", ch.as_bytes(), b"again"]),
         b":1\r\n",
         "PUBLISH to a fresh subscriber"
     );
     assert_eq!(
-        show(&next(&mut s, "message to the fresh subscriber")),
+        show(&s.expect_reply("message to the fresh subscriber")),
         show(&message(ch, "again"))
     );
 }
@@ -839,20 +732,14 @@ fn subscriber_is_closed_when_its_backend_restarts() {
     s.wait_eof(WAIT)
         .unwrap_or_else(|e| panic!("subscriber whose backend restarted: not closed: {e}"));
     // The proxy may take a moment to reconnect: retry (bounded) until a subscription works.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut t = raw(proxy.port);
-        let r = call(&mut t, &[b"SUBSCRIBE", ch.as_bytes()]);
-        if !is_error(&r) {
-            break;
+    poll_until("SUBSCRIBE to work after the restart", WAIT, ms(50), || {
+        let r = raw(proxy.port).call(&[b"SUBSCRIBE", ch.as_bytes()]);
+        if is_error(&r) {
+            Err(show(&r))
+        } else {
+            Ok(())
         }
-        assert!(
-            Instant::now() < deadline,
-            "SUBSCRIBE after the restart: {}",
-            show(&r)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     fresh_subscriber_works(proxy.port, ch);
 }
 
@@ -872,32 +759,23 @@ fn subscription_follows_its_channel_to_the_new_owner_after_removal() {
     let mut s = subscriber(proxy.port, ch);
     let mut admin = raw(proxy.port);
     let name = format!("s{n}");
-    let r = call(&mut admin, &[b"PROXY", b"REMOVEBACKEND", name.as_bytes()]);
+    let r = admin.call(&[b"PROXY", b"REMOVEBACKEND", name.as_bytes()]);
     assert!(!is_error(&r), "REMOVEBACKEND {name}: {}", show(&r));
     wait_removed(proxy.port, &name);
 
     // The subscription may move asynchronously: publish (bounded) until someone receives.
-    let mut received = 0;
     let mut sent = 0;
-    let deadline = Instant::now() + WAIT;
-    while received == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "PUBLISH {ch} after removing {name}: no subscriber received within {WAIT:?} \
-             ({sent} tries)"
-        );
+    let what = format!("PUBLISH {ch} after removing {name} to reach a subscriber");
+    let received = poll_until(&what, WAIT, ms(20), || {
         sent += 1;
-        received = int(&call(
-            &mut admin,
-            &[b"PUBLISH", ch.as_bytes(), format!("m{sent}").as_bytes()],
-        ));
-        if received == 0 {
-            std::thread::sleep(Duration::from_millis(20));
+        match int(&admin.call(&[b"PUBLISH", ch.as_bytes(), format!("m{sent}").as_bytes()])) {
+            0 => Err("0 receivers"),
+            n => Ok(n),
         }
-    }
+    });
     assert_eq!(received, 1);
     assert_eq!(
-        show(&next(&mut s, "the message published after the removal")),
+        show(&s.expect_reply("the message published after the removal")),
         show(&message(ch, &format!("m{sent}"))),
     );
 }
@@ -917,23 +795,23 @@ fn blocked_pop_on_removed_backend_is_reissued_or_errored() {
     });
     let mut admin = raw(proxy.port);
     let name = format!("s{n}");
-    let r = call(&mut admin, &[b"PROXY", b"REMOVEBACKEND", name.as_bytes()]);
+    let r = admin.call(&[b"PROXY", b"REMOVEBACKEND", name.as_bytes()]);
     assert!(!is_error(&r), "REMOVEBACKEND {name}: {}", show(&r));
     wait_removed(proxy.port, &name);
-    assert_eq!(call(&mut admin, &[b"LPUSH", b"q", b"x"]), b":1\r\n");
+    assert_eq!(admin.call(&[b"LPUSH", b"q", b"x"]), b":1\r\n");
 
     b.set_timeout(WAIT);
-    let got = next(&mut b, "the client blocked on the removed server");
+    let got = b.expect_reply("the client blocked on the removed server");
     if is_error(&got) {
         assert_eq!(
-            call(&mut admin, &[b"LLEN", b"q"]),
+            admin.call(&[b"LLEN", b"q"]),
             b":1\r\n",
             "BLPOP answered {} but x is gone",
             show(&got)
         );
     } else {
         assert_eq!(show(&got), show(&arr(&[b"q", b"x"])));
-        assert_eq!(call(&mut admin, &[b"LLEN", b"q"]), b":0\r\n");
+        assert_eq!(admin.call(&[b"LLEN", b"q"]), b":0\r\n");
     }
 }
 
@@ -957,10 +835,10 @@ fn commands_pipelined_after_unsubscribe_run_as_in_redis() {
     let want = Plain::start().run(&stream, 5);
     let mut c = raw(proxy.port);
     c.send(&stream);
-    let got = next_n(&mut c, 5, "SUBSCRIBE; UNSUBSCRIBE; SET; GET; PING");
+    let got = c.expect_replies(5, "SUBSCRIBE; UNSUBSCRIBE; SET; GET; PING");
     assert_eq!(show_all(&got), show_all(&want));
     let mut d = raw(proxy.port);
-    assert_eq!(show(&call(&mut d, &[b"GET", b"k"])), show(&bulk(b"v")));
+    assert_eq!(show(&d.call(&[b"GET", b"k"])), show(&bulk(b"v")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -977,12 +855,12 @@ fn idle_timeout_spares_a_silent_subscriber() {
     std::thread::sleep(Duration::from_millis(1500));
     let mut p = raw(proxy.port);
     assert_eq!(
-        show(&call(&mut p, &[b"PUBLISH", b"quiet", b"late"])),
+        show(&p.call(&[b"PUBLISH", b"quiet", b"late"])),
         ":1\\r\\n",
         "PUBLISH to a subscriber silent for 1.5 s (0: the proxy closed it)"
     );
     assert_eq!(
-        show(&next(&mut s, "the message to the silent subscriber")),
+        show(&s.expect_reply("the message to the silent subscriber")),
         show(&message("quiet", "late"))
     );
 }
@@ -995,8 +873,8 @@ fn idle_timeout_spares_a_blocked_client() {
     let proxy = Proxy::start(&refs(&servers), &["--client-idle-timeout", "300"]);
     let mut c = raw(proxy.port);
     c.cmd(&[b"BLPOP", b"q", b"2"]);
-    assert_eq!(show(&next(&mut c, "BLPOP q 2")), "*-1\\r\\n");
-    assert_eq!(call(&mut c, &[b"PING"]), b"+PONG\r\n");
+    assert_eq!(show(&c.expect_reply("BLPOP q 2")), "*-1\\r\\n");
+    assert_eq!(c.call(&[b"PING"]), b"+PONG\r\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1026,15 +904,15 @@ fn hello2_after_watch_under_resp3_gives_resp2_replies() {
 
     let mut c = raw(proxy.port);
     c.send(&hset);
-    assert_eq!(next(&mut c, "HSET"), b":2\r\n");
-    assert!(call(&mut c, &[b"HELLO", b"3"]).starts_with(b"%"));
+    assert_eq!(c.expect_reply("HSET"), b":2\r\n");
+    assert!(c.call(&[b"HELLO", b"3"]).starts_with(b"%"));
     c.send(&watch);
-    assert_eq!(show(&next(&mut c, "WATCH")), show(&want_watch[0]));
-    let hello2 = call(&mut c, &[b"HELLO", b"2"]);
+    assert_eq!(show(&c.expect_reply("WATCH")), show(&want_watch[0]));
+    let hello2 = c.call(&[b"HELLO", b"2"]);
     assert!(hello2.starts_with(b"*"), "HELLO 2: {}", show(&hello2));
     c.send(&hgetall);
     assert_eq!(
-        show(&next(&mut c, "HGETALL after HELLO 2")),
+        show(&c.expect_reply("HGETALL after HELLO 2")),
         show(&want[0]),
         "HGETALL on the WATCH connection after HELLO 2"
     );
@@ -1053,23 +931,20 @@ fn hello2_after_subscribe_under_resp3_gives_resp2_messages() {
     let want_sub = plain.run(&sub, 1);
     plain.run(&enc(&[b"HELLO", b"2"]), 1);
     let mut plain_pub = raw(plain.server.port);
-    assert_eq!(
-        call(&mut plain_pub, &[b"PUBLISH", b"ch", b"hello"]),
-        b":1\r\n"
-    );
-    let want = next(&mut plain.conn, "plain: message after HELLO 2");
+    assert_eq!(plain_pub.call(&[b"PUBLISH", b"ch", b"hello"]), b":1\r\n");
+    let want = plain.conn.expect_reply("plain: message after HELLO 2");
     assert_eq!(show(&want), show(&message("ch", "hello")));
 
     let mut c = raw(proxy.port);
-    assert!(call(&mut c, &[b"HELLO", b"3"]).starts_with(b"%"));
+    assert!(c.call(&[b"HELLO", b"3"]).starts_with(b"%"));
     c.send(&sub);
-    assert_eq!(show(&next(&mut c, "SUBSCRIBE")), show(&want_sub[0]));
-    let hello2 = call(&mut c, &[b"HELLO", b"2"]);
+    assert_eq!(show(&c.expect_reply("SUBSCRIBE")), show(&want_sub[0]));
+    let hello2 = c.call(&[b"HELLO", b"2"]);
     assert!(hello2.starts_with(b"*"), "HELLO 2: {}", show(&hello2));
     let mut p = raw(proxy.port);
-    assert_eq!(call(&mut p, &[b"PUBLISH", b"ch", b"hello"]), b":1\r\n");
+    assert_eq!(p.call(&[b"PUBLISH", b"ch", b"hello"]), b":1\r\n");
     assert_eq!(
-        show(&next(&mut c, "message after HELLO 2")),
+        show(&c.expect_reply("message after HELLO 2")),
         show(&want),
         "message to a subscriber that switched to RESP2"
     );
@@ -1103,25 +978,25 @@ fn reset_drops_the_authenticated_user() {
     let servers = redises(2);
     let proxy = auth_proxy(&servers);
     let mut c = raw(proxy.port);
-    assert_eq!(call(&mut c, &[b"AUTH", b"admin", b"adminpw"]), b"+OK\r\n");
-    assert_eq!(call(&mut c, &[b"SET", b"k", b"v"]), b"+OK\r\n");
-    assert_eq!(call(&mut c, &[b"RESET"]), b"+RESET\r\n");
-    let set = call(&mut c, &[b"SET", b"k", b"v2"]);
+    assert_eq!(c.call(&[b"AUTH", b"admin", b"adminpw"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"RESET"]), b"+RESET\r\n");
+    let set = c.call(&[b"SET", b"k", b"v2"]);
     assert!(
         set.starts_with(b"-NOAUTH"),
         "SET after RESET: {}",
         show(&set)
     );
-    let flush = call(&mut c, &[b"FLUSHALL"]);
+    let flush = c.call(&[b"FLUSHALL"]);
     assert!(
         flush.starts_with(b"-NOAUTH"),
         "FLUSHALL after RESET: {}",
         show(&flush)
     );
     let mut d = raw(proxy.port);
-    assert_eq!(call(&mut d, &[b"AUTH", b"pw"]), b"+OK\r\n");
+    assert_eq!(d.call(&[b"AUTH", b"pw"]), b"+OK\r\n");
     assert_eq!(
-        show(&call(&mut d, &[b"GET", b"k"])),
+        show(&d.call(&[b"GET", b"k"])),
         show(&bulk(b"v")),
         "nothing written or flushed after RESET"
     );
@@ -1133,17 +1008,11 @@ fn acl_whoami_names_the_authenticated_user() {
     let servers = redises(2);
     let proxy = auth_proxy(&servers);
     let mut c = raw(proxy.port);
-    assert_eq!(call(&mut c, &[b"AUTH", b"admin", b"adminpw"]), b"+OK\r\n");
-    assert_eq!(
-        show(&call(&mut c, &[b"ACL", b"WHOAMI"])),
-        show(&bulk(b"admin"))
-    );
+    assert_eq!(c.call(&[b"AUTH", b"admin", b"adminpw"]), b"+OK\r\n");
+    assert_eq!(show(&c.call(&[b"ACL", b"WHOAMI"])), show(&bulk(b"admin")));
     let mut d = raw(proxy.port);
-    assert_eq!(call(&mut d, &[b"AUTH", b"pw"]), b"+OK\r\n");
-    assert_eq!(
-        show(&call(&mut d, &[b"ACL", b"WHOAMI"])),
-        show(&bulk(b"default"))
-    );
+    assert_eq!(d.call(&[b"AUTH", b"pw"]), b"+OK\r\n");
+    assert_eq!(show(&d.call(&[b"ACL", b"WHOAMI"])), show(&bulk(b"default")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1158,18 +1027,15 @@ fn forward_multi_is_refused_and_does_not_leak_into_other_clients() {
     let proxy = Proxy::start(&refs(&servers), &[]);
     let k = key_where(proxy.port, "fk:", |n| n == 0);
     let mut c = raw(proxy.port);
-    let r = call(&mut c, &[b"FORWARD", b"0", b"MULTI"]);
+    let r = c.call(&[b"FORWARD", b"0", b"MULTI"]);
     assert!(r.starts_with(b"-ERR"), "FORWARD 0 MULTI: {}", show(&r));
     let mut d = raw(proxy.port);
     assert_eq!(
-        show(&call(&mut d, &[b"SET", k.as_bytes(), b"v"])),
+        show(&d.call(&[b"SET", k.as_bytes(), b"v"])),
         "+OK\\r\\n",
         "another client's SET on backend 0"
     );
-    assert_eq!(
-        show(&call(&mut d, &[b"GET", k.as_bytes()])),
-        show(&bulk(b"v"))
-    );
+    assert_eq!(show(&d.call(&[b"GET", k.as_bytes()])), show(&bulk(b"v")));
 }
 
 /// #13: every FORWARD of a command that changes connection state is refused with the proxy's
@@ -1240,14 +1106,14 @@ fn forward_blpop_does_not_hold_up_other_clients() {
     let proxy = Proxy::start(&refs(&servers), &[]);
     let k = key_where(proxy.port, "fk:", |n| n == 0);
     let mut d = raw(proxy.port);
-    assert_eq!(call(&mut d, &[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
+    assert_eq!(d.call(&[b"SET", k.as_bytes(), b"v"]), b"+OK\r\n");
 
     let mut a = raw(proxy.port);
     a.cmd(&[b"FORWARD", b"0", b"BLPOP", b"fq", b"1"]);
     wait_until("the forwarded BLPOP blocks on backend 0", || {
         blocked_in(&servers[0], "blpop") == 1
     });
-    let get = call(&mut d, &[b"GET", k.as_bytes()]);
+    let get = d.call(&[b"GET", k.as_bytes()]);
     assert_eq!(show(&get), show(&bulk(b"v")));
     // Order of arrival: when the GET's reply is in, the BLPOP's must not be yet.
     a.stream.set_nonblocking(true).expect("nonblocking");
@@ -1259,7 +1125,7 @@ fn forward_blpop_does_not_hold_up_other_clients() {
         "the BLPOP's reply arrived before another client's GET on backend 0 was answered \
          ({early:?})"
     );
-    assert_eq!(show(&next(&mut a, "FORWARD 0 BLPOP fq 1")), "*-1\\r\\n");
+    assert_eq!(show(&a.expect_reply("FORWARD 0 BLPOP fq 1")), "*-1\\r\\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1275,8 +1141,8 @@ fn hash_argument_is_a_value_by_default_in_sadd() {
     let want = Plain::start().run(&sadd, 1);
     let mut c = raw(proxy.port);
     c.send(&sadd);
-    assert_eq!(show(&next(&mut c, "SADD")), show(&want[0]));
-    let members: BTreeSet<String> = strings(&call(&mut c, &[b"SMEMBERS", b"tags"]))
+    assert_eq!(show(&c.expect_reply("SADD")), show(&want[0]));
+    let members: BTreeSet<String> = strings(&c.call(&[b"SMEMBERS", b"tags"]))
         .into_iter()
         .collect();
     assert_eq!(
@@ -1300,10 +1166,7 @@ fn hash_argument_is_a_value_by_default_in_rpush() {
     let q = key_where(proxy.port, "jobs:", |n| n != other);
     let mut c = raw(proxy.port);
     assert_eq!(
-        show(&call(
-            &mut c,
-            &[b"RPUSH", q.as_bytes(), b"job1", b"hash=job2"]
-        )),
+        show(&c.call(&[b"RPUSH", q.as_bytes(), b"job1", b"hash=job2"])),
         ":2\\r\\n"
     );
     assert_eq!(
@@ -1312,7 +1175,7 @@ fn hash_argument_is_a_value_by_default_in_rpush() {
         "the list is on its own backend"
     );
     assert_eq!(
-        strings(&call(&mut c, &[b"LRANGE", q.as_bytes(), b"0", b"-1"])),
+        strings(&c.call(&[b"LRANGE", q.as_bytes(), b"0", b"-1"])),
         ["job1", "hash=job2"]
     );
 }
@@ -1326,7 +1189,7 @@ fn hash_argument_is_a_key_by_default_in_mget() {
     let want = Plain::start().run(&stream, 2);
     let mut c = raw(proxy.port);
     c.send(&stream);
-    let got = next_n(&mut c, 2, "SET a 1; MGET a hash=b");
+    let got = c.expect_replies(2, "SET a 1; MGET a hash=b");
     assert_eq!(show_all(&got), show_all(&want));
 }
 
@@ -1340,7 +1203,7 @@ fn hash_override_yes_routes_by_the_trailing_hash_argument() {
     let a = key_where(proxy.port, "ov:", |n| n != target);
     let mut c = raw(proxy.port);
     assert_eq!(
-        show(&call(&mut c, &[b"SET", a.as_bytes(), b"1", b"hash=user42"])),
+        show(&c.call(&[b"SET", a.as_bytes(), b"1", b"hash=user42"])),
         "+OK\\r\\n"
     );
     assert_eq!(
@@ -1349,16 +1212,13 @@ fn hash_override_yes_routes_by_the_trailing_hash_argument() {
         "SET ... hash=user42 stored on user42's backend, without the argument"
     );
     assert_eq!(
-        show(&call(&mut c, &[b"GET", a.as_bytes(), b"hash=user42"])),
+        show(&c.call(&[b"GET", a.as_bytes(), b"hash=user42"])),
         show(&bulk(b"1"))
     );
     let blue = backendnum(proxy.port, "blue");
     let tags = key_where(proxy.port, "tags:", |n| n != blue);
     assert_eq!(
-        show(&call(
-            &mut c,
-            &[b"SADD", tags.as_bytes(), b"red", b"hash=blue"]
-        )),
+        show(&c.call(&[b"SADD", tags.as_bytes(), b"red", b"hash=blue"])),
         ":1\\r\\n"
     );
     assert_eq!(
@@ -1390,7 +1250,7 @@ fn unread_subscriber_is_disconnected_at_the_pubsub_limit() {
     let mut delivered = 0;
     for round in 0..200 {
         p.send(&batch);
-        for r in next_n(&mut p, 500, &format!("PUBLISH batch {round}")) {
+        for r in p.expect_replies(500, &format!("PUBLISH batch {round}")) {
             delivered += int(&r);
         }
     }
@@ -1447,7 +1307,7 @@ fn unread_pipelined_info_replies_are_flow_controlled() {
     let mut bad = 0;
     let mut first_bad = String::new();
     for i in 0..60_000 {
-        let r = next(&mut c, &format!("INFO reply {} of 60000", i + 1));
+        let r = c.expect_reply(&format!("INFO reply {} of 60000", i + 1));
         let ok = r.starts_with(b"$") && r.windows(8).any(|w| w == b"# Server");
         if !ok {
             if bad == 0 {
@@ -1489,8 +1349,8 @@ fn stalled_head_of_pipeline_does_not_drop_a_reading_client() {
     let big = value(7, 1 << 20);
     let mut c = raw(proxy.port);
     c.set_timeout(WAIT);
-    assert_eq!(call(&mut c, &[b"SET", ka.as_bytes(), b"head"]), b"+OK\r\n");
-    assert_eq!(call(&mut c, &[b"SET", kb.as_bytes(), &big]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", ka.as_bytes(), b"head"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", kb.as_bytes(), &big]), b"+OK\r\n");
 
     let sampler = RssSampler::start(proxy.pid());
     let mut a = raw(servers[0].port);
@@ -1501,7 +1361,7 @@ fn stalled_head_of_pipeline_does_not_drop_a_reading_client() {
         stream.extend_from_slice(&enc(&[b"GET", kb.as_bytes()]));
     }
     c.send(&stream);
-    let head = next(&mut c, "GET of the stalled backend's key (reply 1 of 101)");
+    let head = c.expect_reply("GET of the stalled backend's key (reply 1 of 101)");
     assert_eq!(show(&head), show(&bulk(b"head")));
     let want = bulk(&big);
     for i in 0..100 {
@@ -1513,7 +1373,7 @@ fn stalled_head_of_pipeline_does_not_drop_a_reading_client() {
         });
         assert!(r == want, "reply {} of 101: {}", i + 2, show(&r));
     }
-    assert_eq!(next(&mut a, "DEBUG SLEEP"), b"+OK\r\n");
+    assert_eq!(a.expect_reply("DEBUG SLEEP"), b"+OK\r\n");
     eprintln!(
         "stalled head of pipeline: 101 of 101 replies, proxy RSS peak {} MiB",
         sampler.stop() / 1024
@@ -1529,7 +1389,7 @@ fn slow_reader_of_large_pipelined_replies_is_served() {
     let big = value(4, 4 << 20);
     let mut c = raw(proxy.port);
     c.set_timeout(WAIT);
-    assert_eq!(call(&mut c, &[b"SET", b"big", &big]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"SET", b"big", &big]), b"+OK\r\n");
     let sampler = RssSampler::start(proxy.pid());
     let stream: Vec<u8> = (0..20).flat_map(|_| enc(&[b"GET", b"big"])).collect();
     c.send(&stream);
@@ -1555,12 +1415,12 @@ fn slow_reader_of_large_pipelined_replies_is_served() {
 /// lines still show each server's host:port.
 fn check_backend_names(proxy: &Proxy, servers: &[Redis], names: &[String]) {
     let mut c = raw(proxy.port);
-    let list = strings(&call(&mut c, &[b"BACKENDS"]));
+    let list = strings(&c.call(&[b"BACKENDS"]));
     assert_eq!(list, names, "BACKENDS");
     for i in 0..50 {
         let k = format!("name:{i}");
-        let name = text(&call(&mut c, &[b"BACKEND", k.as_bytes()]));
-        let n = int(&call(&mut c, &[b"BACKENDNUM", k.as_bytes()])) as usize;
+        let name = text(&c.call(&[b"BACKEND", k.as_bytes()]));
+        let n = int(&c.call(&[b"BACKENDNUM", k.as_bytes()])) as usize;
         assert_eq!(
             Some(&name),
             list.get(n),

@@ -13,9 +13,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, tmp_dir, wait_port, Proxy, Redis};
+use common::{free_port, ms, secs, tmp_dir, wait_listening, wait_port, wait_until, Proxy, Redis};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -126,14 +126,7 @@ fn proxy_with_stats(backends: &[&Redis]) -> (Proxy, u16) {
 }
 
 fn wait_stats(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("stats port {port} not listening");
+    wait_listening(port, "the stats port");
 }
 
 fn python_ok() -> bool {
@@ -1591,20 +1584,13 @@ fn sigusr1_reopens_the_log_file() {
     std::fs::rename(&log, &rotated).expect("rotate");
     common::signal(proxy.child.id(), "USR1");
     // The reopen happens at the next log line; connections log at debug level. Bounded.
-    let mut reopened = false;
-    for _ in 0..200 {
+    wait_until("a new log file after SIGUSR1", secs(4), ms(20), || {
         let mut d = proxy.raw();
         assert_eq!(d.call(&[b"PING"]), b"+PONG\r\n");
-        if std::fs::metadata(&log)
+        std::fs::metadata(&log)
             .map(|m| m.len() > 0)
             .unwrap_or(false)
-        {
-            reopened = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(reopened, "no new log file after SIGUSR1");
+    });
     assert!(std::fs::read_to_string(&rotated)
         .unwrap_or_default()
         .contains("starting"));

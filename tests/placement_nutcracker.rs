@@ -7,132 +7,19 @@
 //! redis-server nutcracker`). Every process started here is killed by PID
 //! when its guard drops; every wait loop is bounded.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
+use common::{brief, free_port, ms, poll_until, secs, wait_port, Raw};
 use rustproxy::hash::HashKind;
 use rustproxy::ring::{hash_tag, node_identity, Distribution, Ring, RingNode};
-
-// ---------------------------------------------------------------------------
-// Minimal RESP client
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Simple(Vec<u8>),
-    Error(Vec<u8>),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
-}
-
-struct Resp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Resp {
-    fn connect(port: u16) -> io::Result<Resp> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        s.set_write_timeout(Some(Duration::from_secs(60)))?;
-        s.set_nodelay(true)?;
-        Ok(Resp {
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
-        })
-    }
-
-    fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
-        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
-        }
-    }
-
-    fn line(&mut self) -> io::Result<Vec<u8>> {
-        let mut l = Vec::new();
-        self.reader.read_until(b'\n', &mut l)?;
-        if l.len() < 2 || !l.ends_with(b"\r\n") {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short line"));
-        }
-        l.truncate(l.len() - 2);
-        Ok(l)
-    }
-
-    fn int(bytes: &[u8]) -> io::Result<i64> {
-        std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad integer"))
-    }
-
-    fn read(&mut self) -> io::Result<Reply> {
-        let l = self.line()?;
-        let (t, rest) = l
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "empty line"))?;
-        match t {
-            b'+' => Ok(Reply::Simple(rest.to_vec())),
-            b'-' => Ok(Reply::Error(rest.to_vec())),
-            b':' => Ok(Reply::Int(Self::int(rest)?)),
-            b'$' => {
-                let n = Self::int(rest)?;
-                if n < 0 {
-                    return Ok(Reply::Bulk(None));
-                }
-                let mut v = vec![0u8; n as usize + 2];
-                self.reader.read_exact(&mut v)?;
-                v.truncate(n as usize);
-                Ok(Reply::Bulk(Some(v)))
-            }
-            b'*' => {
-                let n = Self::int(rest)?;
-                if n < 0 {
-                    return Ok(Reply::Array(None));
-                }
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(self.read()?);
-                }
-                Ok(Reply::Array(Some(items)))
-            }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad type byte")),
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
-        let mut buf = Vec::new();
-        Self::encode(&mut buf, args);
-        self.writer.write_all(&buf)?;
-        self.read()
-    }
-
-    /// Sends `cmds` in pipelined batches and returns all replies in order.
-    fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>], batch: usize) -> io::Result<Vec<Reply>> {
-        let mut out = Vec::with_capacity(cmds.len());
-        for chunk in cmds.chunks(batch.max(1)) {
-            let mut buf = Vec::new();
-            for c in chunk {
-                let args: Vec<&[u8]> = c.iter().map(|a| a.as_slice()).collect();
-                Self::encode(&mut buf, &args);
-            }
-            self.writer.write_all(&buf)?;
-            for _ in chunk {
-                out.push(self.read()?);
-            }
-        }
-        Ok(out)
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Process helpers
@@ -151,11 +38,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
-
 fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -165,20 +47,17 @@ fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
 }
 
 fn wait_ping(port: u16, proc_: &mut Proc) {
-    for _ in 0..400 {
+    let what = format!("{} on port {port} to answer PING", proc_.what);
+    poll_until(&what, secs(10), ms(25), || {
         if let Ok(Some(status)) = proc_.child.try_wait() {
             panic!("{} exited early: {status}", proc_.what);
         }
-        if let Ok(mut c) = Resp::connect(port) {
-            if let Ok(Reply::Simple(s)) = c.call(&[b"PING"]) {
-                if s == b"PONG" {
-                    return;
-                }
-            }
+        let mut c = Raw::try_connect(port).map_err(|e| format!("connect: {e}"))?;
+        match c.try_call(&[b"PING"])? {
+            r if r == b"+PONG\r\n" => Ok(()),
+            r => Err(brief(&r)),
         }
-        sleep(Duration::from_millis(25));
-    }
-    panic!("{} on port {port} did not answer PING", proc_.what);
+    });
 }
 
 fn start_redis(dir: &Path) -> (Proc, u16) {
@@ -345,22 +224,13 @@ fn start_nutcracker(pools: &[PoolCfg], backends: &Backends, dir: &Path, tag: &st
         what: format!("nutcracker ({})", conf.display()),
     };
     for pool in pools {
-        let mut ok = false;
-        for _ in 0..400 {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!(
-                    "nutcracker exited early ({status}); see {} and {}",
-                    conf.display(),
-                    log.display()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", pool.listen)).is_ok() {
-                ok = true;
-                break;
-            }
-            sleep(Duration::from_millis(25));
-        }
-        assert!(ok, "nutcracker pool {} never listened", pool.describe());
+        let what = format!(
+            "nutcracker pool {} (see {} and {})",
+            pool.describe(),
+            conf.display(),
+            log.display()
+        );
+        wait_port(pool.listen, &mut p.child, &what);
     }
     p
 }
@@ -426,16 +296,16 @@ fn make_keys(id: usize, n: usize) -> Vec<Vec<u8>> {
 
 /// SETs the pool's keys through nutcracker.
 fn load_through_proxy(pool: &PoolCfg, keys: &[Vec<u8>]) {
-    let mut c = Resp::connect(pool.listen).expect("connect to nutcracker");
+    let mut c = Raw::connect_timeout(pool.listen, secs(60));
     let cmds: Vec<Vec<Vec<u8>>> = keys
         .iter()
         .map(|k| vec![b"SET".to_vec(), k.clone(), b"v".to_vec()])
         .collect();
-    let replies = c.pipeline(&cmds, 500).expect("pipeline SET via nutcracker");
+    let replies = c.pipeline(&cmds, 500);
     for (k, r) in keys.iter().zip(replies) {
         assert_eq!(
             r,
-            Reply::Simple(b"OK".to_vec()),
+            b"+OK\r\n",
             "SET {:?} via {}",
             String::from_utf8_lossy(k),
             pool.describe()
@@ -451,10 +321,10 @@ fn locate(keys: &[Vec<u8>], backends: &Backends, involved: &[usize]) -> Vec<Vec<
         .map(|k| vec![b"EXISTS".to_vec(), k.clone()])
         .collect();
     for &b in involved {
-        let mut c = Resp::connect(backends.ports[b]).expect("connect to redis");
-        let replies = c.pipeline(&cmds, 1000).expect("pipeline EXISTS");
+        let mut c = Raw::connect_timeout(backends.ports[b], secs(60));
+        let replies = c.pipeline(&cmds, 1000);
         for (i, r) in replies.into_iter().enumerate() {
-            if r == Reply::Int(1) {
+            if r == b":1\r\n" {
                 found[i].push(b);
             }
         }
@@ -735,11 +605,8 @@ fn empty_key_placement_matches_nutcracker() {
         assign_ports(&mut pools);
         let p = &pools[0];
         let nc = start_nutcracker(&pools, &backends, &dir, &format!("empty{i}"));
-        let mut c = Resp::connect(p.listen).expect("connect to nutcracker");
-        assert_eq!(
-            c.call(&[b"SET", b"", b"v"]).expect("SET ''"),
-            Reply::Simple(b"OK".to_vec())
-        );
+        let mut c = Raw::connect_timeout(p.listen, secs(60));
+        assert_eq!(c.call(&[b"SET", b"", b"v"]), b"+OK\r\n", "SET ''");
         drop(c);
         drop(nc);
         let found = locate(&[Vec::new()], &backends, &[0, 1, 2, 3]);
@@ -773,11 +640,8 @@ fn empty_key_placement_matches_nutcracker() {
             ));
         }
         for &port in &backends.ports {
-            let mut r = Resp::connect(port).expect("connect to redis");
-            assert_eq!(
-                r.call(&[b"FLUSHALL"]).expect("FLUSHALL"),
-                Reply::Simple(b"OK".to_vec())
-            );
+            let mut r = Raw::connect_timeout(port, secs(60));
+            assert_eq!(r.call(&[b"FLUSHALL"]), b"+OK\r\n", "FLUSHALL");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::{free_port, tmp_dir, Proxy, Raw, Redis};
+use common::{free_port, ms, poll_until, secs, tmp_dir, try_poll_until, Proxy, Raw, Redis};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -231,15 +231,13 @@ fn late_messages_after_punsubscribe_are_not_replies() {
 
     // Backend 1's subscription is in place once a direct PUBLISH there reaches a subscriber.
     let mut d1 = Raw::connect(r1.port);
-    let mut reached = false;
-    for _ in 0..500 {
-        if d1.call(&[b"PUBLISH", b"pz", b"probe"]) == b":1\r\n" {
-            reached = true;
-            break;
-        }
-        sleep_ms(10);
-    }
-    assert!(reached, "pattern subscription never reached backend 1");
+    d1.call_until(
+        "the pattern subscription to reach backend 1",
+        secs(5),
+        ms(10),
+        &[b"PUBLISH", b"pz", b"probe"],
+        b":1\r\n",
+    );
     let m = a.reply();
     assert!(show(&m).contains("probe"), "probe message: {}", show(&m));
 
@@ -271,13 +269,11 @@ fn late_messages_after_punsubscribe_are_not_replies() {
             }
         })
     };
-    // Let some flood through (bounded).
-    for _ in 0..500 {
-        if published.load(Ordering::SeqCst) >= 200 {
-            break;
-        }
-        sleep_ms(5);
-    }
+    // Let some flood through (bounded; the test goes on either way).
+    let _ = try_poll_until(ms(2500), ms(5), || match published.load(Ordering::SeqCst) {
+        n if n >= 200 => Ok(()),
+        n => Err(n),
+    });
 
     // Backend 1 sleeps, then publishes 100 messages matching p* before reading anything else.
     let mut late = Vec::new();
@@ -444,17 +440,13 @@ fn removed_server_idle_private_connections_close() {
     );
 
     // Bounded wait until only our own direct connection is left on b.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut n = client_count(&b);
-    while n != 1 && Instant::now() < deadline {
-        sleep_ms(50);
-        n = client_count(&b);
-    }
-    assert_eq!(
-        n,
-        1,
-        "connections of the proxy to the removed server b are still open ({before} before the reload)"
+    let what = format!(
+        "the proxy's connections to the removed server b to close ({before} before the reload)"
     );
+    poll_until(&what, secs(10), ms(50), || match client_count(&b) {
+        1 => Ok(()),
+        n => Err(format!("{n} clients on b")),
+    });
     // The proxy still serves (everything on a now).
     assert_eq!(probe.call(&[b"SET", b"after", b"1"]), b"+OK\r\n");
     let _ = std::fs::remove_dir_all(&dir);
@@ -551,18 +543,16 @@ fn late_handshake_refusal_is_seen() {
     let mut raw = proxy.raw();
     assert_eq!(show(&raw.call(&[b"AUTH", b"pw"])), "+OK\r\n");
     let mut seen = Vec::new();
-    let mut refused = false;
-    for _ in 0..60 {
+    let refused = try_poll_until(secs(3), ms(50), || {
         let r = show(&raw.call(&[b"GET", b"k"]));
         if r.contains("handshake refused") {
-            refused = true;
-            break;
+            return Ok(());
         }
         seen.push(r);
-        sleep_ms(50);
-    }
+        Err("no refusal yet")
+    });
     assert!(
-        refused,
+        refused.is_ok(),
         "never saw the late handshake refusal; replies: {seen:?}; log: {}",
         proxy.log()
     );

@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, owns_port, redises, signal, tmp_dir, Proxy, Raw, Redis};
+use common::{
+    enc, free_port, ms, owns_port, parsed, poll_until, redises, secs, show, signal, text, tmp_dir,
+    wait_until, Proxy, Raw, Redis,
+};
+use rustproxy::resp::Reply;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -71,10 +75,6 @@ fn rewrite(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename config");
 }
 
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).escape_debug().to_string()
-}
-
 /// `PROXY BACKENDS` as "name weight" strings (state and position dropped).
 fn proxy_backends(c: &mut redis::Connection) -> Vec<String> {
     let lines: Vec<String> = redis::cmd("PROXY")
@@ -102,18 +102,15 @@ fn expect_backends(servers: &[Srv]) -> Vec<String> {
 fn wait_backends(port: u16, servers: &[Srv]) {
     let want = expect_backends(servers);
     let mut c = common::connect(port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("PROXY BACKENDS to become {want:?}");
+    poll_until(&what, secs(10), ms(10), || {
         let got = proxy_backends(&mut c);
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "PROXY BACKENDS did not become {want:?} within 10 s; last {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    });
 }
 
 /// The backend name of every key (BACKEND k1 k2 ... answers an array when given > 1 key).
@@ -135,38 +132,6 @@ fn backend_of(c: &mut redis::Connection, keys: &[String]) -> Vec<String> {
             out.extend(v);
         }
     }
-    out
-}
-
-/// A RESP2 reply as seen by the load threads.
-#[derive(Debug, PartialEq)]
-enum Rep {
-    Nil,
-    Bulk(Vec<u8>),
-    Simple(Vec<u8>),
-    Err(String),
-    Other(Vec<u8>),
-}
-
-fn parse(r: &[u8]) -> Rep {
-    match r.first() {
-        Some(b'$') if r.starts_with(b"$-1\r\n") => Rep::Nil,
-        Some(b'$') => {
-            let nl = r
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .expect("bulk header");
-            Rep::Bulk(r[nl + 2..r.len() - 2].to_vec())
-        }
-        Some(b'+') => Rep::Simple(r[1..r.len() - 2].to_vec()),
-        Some(b'-') => Rep::Err(String::from_utf8_lossy(&r[1..r.len() - 2]).into_owned()),
-        _ => Rep::Other(r.to_vec()),
-    }
-}
-
-fn enc(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rustproxy::resp::write_command(&mut out, args.iter().copied());
     out
 }
 
@@ -251,21 +216,18 @@ fn load_thread(port: u16, t: usize, sh: Arc<Shared>) {
                 return;
             };
             let want = format!("t{t}:k{i}:v{expected}");
-            match parse(&get) {
-                Rep::Nil if expected == 0 => {}
-                Rep::Bulk(b) if expected > 0 && b == want.as_bytes() => {}
-                Rep::Nil => sh.nils.lock().unwrap().push(ev("nil".into())),
-                Rep::Err(e) => sh.errors.lock().unwrap().push(ev(format!("GET: -{e}"))),
-                other => sh
-                    .wrong
-                    .lock()
-                    .unwrap()
-                    .push(ev(format!("GET: {other:?}, expected {want}"))),
+            let note = |list: &Mutex<Vec<Event>>, what: String| list.lock().unwrap().push(ev(what));
+            match parsed(&get) {
+                Reply::Nil if expected == 0 => {}
+                Reply::Bulk(b) if expected > 0 && b == want.as_bytes() => {}
+                Reply::Nil => note(&sh.nils, "nil".into()),
+                Reply::Error(_) => note(&sh.errors, format!("GET: {}", text(&get))),
+                _ => note(&sh.wrong, format!("GET: {}, expected {want}", show(&get))),
             }
-            match parse(&set) {
-                Rep::Simple(s) if s == b"OK" => {}
-                Rep::Err(e) => sh.errors.lock().unwrap().push(ev(format!("SET: -{e}"))),
-                other => sh.wrong.lock().unwrap().push(ev(format!("SET: {other:?}"))),
+            match parsed(&set) {
+                Reply::Simple(b"OK") => {}
+                Reply::Error(_) => note(&sh.errors, format!("SET: {}", text(&set))),
+                _ => note(&sh.wrong, format!("SET: {}", show(&set))),
             }
         }
         sh.rounds[t].fetch_add(1, Ordering::Release);
@@ -280,25 +242,16 @@ fn wait_rounds(sh: &Shared, extra: u64) {
         .iter()
         .map(|r| r.load(Ordering::Acquire))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("every load thread to complete {extra} more pipelines");
+    wait_until(&what, secs(30), ms(5), || {
         let done = sh
             .rounds
             .iter()
             .zip(&start)
             .all(|(r, s)| r.load(Ordering::Acquire) >= s + extra);
-        if done {
-            return;
-        }
-        if !sh.drops.lock().unwrap().is_empty() {
-            return; // reported by the caller
-        }
-        assert!(
-            Instant::now() < deadline,
-            "load threads did not complete {extra} pipelines within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        // A dropped connection ends the wait too: the caller reports it.
+        done || !sh.drops.lock().unwrap().is_empty()
+    });
 }
 
 /// Delete every key from every backend that does not own it now, so a key that later moves
@@ -413,18 +366,10 @@ fn reload_under_pipelined_load_moves_only_changed_keys() {
         if extra.contains("hash_tag") {
             // Not visible in BACKENDS: wait until one tag's keys share a backend.
             let probe: Vec<String> = (0..20).map(|i| format!("probe{i}:{{same}}")).collect();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            wait_until("the hash_tag change to apply", secs(10), ms(10), || {
                 let b = backend_of(&mut admin, &probe);
-                if b.iter().all(|x| *x == b[0]) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "hash_tag change not applied in 10 s"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
+                b.iter().all(|x| *x == b[0])
+            });
         }
         let after = backend_of(&mut admin, &keys);
         let moved: BTreeSet<usize> = (0..keys.len()).filter(|&k| owner[k] != after[k]).collect();
@@ -811,14 +756,12 @@ fn reload_adds_and_removes_pools() {
     // Remove pool "second" (by SIGHUP this time).
     rewrite(&path, &p1);
     signal(proxy.child.id(), "HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port2)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "pool second still accepts 10 s after its removal"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "pool second to stop accepting after its removal",
+        secs(10),
+        ms(10),
+        || TcpStream::connect(("127.0.0.1", port2)).is_err(),
+    );
     // Its pending reply was delivered, then the client closed.
     let r = pending.try_reply();
     assert_eq!(
@@ -1057,11 +1000,12 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
         .collect();
     let wait_ok = |min: u64| {
         let target = st.ok.load(Ordering::Relaxed) + min;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while st.ok.load(Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "load made no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(
+            &format!("{min} more successful requests of the load"),
+            secs(20),
+            ms(5),
+            || st.ok.load(Ordering::Relaxed) >= target,
+        );
     };
     wait_ok(300);
 
@@ -1100,17 +1044,7 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
 
     // Retire A.
     signal(a_pid, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = a.child.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process A did not exit within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = a.wait_exit("exit (process A) after SIGTERM", secs(15));
     let at_exit = (
         st.ok.load(Ordering::Relaxed),
         st.refused.load(Ordering::Relaxed),
@@ -1160,8 +1094,7 @@ fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
 /// Stop `pid` with SIGSTOP and wait (bounded) until the kernel reports it stopped.
 fn stop_process(pid: u32) {
     signal(pid, "STOP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(&format!("process {pid} to stop"), secs(10), ms(5), || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // "pid (comm) STATE ..." -- the state follows the last ')'.
         let state = stat
@@ -1169,14 +1102,11 @@ fn stop_process(pid: u32) {
             .next()
             .and_then(|s| s.split_whitespace().next());
         if state == Some("T") || state == Some("t") {
-            return;
+            Ok(())
+        } else {
+            Err(stat)
         }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} did not stop: {stat}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    });
 }
 
 /// A client already connected (and accepted) whose request is in the proxy's socket buffer
@@ -1195,14 +1125,7 @@ fn sigterm_serves_request_already_sent_on_accepted_connection() {
     signal(pid, "TERM");
     signal(pid, "CONT");
     let r = c.try_reply();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.alive() {
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    proxy.wait_exit("exit after SIGTERM", secs(15));
     let stored: Option<String> = redis::cmd("GET")
         .arg("buffered")
         .query(&mut rs[0].client())
@@ -1236,14 +1159,7 @@ fn sigterm_serves_connections_queued_in_accept_backlog() {
     signal(pid, "TERM");
     signal(pid, "CONT");
     let r = c.try_reply();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while proxy.alive() {
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    proxy.wait_exit("exit after SIGTERM", secs(15));
     assert_eq!(
         r.as_deref(),
         Some(&b"+OK\r\n"[..]),

@@ -40,8 +40,7 @@ fn s(bytes: &[u8]) -> String {
 }
 
 fn call(raw: &mut Raw, args: &[&str]) -> String {
-    let a: Vec<&[u8]> = args.iter().map(|x| x.as_bytes()).collect();
-    s(&raw.call(&a))
+    s(&raw.call_str(args))
 }
 
 /// The value of `key` in the proxy's INFO (queried by an authenticated raw connection).
@@ -402,33 +401,24 @@ fn backend_password_separate_from_requirepass_and_restart() {
     let old_pid = r.pid();
     r.kill();
     drop(r);
-    let mut r2 = None;
-    for _ in 0..50 {
-        // The port may linger briefly; retry the start (bounded).
-        let res = std::panic::catch_unwind(|| Redis::start_on(port, &["--requirepass", "s3cret"]));
-        if let Ok(x) = res {
-            r2 = Some(x);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let r2 = r2.expect("restart redis-server on the same port");
+    // The port may linger briefly; retry the start (bounded).
+    let r2 = poll_until(
+        "redis-server to restart on the same port",
+        secs(5),
+        ms(100),
+        || {
+            std::panic::catch_unwind(|| Redis::start_on(port, &["--requirepass", "s3cret"]))
+                .map_err(|_| "start failed")
+        },
+    );
     assert_ne!(r2.pid(), old_pid);
-    let mut ok = false;
-    let mut last = String::new();
-    for _ in 0..300 {
-        match redis::cmd("SET").arg("k").arg("v2").query::<()>(&mut c) {
-            Ok(()) => {
-                ok = true;
-                break;
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let set = try_poll_until(secs(15), ms(50), || {
+        redis::cmd("SET").arg("k").arg("v2").query::<()>(&mut c)
+    });
     assert!(
-        ok,
-        "no success after the backend restart; last error: {last}\n{}",
+        set.is_ok(),
+        "no success after the backend restart: {}\n{}",
+        set.unwrap_err(),
         proxy.log()
     );
     let v: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
@@ -574,18 +564,7 @@ fn backend_wrong_password_refused_named_no_hot_loop() {
     drop(proxy);
     let before = backend_connections(&mut d);
     let idle = start(&[&r], "backend_password not-it\npreconnect yes\n");
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = idle.log();
-        if log.contains("handshake refused") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        log.contains("handshake refused"),
-        "preconnect: no refusal logged:\n{log}"
-    );
+    idle.wait_log("handshake refused", secs(2));
     std::thread::sleep(Duration::from_secs(1));
     let idle_conns = backend_connections(&mut d).saturating_sub(before + 1);
     let lines = idle.log().lines().count();
@@ -1001,14 +980,7 @@ fn non_loopback_listen_without_password_warns() {
         p(&log),
     ];
     let proxy = Proxy::spawn(port, &args);
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("without a password") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let text = wait_file_text(&log, "without a password", secs(4));
     assert!(
         text.contains("listens on 0.0.0.0") && text.contains("without a password"),
         "no warning in the log:\n{text}"

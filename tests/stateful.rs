@@ -12,33 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{redises, refs, Proxy, Raw};
+use common::{arr, bulk, enc, int, ms, poll_until, redises, refs, secs, show, Proxy, Raw};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn enc(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    rustproxy::resp::write_command(&mut out, args.iter().copied());
-    out
-}
-
-fn bulk(v: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", v.len()).into_bytes();
-    out.extend_from_slice(v);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// `*n` followed by bulk strings.
-fn arr(items: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", items.len()).into_bytes();
-    for i in items {
-        out.extend_from_slice(&bulk(i));
-    }
-    out
-}
 
 /// A (p|s)(un)subscribe confirmation: `*3 kind name :count` (`>3` in RESP3).
 fn confirmation(head: &str, kind: &str, name: &str, count: i64) -> Vec<u8> {
@@ -47,18 +25,6 @@ fn confirmation(head: &str, kind: &str, name: &str, count: i64) -> Vec<u8> {
     out.extend_from_slice(&bulk(name.as_bytes()));
     out.extend_from_slice(format!(":{count}\r\n").as_bytes());
     out
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).escape_debug().to_string()
-}
-
-fn parse_int(r: &[u8]) -> i64 {
-    let s = std::str::from_utf8(r).expect("utf8 reply");
-    let s = s
-        .strip_prefix(':')
-        .unwrap_or_else(|| panic!("not an integer: {s:?}"));
-    s.trim_end().parse().expect("integer reply")
 }
 
 fn backendnum(proxy: &Proxy, key: &str) -> usize {
@@ -122,24 +88,27 @@ fn backend_clients(proxy: &Proxy, n: usize) -> Vec<String> {
     text.lines().map(|l| l.to_string()).collect()
 }
 
-fn count_cmd(proxy: &Proxy, n: usize, cmd: &str) -> usize {
+/// How many of the client `lines` run `cmd`.
+fn running(lines: &[String], cmd: &str) -> usize {
     let pat = format!(" cmd={cmd} ");
-    backend_clients(proxy, n)
-        .iter()
-        .filter(|l| l.contains(&pat))
-        .count()
+    lines.iter().filter(|l| l.contains(&pat)).count()
 }
 
-/// Bounded poll: true as soon as `f` holds, false after 15 s.
-fn wait_for(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
+fn count_cmd(proxy: &Proxy, n: usize, cmd: &str) -> usize {
+    running(&backend_clients(proxy, n), cmd)
+}
+
+/// Wait (bounded: 15 s, every 20 ms) until `ok` holds for the client lines of backend `n`;
+/// the failure names `what` and shows the lines last seen.
+fn wait_clients(proxy: &Proxy, n: usize, what: &str, ok: impl Fn(&[String]) -> bool) {
+    poll_until(what, secs(15), ms(20), || {
+        let lines = backend_clients(proxy, n);
+        if ok(&lines) {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    });
 }
 
 /// Receive from a worker thread with a bounded wait.
@@ -185,11 +154,9 @@ fn blpop_answered_by_lpush_from_another_client() {
         let p = raw.call(&[b"PING"]);
         let _ = tx.send((r, p));
     });
-    assert!(
-        wait_for(|| count_cmd(&proxy, n, "blpop") == 1),
-        "the BLPOP never reached backend {n}: {:?}",
-        backend_clients(&proxy, n)
-    );
+    wait_clients(&proxy, n, &format!("the BLPOP to reach backend {n}"), |l| {
+        running(l, "blpop") == 1
+    });
     let mut c = proxy.client();
     let pushed: i64 = redis::cmd("LPUSH")
         .arg(key)
@@ -244,20 +211,17 @@ fn blocked_client_disconnect_closes_its_private_connection() {
 
     let mut raw = proxy.raw();
     raw.cmd(&[b"BLPOP", key.as_bytes(), b"0"]);
-    assert!(
-        wait_for(|| count_cmd(&proxy, n, "blpop") == 1),
-        "BLPOP never reached backend {n}: {:?}",
-        backend_clients(&proxy, n)
-    );
+    wait_clients(&proxy, n, &format!("BLPOP to reach backend {n}"), |l| {
+        running(l, "blpop") == 1
+    });
     assert_eq!(backend_clients(&proxy, n).len(), baseline + 1);
     raw.stream.shutdown(Shutdown::Both).unwrap();
     drop(raw);
-    assert!(
-        wait_for(
-            || count_cmd(&proxy, n, "blpop") == 0 && backend_clients(&proxy, n).len() == baseline
-        ),
-        "the private connection stayed open after its client left: {:?}",
-        backend_clients(&proxy, n)
+    wait_clients(
+        &proxy,
+        n,
+        "the private connection to close after its client left",
+        |l| running(l, "blpop") == 0 && l.len() == baseline,
     );
     let mut c = proxy.client();
     let _: i64 = redis::cmd("LPUSH").arg(key).arg("v").query(&mut c).unwrap();
@@ -289,11 +253,9 @@ fn private_connection_cap_and_other_clients_unaffected() {
         r.cmd(&[b"BLPOP", k.as_bytes(), b"0"]);
         blocked.push(r);
     }
-    assert!(
-        wait_for(|| count_cmd(&proxy, 0, "blpop") == 5),
-        "5 BLPOPs not all blocked on backend 0: {:?}",
-        backend_clients(&proxy, 0)
-    );
+    wait_clients(&proxy, 0, "5 BLPOPs to block on backend 0", |l| {
+        running(l, "blpop") == 5
+    });
     // The sixth on the same backend gets a clear error, and its connection stays usable.
     let mut sixth = proxy.raw();
     let e = sixth.call(&[b"BLPOP", keys[5].as_bytes(), b"0"]);
@@ -715,7 +677,7 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
         let parts: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(&parts[..3], &["*3", "$11", "unsubscribe"], "{text:?}");
         left.insert(parts[4].to_string());
-        counts.push(parse_int(format!("{}\r\n", parts[5]).as_bytes()));
+        counts.push(int(format!("{}\r\n", parts[5]).as_bytes()));
     }
     assert_eq!(left, BTreeSet::from([a.clone(), c.clone()]));
     assert_eq!(counts, vec![1, 0]);
@@ -738,22 +700,23 @@ fn subscribe_publish_counts_and_resp2_subscribe_mode() {
     );
     // The subscription connections went back: no backend client of sub's is subscribed
     // except sub2's one.
-    assert!(
-        wait_for(|| {
-            (0..4)
-                .map(|n| {
-                    backend_clients(&proxy, n)
-                        .iter()
-                        .filter(|l| !l.contains(" sub=0 ") || !l.contains(" psub=0 "))
-                        .count()
-                })
-                .sum::<usize>()
-                == 1
-        }),
-        "subscribed backend connections: {:?}",
-        (0..4)
-            .map(|n| backend_clients(&proxy, n))
-            .collect::<Vec<_>>()
+    poll_until(
+        "one subscribed backend connection (sub2's)",
+        secs(15),
+        ms(20),
+        || {
+            let lines: Vec<Vec<String>> = (0..4).map(|n| backend_clients(&proxy, n)).collect();
+            let subscribed = lines
+                .iter()
+                .flatten()
+                .filter(|l| !l.contains(" sub=0 ") || !l.contains(" psub=0 "))
+                .count();
+            if subscribed == 1 {
+                Ok(())
+            } else {
+                Err(format!("{lines:?}"))
+            }
+        },
     );
 }
 
@@ -1027,7 +990,7 @@ fn pubsub_channels_numsub_numpat_aggregate() {
         let r = s1.reply();
         let head = confirmation("*", "subscribe", ch, 0);
         assert!(r.starts_with(&head[..head.len() - 4]), "{}", show(&r));
-        counts.insert(parse_int(&r[head.len() - 4..]));
+        counts.insert(int(&r[head.len() - 4..]));
     }
     assert_eq!(counts, (1..=8).collect::<BTreeSet<i64>>());
     // A second subscriber on one channel of backend 0 and one of backend 1.
@@ -1090,13 +1053,19 @@ fn pubsub_channels_numsub_numpat_aggregate() {
     drop(s1);
     drop(s2);
     drop(s3);
-    assert!(
-        wait_for(|| {
+    poll_until(
+        "the subscriptions to end with their clients",
+        secs(15),
+        ms(20),
+        || {
             let ch: Vec<String> = redis::cmd("PUBSUB").arg("CHANNELS").query(&mut c).unwrap();
             let np: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut c).unwrap();
-            ch.is_empty() && np == 0
-        }),
-        "subscriptions outlived their clients"
+            if ch.is_empty() && np == 0 {
+                Ok(())
+            } else {
+                Err(format!("channels {ch:?}, {np} patterns"))
+            }
+        },
     );
 }
 
@@ -1178,13 +1147,14 @@ fn throughput_with_100_blocked_clients() {
         r.cmd(&[b"BLPOP", k.as_bytes(), b"0"]);
         blocked.push(r);
     }
-    assert!(
-        wait_for(|| (0..4).map(|n| count_cmd(&proxy, n, "blpop")).sum::<usize>() == 100),
-        "not all 100 BLPOPs blocked: {:?}",
-        (0..4)
-            .map(|n| count_cmd(&proxy, n, "blpop"))
-            .collect::<Vec<_>>()
-    );
+    poll_until("all 100 BLPOPs to block", secs(15), ms(20), || {
+        let counts: Vec<usize> = (0..4).map(|n| count_cmd(&proxy, n, "blpop")).collect();
+        if counts.iter().sum::<usize>() == 100 {
+            Ok(())
+        } else {
+            Err(format!("blocked per backend: {counts:?}"))
+        }
+    });
     let with = benchmark(proxy.port);
     eprintln!("redis-benchmark without blocked clients: {without}");
     eprintln!("redis-benchmark with 100 blocked clients: {with}");

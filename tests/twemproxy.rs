@@ -7,113 +7,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, tmp_dir, wait_port, Proxy, Redis};
+use common::{
+    bulk, free_port, secs, tmp_dir, wait_file_text, wait_listening, wait_port, Proxy, Raw, Redis,
+};
 
 const NUTCRACKER: &str = "/usr/sbin/nutcracker";
 
 // ---------------------------------------------------------------------------------------------
-// A small pipelining RESP client.
+// The RESP client: common's `Raw`, with nutcracker-sized timeouts and pipeline batches.
 
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Simple(Vec<u8>),
-    Error(Vec<u8>),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
-}
+/// Commands per pipelined write.
+const BATCH: usize = 2000;
 
-struct Resp {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Resp {
-    fn connect(port: u16) -> Resp {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Resp {
-            r: BufReader::with_capacity(1 << 16, s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
-        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
-        }
-    }
-
-    fn line(&mut self) -> Vec<u8> {
-        let mut l = Vec::new();
-        self.r.read_until(b'\n', &mut l).expect("read reply line");
-        assert!(l.ends_with(b"\r\n"), "short reply line {l:?}");
-        l.truncate(l.len() - 2);
-        l
-    }
-
-    fn read(&mut self) -> Reply {
-        let l = self.line();
-        let n = || -> i64 { std::str::from_utf8(&l[1..]).unwrap().parse().unwrap() };
-        match l[0] {
-            b'+' => Reply::Simple(l[1..].to_vec()),
-            b'-' => Reply::Error(l[1..].to_vec()),
-            b':' => Reply::Int(n()),
-            b'$' => {
-                let len = n();
-                if len < 0 {
-                    return Reply::Bulk(None);
-                }
-                let mut v = vec![0u8; len as usize + 2];
-                self.r.read_exact(&mut v).expect("read bulk");
-                v.truncate(len as usize);
-                Reply::Bulk(Some(v))
-            }
-            b'*' => {
-                let len = n();
-                if len < 0 {
-                    return Reply::Array(None);
-                }
-                Reply::Array(Some((0..len).map(|_| self.read()).collect()))
-            }
-            t => panic!("bad reply type {:?}", t as char),
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Reply {
-        let mut b = Vec::new();
-        Self::encode(&mut b, args);
-        self.w.write_all(&b).expect("write");
-        self.read()
-    }
-
-    /// `cmds` pipelined in batches; replies in order.
-    fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> Vec<Reply> {
-        let mut out = Vec::with_capacity(cmds.len());
-        for chunk in cmds.chunks(2000) {
-            let mut b = Vec::with_capacity(chunk.len() * 48);
-            for c in chunk {
-                let a: Vec<&[u8]> = c.iter().map(|x| x.as_slice()).collect();
-                Self::encode(&mut b, &a);
-            }
-            self.w.write_all(&b).expect("write pipeline");
-            for _ in chunk {
-                out.push(self.read());
-            }
-        }
-        out
-    }
+fn resp(port: u16) -> Raw {
+    Raw::connect_timeout(port, secs(30))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,8 +210,7 @@ fn cases() -> Vec<Case> {
 
 fn flushall(servers: &[Redis]) {
     for s in servers {
-        let mut c = Resp::connect(s.port);
-        assert_eq!(c.call(&[b"FLUSHALL"]), Reply::Simple(b"OK".to_vec()));
+        assert_eq!(resp(s.port).call(&[b"FLUSHALL"]), b"+OK\r\n");
     }
 }
 
@@ -330,16 +242,16 @@ fn placement_parity_matrix_through_both_proxies() {
         let val = |i: usize| format!("v{ci}:{i}").into_bytes();
 
         // Write through nutcracker.
-        let mut nc = Resp::connect(nut.port);
+        let mut nc = resp(nut.port);
         let sets: Vec<Vec<Vec<u8>>> = ks
             .iter()
             .enumerate()
             .map(|(i, k)| vec![b"SET".to_vec(), k.clone(), val(i)])
             .collect();
-        for (i, r) in nc.pipeline(&sets).iter().enumerate() {
+        for (i, r) in nc.pipeline(&sets, BATCH).iter().enumerate() {
             assert_eq!(
                 r,
-                &Reply::Simple(b"OK".to_vec()),
+                b"+OK\r\n",
                 "{}: SET #{i} via nutcracker",
                 case.describe()
             );
@@ -352,16 +264,16 @@ fn placement_parity_matrix_through_both_proxies() {
             .collect();
         let mut holder: Vec<Vec<usize>> = vec![Vec::new(); ks.len()];
         for (b, s) in servers.iter().enumerate() {
-            let mut c = Resp::connect(s.port);
-            for (i, r) in c.pipeline(&exists).iter().enumerate() {
-                if *r == Reply::Int(1) {
+            let mut c = resp(s.port);
+            for (i, r) in c.pipeline(&exists, BATCH).iter().enumerate() {
+                if r == b":1\r\n" {
                     holder[i].push(b);
                 }
             }
         }
 
         // rustproxy: BACKENDNUM and GET.
-        let mut rc = Resp::connect(proxy.port);
+        let mut rc = resp(proxy.port);
         let nums: Vec<Vec<Vec<u8>>> = ks
             .iter()
             .map(|k| vec![b"BACKENDNUM".to_vec(), k.clone()])
@@ -370,12 +282,13 @@ fn placement_parity_matrix_through_both_proxies() {
             .iter()
             .map(|k| vec![b"GET".to_vec(), k.clone()])
             .collect();
-        let bn = rc.pipeline(&nums);
-        let gv = rc.pipeline(&gets);
+        let bn = rc.pipeline(&nums, BATCH);
+        let gv = rc.pipeline(&gets, BATCH);
         let (mut placed, mut found) = (0usize, 0usize);
         for i in 0..ks.len() {
-            let ok_place = holder[i].len() == 1 && bn[i] == Reply::Int(holder[i][0] as i64);
-            let ok_get = gv[i] == Reply::Bulk(Some(val(i)));
+            let ok_place =
+                holder[i].len() == 1 && bn[i] == format!(":{}\r\n", holder[i][0]).as_bytes();
+            let ok_get = gv[i] == bulk(&val(i));
             placed += ok_place as usize;
             found += ok_get as usize;
             if (!ok_place || !ok_get) && failures.len() < 20 {
@@ -538,19 +451,13 @@ fn convert_output_reparses_and_keeps_placement() {
         .iter()
         .map(|k| vec![b"BACKENDNUM".to_vec(), k.clone()])
         .collect();
-    let placement = |conf: &str| -> (Vec<Reply>, Vec<Reply>, Vec<Reply>) {
+    type Replies = Vec<Vec<u8>>;
+    let placement = |conf: &str| -> (Replies, Replies, Replies) {
         let p = Proxy::spawn(pa, &["-c".into(), conf.to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", pb)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "second pool not listening on {pb}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let a = Resp::connect(pa).pipeline(&nums);
-        let b = Resp::connect(pb).pipeline(&nums);
-        let names = Resp::connect(pa).pipeline(&[vec![b"BACKENDS".to_vec()]]);
+        wait_listening(pb, "the second pool");
+        let a = resp(pa).pipeline(&nums, BATCH);
+        let b = resp(pb).pipeline(&nums, BATCH);
+        let names = resp(pa).pipeline(&[vec![b"BACKENDS".to_vec()]], BATCH);
         drop(p);
         (a, b, names)
     };
@@ -627,26 +534,16 @@ fn nutcracker_flags_are_accepted() {
 
     // -d: still our child, in the foreground, serving.
     assert!(p.alive(), "rustproxy -d left the foreground");
-    let mut c = Resp::connect(port);
-    assert_eq!(
-        c.call(&[b"SET", b"flag", b"1"]),
-        Reply::Simple(b"OK".to_vec())
-    );
-    assert_eq!(c.call(&[b"GET", b"flag"]), Reply::Bulk(Some(b"1".to_vec())));
+    let mut c = resp(port);
+    assert_eq!(c.call(&[b"SET", b"flag", b"1"]), b"+OK\r\n");
+    assert_eq!(c.call(&[b"GET", b"flag"]), bulk(b"1"));
 
     // -p: pid file holds the child's pid.
     let text = std::fs::read_to_string(&pid).expect("pid file written");
     assert_eq!(text.trim(), p.child.id().to_string(), "pid file content");
 
     // -s: stats JSON on the stats port.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", stats)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "stats port {stats} not listening"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_listening(stats, "the stats port");
     let json = read_to_close(stats);
     assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
     assert!(
@@ -659,15 +556,7 @@ fn nutcracker_flags_are_accepted() {
     );
 
     // -o: the log went to the file (not stderr), including the -d warning.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut logged = String::new();
-    while Instant::now() < deadline {
-        logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if logged.contains("daemonize") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let logged = wait_file_text(&log, "daemonize", secs(10));
     assert!(logged.contains("starting"), "log file: {logged:?}");
     assert!(
         logged.contains("daemonize"),

@@ -1,13 +1,102 @@
 //! Test harness: real redis-server processes and the rustproxy binary on free loopback ports,
-//! each owned by a value that kills its process (by PID) in `Drop`, plus a raw RESP connection
-//! for byte-exact checks. Waiting is bounded polling of a port, never a fixed sleep.
+//! each owned by a value that kills its process (by PID) in `Drop`; the one RESP test client
+//! (`Raw`: bytes in, whole replies out, plus `parsed`/`int`/`text`/`strings` to look inside a
+//! reply); and the one bounded wait (`poll_until`/`wait_until`).
+//!
+//! Invariants: every wait is bounded in time and in count and fails naming what it waited for
+//! (and what it saw last); every read has a timeout; nothing here asserts a duration.
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use rustproxy::resp::{parse_reply, Reply};
+
+// ---------------------------------------------------------------------------------------------
+// Bounded waiting
+// ---------------------------------------------------------------------------------------------
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Call `f` every `every` until it gives `Ok`, for at most `limit` and at most
+/// `limit / every + 1` calls; `Err` describes the give-up (bounds and `f`'s last `Err`).
+pub fn try_poll_until<T, E: Display>(
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    let tries = (limit.as_nanos() / every.max(Duration::from_micros(1)).as_nanos()) as u64 + 1;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let last = match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if n >= tries || start.elapsed() >= limit {
+            return Err(format!(
+                "not within {limit:?} ({n} tries, every {every:?}); last seen: {last}"
+            ));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// `try_poll_until` that panics naming `what` when it gives up.
+pub fn poll_until<T, E: Display>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    f: impl FnMut() -> Result<T, E>,
+) -> T {
+    try_poll_until(limit, every, f).unwrap_or_else(|e| panic!("waited for {what}: {e}"))
+}
+
+/// `poll_until` for a condition.
+pub fn wait_until(what: &str, limit: Duration, every: Duration, mut f: impl FnMut() -> bool) {
+    poll_until(what, limit, every, || {
+        if f() {
+            Ok(())
+        } else {
+            Err("the condition still false")
+        }
+    })
+}
+
+/// Wait (bounded by `limit`, every 20 ms) until the file at `path` contains `needle`; its text
+/// then. The failure shows the text last read.
+pub fn wait_file_text(path: &std::path::Path, needle: &str, limit: Duration) -> String {
+    let what = format!("{needle:?} in {}", path.display());
+    poll_until(&what, limit, ms(20), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            Ok(text)
+        } else {
+            Err(format!("{text:?}"))
+        }
+    })
+}
+
+/// Wait (bounded, 15 s) until something accepts connections on `port`.
+pub fn wait_listening(port: u16, what: &str) {
+    wait_until(
+        &format!("{what} to listen on 127.0.0.1:{port}"),
+        secs(15),
+        ms(10),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
 
 /// A free loopback port (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
@@ -17,19 +106,25 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-/// Wait (bounded) until something accepts connections on `port`.
+/// Wait (bounded, 15 s) until something accepts connections on `port`; panics at once when
+/// `child` exits before that.
 pub fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what} did not listen on {port} within 15 s");
+    wait_until(
+        &format!("{what} to listen on 127.0.0.1:{port}"),
+        secs(15),
+        ms(10),
+        || {
+            // Connect first: a server that lost the port race exits while another process
+            // answers there, and `Redis::start_with` tells the two apart by pid afterwards.
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited before listening on {port}: {status}");
+            }
+            false
+        },
+    );
 }
 
 pub fn tmp_dir(tag: &str) -> PathBuf {
@@ -233,9 +328,25 @@ impl Proxy {
         std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
     }
 
+    /// Wait (bounded by `limit`) until the proxy's log contains `needle`; the log then.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        wait_file_text(&self.dir.join("proxy.log"), needle, limit)
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait (bounded by `limit`, polled every 5 ms) until the process exits; its status.
+    /// Panics naming `what` (e.g. "exit after SIGTERM") when it is still running.
+    pub fn wait_exit(&mut self, what: &str, limit: Duration) -> std::process::ExitStatus {
+        let what = format!("the proxy to {what}");
+        poll_until(&what, limit, ms(5), || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(e) => Err(format!("try_wait: {e}")),
+        })
     }
 }
 
@@ -267,15 +378,31 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Connect with a 20 s read timeout; panics when the connect fails.
     pub fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        Raw {
+        Raw::try_connect(port).expect("connect")
+    }
+
+    /// Connect with a 20 s read timeout (writes block: tests of back-pressure rely on it).
+    pub fn try_connect(port: u16) -> std::io::Result<Raw> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Raw {
             stream,
             buf: Vec::new(),
-        }
+        })
+    }
+
+    /// Connect with `timeout` on reads and writes and TCP_NODELAY (bulk pipelining clients);
+    /// panics when the connect fails.
+    pub fn connect_timeout(port: u16, timeout: Duration) -> Raw {
+        let raw = Raw::connect(port);
+        raw.stream.set_read_timeout(Some(timeout)).expect("timeout");
+        raw.stream
+            .set_write_timeout(Some(timeout))
+            .expect("timeout");
+        raw.stream.set_nodelay(true).expect("nodelay");
+        raw
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -296,11 +423,15 @@ impl Raw {
 
     /// One complete reply, or None when the connection closed.
     pub fn try_reply(&mut self) -> Option<Vec<u8>> {
+        self.reply_or_eof("a reply")
+    }
+
+    /// One complete reply; `None` on EOF or reset. A read timeout (a hang) panics naming
+    /// `what` and the bytes buffered.
+    pub fn reply_or_eof(&mut self, what: &str) -> Option<Vec<u8>> {
         loop {
             if let Ok(Some(n)) = rustproxy::resp::reply_len(&self.buf) {
-                let r = self.buf[..n].to_vec();
-                self.buf.drain(..n);
-                return Some(r);
+                return Some(self.buf.drain(..n).collect());
             }
             let mut tmp = [0u8; 65536];
             match self.stream.read(&mut tmp) {
@@ -308,15 +439,160 @@ impl Raw {
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read: {e}"),
+                Err(e) => panic!("{what}: no reply (read: {e}); have {}", brief(&self.buf)),
             }
         }
     }
 
-    /// Send a command and read its reply.
+    /// The peer closed (EOF or reset) and sent nothing more: no byte buffered, none to read.
+    pub fn assert_closed(&mut self, what: &str) {
+        assert!(
+            self.buf.is_empty(),
+            "{what}: unexpected bytes {}",
+            brief(&self.buf)
+        );
+        let mut tmp = [0u8; 4096];
+        match self.stream.read(&mut tmp) {
+            Ok(0) => {}
+            Ok(n) => panic!("{what}: expected close, got {}", brief(&tmp[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{what}: expected close, read: {e}"),
+        }
+    }
+
+    /// Nothing arrives for `d` and the connection stays open (the read timeout is restored).
+    pub fn assert_quiet(&mut self, d: Duration, what: &str) {
+        let before = self.stream.read_timeout().expect("read timeout");
+        self.stream.set_read_timeout(Some(d)).expect("timeout");
+        let mut tmp = [0u8; 4096];
+        match self.stream.read(&mut tmp) {
+            Ok(0) => panic!("{what}: connection closed, expected it open and quiet"),
+            Ok(n) => panic!("{what}: expected nothing, got {}", brief(&tmp[..n])),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+        self.stream.set_read_timeout(before).expect("timeout");
+    }
+
+    /// Send a command and read its reply; panics naming the command when none comes.
     pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
         self.cmd(args);
-        self.reply()
+        self.next_reply().unwrap_or_else(|e| {
+            let cmd: Vec<String> = args
+                .iter()
+                .map(|a| String::from_utf8_lossy(&a[..a.len().min(40)]).into_owned())
+                .collect();
+            panic!("reply to {}: {e}", cmd.join(" "))
+        })
+    }
+
+    /// `call` with text arguments.
+    pub fn call_str(&mut self, args: &[&str]) -> Vec<u8> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.call(&args)
+    }
+
+    /// Send a command and read its reply; `None` when the peer closed the connection (a read
+    /// timeout still panics: a hang is a failure, never a retry).
+    pub fn call_or_eof<S: AsRef<[u8]>>(&mut self, args: &[S]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        rustproxy::resp::write_command(&mut out, args.iter().map(|a| a.as_ref()));
+        if self.stream.write_all(&out).is_err() {
+            return None;
+        }
+        self.try_reply()
+    }
+
+    /// The next reply, or a panic saying what was awaited and why it did not come.
+    pub fn expect_reply(&mut self, what: &str) -> Vec<u8> {
+        self.next_reply().unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// `n` replies; on a failure the message lists the last replies received before it.
+    pub fn expect_replies(&mut self, n: usize, what: &str) -> Vec<Vec<u8>> {
+        let mut got: Vec<Vec<u8>> = Vec::with_capacity(n);
+        for i in 0..n {
+            match self.next_reply() {
+                Ok(reply) => got.push(reply),
+                Err(e) => panic!(
+                    "{what}: reply {} of {n} missing ({e}); received before it: {:?}",
+                    i + 1,
+                    got.iter()
+                        .rev()
+                        .take(5)
+                        .rev()
+                        .map(|g| brief(g))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Send `args` every `every` until the reply is `want`; panics after `limit` naming `what`
+    /// and the last reply.
+    pub fn call_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        every: Duration,
+        args: &[&[u8]],
+        want: &[u8],
+    ) {
+        poll_until(what, limit, every, || {
+            let r = self.call(args);
+            if r == want {
+                Ok(())
+            } else {
+                Err(brief(&r))
+            }
+        });
+    }
+
+    /// Send a command and read its reply; `Err` says why there is none (write failed, closed,
+    /// timed out). An error reply is an `Ok`.
+    pub fn try_call(&mut self, args: &[&[u8]]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        rustproxy::resp::write_command(&mut out, args.iter().copied());
+        self.stream
+            .write_all(&out)
+            .map_err(|e| format!("write: {e}"))?;
+        self.next_reply()
+    }
+
+    /// Write `bytes` from a writer thread (a full socket buffer cannot deadlock the test) and
+    /// read `n` whole replies from the same connection.
+    pub fn exchange(&mut self, bytes: Vec<u8>, n: usize) -> Vec<Vec<u8>> {
+        let mut w = self.stream.try_clone().expect("clone stream");
+        let writer = std::thread::spawn(move || w.write_all(&bytes).expect("write pipeline"));
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            match self.try_reply() {
+                Some(r) => out.push(r),
+                None => panic!("connection closed after {i} of {n} replies"),
+            }
+        }
+        writer.join().expect("writer thread");
+        out
+    }
+
+    /// `cmds` pipelined in batches of `batch` (each batch one write, then its replies); the
+    /// replies in order.
+    pub fn pipeline<C: AsRef<[A]>, A: AsRef<[u8]>>(
+        &mut self,
+        cmds: &[C],
+        batch: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(cmds.len());
+        for chunk in cmds.chunks(batch.max(1)) {
+            self.send(&enc_many(chunk));
+            for _ in chunk {
+                out.push(self.reply());
+            }
+        }
+        out
     }
 
     /// True when the peer closed the connection (reads EOF within the read timeout).
@@ -365,6 +641,118 @@ pub fn bulk(v: &[u8]) -> Vec<u8> {
     out.extend_from_slice(v);
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The encodings of several commands, concatenated (one write).
+pub fn enc_many<C: AsRef<[A]>, A: AsRef<[u8]>>(cmds: &[C]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in cmds {
+        rustproxy::resp::write_command(&mut out, c.as_ref().iter().map(|a| a.as_ref()));
+    }
+    out
+}
+
+/// `cmds` written in one go on a fresh connection to `port` (`Raw::exchange`); their replies.
+pub fn pipeline<C: AsRef<[A]>, A: AsRef<[u8]>>(port: u16, cmds: &[C]) -> Vec<Vec<u8>> {
+    Raw::connect(port).exchange(enc_many(cmds), cmds.len())
+}
+
+/// `*n` followed by bulk strings.
+pub fn arr(items: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", items.len()).into_bytes();
+    for i in items {
+        out.extend_from_slice(&bulk(i));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Looking inside replies (the raw bytes stay what tests compare; these are for the rest)
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes as escaped text, all of them (safe to compare).
+pub fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).escape_debug().to_string()
+}
+
+/// Bytes as escaped text for a failure message: cut after 300 bytes, with the full length.
+pub fn brief(b: &[u8]) -> String {
+    let cut = &b[..b.len().min(300)];
+    let mut s = String::from_utf8_lossy(cut).escape_debug().to_string();
+    if b.len() > cut.len() {
+        s.push_str(&format!("... ({} bytes)", b.len()));
+    }
+    s
+}
+
+/// One whole reply, parsed (RESP2 or RESP3); panics on a malformed or partial one.
+pub fn parsed(reply: &[u8]) -> Reply<'_> {
+    parse_reply(reply)
+        .unwrap_or_else(|e| panic!("malformed reply {}: {e}", brief(reply)))
+        .unwrap_or_else(|| panic!("incomplete reply {}", brief(reply)))
+        .0
+}
+
+/// An integer reply's value; panics on anything else.
+pub fn int(reply: &[u8]) -> i64 {
+    match parsed(reply) {
+        Reply::Integer(i) => i,
+        _ => panic!("not an integer: {}", brief(reply)),
+    }
+}
+
+/// A bulk/simple/verbatim reply as text; an error as `-MESSAGE`; an integer as its digits;
+/// nil as `(nil)`.
+pub fn text(reply: &[u8]) -> String {
+    match parsed(reply) {
+        Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Verbatim(v) => String::from_utf8_lossy(&v[4.min(v.len())..]).into_owned(),
+        Reply::Error(e) | Reply::BlobError(e) => format!("-{}", String::from_utf8_lossy(e)),
+        Reply::Integer(i) => i.to_string(),
+        Reply::Nil => "(nil)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn element_text(r: &Reply) -> String {
+    match r {
+        Reply::Bulk(b) | Reply::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Integer(i) => i.to_string(),
+        Reply::Nil => "(nil)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The elements of an array, set or push reply as text (integers as their digits, nil as
+/// `(nil)`); panics on a reply that is not an aggregate.
+pub fn strings(reply: &[u8]) -> Vec<String> {
+    match parsed(reply) {
+        Reply::Array(items) | Reply::Set(items) | Reply::Push(items) => {
+            items.iter().map(element_text).collect()
+        }
+        _ => panic!("not an array: {}", brief(reply)),
+    }
+}
+
+/// The elements of an array or set of strings, nil elements as `None`; panics on other
+/// elements and on a reply that is not an aggregate.
+pub fn opt_strings(reply: &[u8]) -> Vec<Option<String>> {
+    match parsed(reply) {
+        Reply::Array(items) | Reply::Set(items) => items
+            .iter()
+            .map(|r| match r {
+                Reply::Nil => None,
+                Reply::Bulk(_) | Reply::Simple(_) => Some(element_text(r)),
+                other => panic!("unexpected element {other:?} in {}", brief(reply)),
+            })
+            .collect(),
+        _ => panic!("not an array: {}", brief(reply)),
+    }
+}
+
+/// An error reply (RESP2 `-` or RESP3 blob error `!`).
+pub fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-') | Some(b'!'))
 }
 
 // ---------------------------------------------------------------------------------------------
