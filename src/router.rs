@@ -188,11 +188,24 @@ pub fn resolve(args: &Args, buf: &[u8]) -> Result<&'static Spec, String> {
 /// when the pool enables `hash_override` and the command is still well-formed without it.
 /// Off by default: with it on, a value that starts with `hash=` is read as routing (though
 /// `SET k hash=x` still sets the value "hash=x": SET needs the argument).
+/// Only commands routed by keys take a hint (a fan-out, local or SCAN command has nothing to
+/// place), and only when the command is still well-formed without it, key pairs included (so
+/// `MSET a 1 b hash=x` sets `b` to "hash=x").
 pub fn hash_hint(spec: &Spec, args: &Args, buf: &[u8], enabled: bool) -> (usize, bool) {
     let argc = args.len();
-    if enabled && argc >= 2 {
+    if enabled
+        && argc >= 2
+        && matches!(
+            spec.class,
+            Class::Keyed | Class::Blocking | Class::Split(_) | Class::AnyBackend
+        )
+    {
         let last = args.get(buf, argc - 1);
-        if last.starts_with(b"hash=") && commands::arity_ok(spec, argc - 1) {
+        if last.starts_with(b"hash=")
+            && commands::arity_ok(spec, argc - 1)
+            && commands::key_positions(spec, argc - 1, &|i| args.get(buf, i), &mut Vec::new())
+                .is_ok()
+        {
             return (argc - 1, true);
         }
     }
@@ -287,6 +300,9 @@ pub fn plan(
                 }
             } else {
                 if let Err(e) = commands::key_positions(spec, argc, &|i| args.get(buf, i), keys) {
+                    if e == commands::ERR_WRONG_ARGS {
+                        return Plan::Error(wrong_arity(spec));
+                    }
                     return Plan::Error(e.to_string());
                 }
                 let mut server: Option<(usize, u32)> = None;
@@ -735,6 +751,20 @@ mod tests {
         // A keyless command sent to one backend follows a hint too.
         assert_eq!(forward(p.plan(&["CONFIG", "HELP"])), (0, 2, false));
         assert_eq!(forward(p.plan(&["CONFIG", "HELP", &hint])), (3, 2, true));
+        // Only a well-formed command without it: MSET's pairs must hold.
+        assert!(
+            !matches!(
+                p.plan(&["MSET", "a", "1", "b", &hint]),
+                Plan::Forward { argc: 4, .. }
+            ),
+            "MSET a 1 b hash=... is a pair, not a hint"
+        );
+        // Commands with nothing to place take no hint: the argument stays (and DBSIZE's
+        // arity error comes from the proxy, not from every backend).
+        assert_eq!(
+            error(p.plan(&["DBSIZE", &hint])),
+            "ERR wrong number of arguments for 'dbsize' command"
+        );
     }
 
     #[test]
@@ -1097,8 +1127,6 @@ mod tests {
     /// `key_positions` reports it as `ERR_WRONG_ARGS` and asks the caller for Redis's full
     /// text. The router passes the short text through instead.
     #[test]
-    #[ignore = "router bug: MSETNX with an unpaired key answers \"ERR wrong number of \
-                arguments\" without \"for 'msetnx' command\""]
     fn msetnx_unpaired_key_gets_the_full_arity_text() {
         let p = Pool::new();
         assert_eq!(
