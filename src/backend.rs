@@ -58,6 +58,9 @@ pub struct Pending {
     /// A blocking command: exempt from the request timeout; its reply ends the client's loan
     /// of the private connection.
     pub blocking: bool,
+    /// A (un)subscription: its reply is a confirmation, counted in the client's subscribe
+    /// state (other commands of a RESP3 subscriber share the connection and are plain replies).
+    pub confirm: bool,
     /// Cluster pools: how many MOVED/ASK redirections this request has followed.
     pub redirects: u8,
     /// When it was queued (event-loop clock).
@@ -78,6 +81,7 @@ impl Pending {
             seq,
             part,
             blocking,
+            confirm: false,
             redirects: 0,
             sent,
         }

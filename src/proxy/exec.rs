@@ -194,6 +194,7 @@ impl Proxy {
                     self.stats.record_rejected(None);
                     self.cur = Meta::new(NO_CMD, self.now_us);
                     let e = router::unknown_command(args, frame);
+                    self.unknown_in_multi(k);
                     self.reply_err(k, &e);
                     return Exec::Done;
                 }
@@ -221,6 +222,7 @@ impl Proxy {
             Err(e) => {
                 self.stats.record_rejected(None);
                 self.cur = Meta::new(NO_CMD, self.now_us);
+                self.unknown_in_multi(k);
                 self.reply_err(k, &e);
                 return Exec::Done;
             }
@@ -246,6 +248,18 @@ impl Proxy {
             }
         }
         done
+    }
+
+    /// An unknown command inside MULTI makes EXEC fail, as in Redis (EXECABORT).
+    fn unknown_in_multi(&mut self, k: usize) {
+        if let Some(t) = self
+            .clients
+            .get_mut(k)
+            .and_then(|c| c.txn.as_mut())
+            .filter(|t| t.in_multi)
+        {
+            t.dirty = true;
+        }
     }
 
     /// Execute one resolved command (`self.cur` describes it).

@@ -15,6 +15,13 @@
 use super::*;
 
 impl Proxy {
+    /// Queue a (un)subscription whose reply is a confirmation for client `k`'s slot `seq`.
+    fn send_confirmed(&mut self, ck: usize, k: usize, req: &[u8], seq: u64, part: u32) {
+        let mut p = Pending::new(self.owner_of(k), seq, part, false, self.now_us);
+        p.confirm = true;
+        self.push_request(ck, p, req);
+    }
+
     /// A private connection for client `k`'s subscriptions on the server in slot `slot`.
     pub(super) fn pubsub_conn(&mut self, k: usize, slot: usize) -> Result<usize, String> {
         if let Some(ck) = self
@@ -23,6 +30,23 @@ impl Proxy {
             .and_then(|c| c.sub.as_ref())
             .and_then(|s| s.conn_at(slot))
         {
+            return Ok(ck);
+        }
+        // A RESP3 client's private connection to this server (WATCH, blocking) becomes its
+        // subscription connection too: one connection per server keeps its order.
+        let private = self
+            .clients
+            .get(k)
+            .filter(|c| c.resp3)
+            .and_then(|c| c.private)
+            .filter(|&ck| self.conns.get(ck).is_some_and(|cn| cn.server == slot));
+        if let Some(ck) = private {
+            if let Some(conn) = self.conns.get_mut(ck) {
+                conn.pubsub = true;
+            }
+            if let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.as_mut()) {
+                sub.conns.push((slot, ck));
+            }
             return Ok(ck);
         }
         // Borrow through the same pool as blocking commands, without disturbing `private`.
@@ -141,7 +165,7 @@ impl Proxy {
                         self.pubsub_conn(k, slot)
                     };
                     match (ck, i) {
-                        (Ok(ck), 0) => self.send_on(ck, k, &req, seq, part, false),
+                        (Ok(ck), 0) => self.send_confirmed(ck, k, &req, seq, part),
                         (Ok(ck), _) => self.send_swallowed(ck, &req),
                         (Err(_), 0) if unsub => self.local_confirm(k, seq, part, name, ch),
                         (Err(e), 0) => self.fail_sub_part(k, seq, part, &e, name, ch),
@@ -189,7 +213,7 @@ impl Proxy {
                                 sub.home.insert((shard, ch.clone()), slot);
                             }
                         }
-                        self.send_on(ck, k, &req, seq, part, false)
+                        self.send_confirmed(ck, k, &req, seq, part)
                     }
                     Err(_) if unsub => self.local_confirm(k, seq, part, name, ch),
                     Err(e) => self.fail_sub_part(k, seq, part, &e, name, ch),
@@ -337,10 +361,19 @@ impl Proxy {
         if !done {
             return;
         }
-        let Some(sub) = self.clients.get_mut(k).and_then(|c| c.sub.take()) else {
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
+        let private = c.private;
+        let Some(sub) = c.sub.take() else {
             return;
         };
         for (_, ck) in sub.conns {
+            if Some(ck) == private {
+                // Still the client's private connection (WATCH): it stays, in pub/sub mode
+                // (late messages are dropped), and closes when given back.
+                continue;
+            }
             // Not pooled: a backend may still be sending messages published before it processed
             // the last unsubscribe. The connection stays in pub/sub mode (messages dropped) and
             // closes once its remaining confirmations are in.

@@ -25,6 +25,18 @@ impl Proxy {
                 _ => Err("PROXYERROR keys are on different backends".into()),
             };
         }
+        // A RESP3 subscriber holding a subscription connection to this server uses it: one
+        // connection per server keeps its commands in order with its messages, as on one Redis.
+        let sub_conn = match &c.sub {
+            Some(sub) if proto == 1 => sub.conn_at(slot),
+            _ => None,
+        };
+        if let Some(ck) = sub_conn {
+            if let Some(c) = self.clients.get_mut(k) {
+                c.private = Some(ck);
+            }
+            return Ok(ck);
+        }
         let cap = self.pools[pool_i].cfg.private_connections;
         let Some(srv) = self.pools[pool_i].servers.get_mut(slot) else {
             return Err("ERR no such backend (the configuration changed)".into());
@@ -75,8 +87,22 @@ impl Proxy {
         let Some(conn) = self.conns.get_mut(ck) else {
             return;
         };
-        conn.owner = None;
         conn.blocked_key = None;
+        if conn.pubsub {
+            // Also the client's subscription connection (RESP3): it stays with the
+            // subscriptions, or closes if they ended meanwhile.
+            let still = self
+                .clients
+                .get(k)
+                .and_then(|c| c.sub.as_ref())
+                .is_some_and(|s| s.conns.iter().any(|&(_, x)| x == ck));
+            if !still {
+                conn.owner = None;
+                self.retire_conn(ck);
+            }
+            return;
+        }
+        conn.owner = None;
         if conn.inflight.is_empty() {
             self.park_private(ck);
         } else {
@@ -348,8 +374,7 @@ impl Proxy {
                     c.private
                         .ok_or_else(|| "ERR watch connection lost".to_string())
                 } else {
-                    let (proto, id) = (c.resp3 as usize, c.id);
-                    self.conn_for(pool_i, slot, proto, Some(id))
+                    self.client_conn(k, slot)
                 };
                 match ck {
                     Ok(ck) => {

@@ -232,26 +232,32 @@ impl Proxy {
             return Ok(());
         };
         let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
-        // A client holding a private connection (WATCH) sends everything for that backend on it.
-        let ck = match c.private {
-            Some(ck)
-                if self
-                    .conns
-                    .get(ck)
-                    .is_some_and(|cn| self.pools[pool_i].order.get(pos) == Some(&cn.server)) =>
-            {
-                ck
-            }
-            _ => {
-                let Some(&server) = self.pools[pool_i].order.get(pos) else {
-                    return Err("ERR no such backend (the configuration changed)".into());
-                };
-                self.conn_for(pool_i, server, proto, Some(id))?
-            }
+        let Some(&server) = self.pools[pool_i].order.get(pos) else {
+            return Err("ERR no such backend (the configuration changed)".into());
+        };
+        let ck = match held_conn(c, &self.conns, server) {
+            Some(ck) => ck,
+            None => self.conn_for(pool_i, server, proto, Some(id))?,
         };
         let p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
         self.push_request(ck, p, bytes);
         Ok(())
+    }
+
+    /// The connection client `k` uses for the server in slot `server`, the same for every
+    /// command so its commands reach that backend in its order: its private connection when
+    /// that is to this server (WATCH), else, for a RESP3 subscriber, its subscription connection
+    /// to it (a message its own PUBLISH causes then arrives before the PUBLISH's reply, as on
+    /// one Redis), else its pinned shared connection.
+    pub(super) fn client_conn(&mut self, k: usize, server: usize) -> Result<usize, String> {
+        let Some(c) = self.clients.get(k) else {
+            return Err("ERR client gone".into());
+        };
+        if let Some(ck) = held_conn(c, &self.conns, server) {
+            return Ok(ck);
+        }
+        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
+        self.conn_for(pool_i, server, proto, Some(id))
     }
 
     /// The owner of a reply client `k` waits for (Swallow when the client is gone).
@@ -482,7 +488,7 @@ impl Proxy {
                         self.redirect(pool_i, &host, p, &req, &reply);
                         continue;
                     }
-                    if conn.pubsub {
+                    if p.confirm {
                         let reply = reply.to_vec();
                         rbuf.consume(n);
                         self.confirm(p, &reply);
@@ -603,7 +609,7 @@ impl Proxy {
             let mut e = Vec::with_capacity(msg.len() + 3);
             reply_error(&mut e, &msg);
             self.stats.errors += 1;
-            if conn.pubsub {
+            if p.confirm {
                 // A subscription request that will never be confirmed.
                 if let Some(sub) = self
                     .clients
@@ -664,6 +670,20 @@ impl Proxy {
     }
 }
 
+/// The connection a client holds for `server`, if any (see `Proxy::client_conn`).
+#[inline]
+fn held_conn(c: &Client, conns: &Slab<Conn>, server: usize) -> Option<usize> {
+    if let Some(ck) = c.private {
+        if conns.get(ck).is_some_and(|cn| cn.server == server) {
+            return Some(ck);
+        }
+    }
+    match &c.sub {
+        Some(sub) if c.resp3 => sub.conn_at(server),
+        _ => None,
+    }
+}
+
 /// What one complete reply read from a backend connection is.
 pub(super) enum Route {
     /// A pub/sub message on a subscription connection, for its owner (client key, id).
@@ -685,7 +705,7 @@ pub(super) fn route(conn: &mut Conn, reply: &[u8]) -> Route {
         track: conn.track,
         orphans: &mut conn.orphans,
     };
-    classify(conn.pubsub, conn.owner, q, reply)
+    classify(conn.pubsub, conn.proto == 1, conn.owner, q, reply)
 }
 
 /// What `classify` pops from: a connection's in-flight queue and what goes with it.
@@ -696,10 +716,18 @@ pub(super) struct Queue<'a> {
     pub orphans: &'a mut usize,
 }
 
-/// The routing decision, without sockets: `pubsub` and `owner` describe the connection.
-pub(super) fn classify(pubsub: bool, owner: Option<(usize, u64)>, q: Queue, reply: &[u8]) -> Route {
+/// The routing decision, without sockets: `pubsub`, `resp3` and `owner` describe the
+/// connection. On a RESP3 connection only a push is a message (a RESP3 subscriber's other
+/// commands share it, and an array reply may start with "message").
+pub(super) fn classify(
+    pubsub: bool,
+    resp3: bool,
+    owner: Option<(usize, u64)>,
+    q: Queue,
+    reply: &[u8],
+) -> Route {
     if pubsub {
-        if is_message(reply) {
+        if is_message(reply) && (!resp3 || reply.first() == Some(&b'>')) {
             return Route::Message(owner);
         }
     } else if reply.first() == Some(&b'>') {
@@ -731,7 +759,7 @@ mod tests {
             track: false,
             orphans: &mut orphans,
         };
-        classify(pubsub, Some((7, 70)), q, reply)
+        classify(pubsub, false, Some((7, 70)), q, reply)
     }
 
     #[test]
@@ -792,7 +820,7 @@ mod tests {
             track: true,
             orphans: &mut orphans,
         };
-        match classify(false, None, q, b"$-1\r\n") {
+        match classify(false, false, None, q, b"$-1\r\n") {
             Route::Reply(p, Some(req)) => {
                 assert_eq!(p.owner, Owner::Orphan);
                 assert_eq!(&*req, b"GET k");
