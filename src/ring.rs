@@ -115,14 +115,39 @@ pub fn hash_tag(key: &[u8], tag: Option<[u8; 2]>) -> &[u8] {
     let Some([open, close]) = tag else {
         return key;
     };
-    let Some(start) = key.iter().position(|&b| b == open) else {
+    let Some(start) = find_byte(key, open) else {
         return key;
     };
     let after = key.get(start + 1..).unwrap_or_default();
-    match after.iter().position(|&b| b == close) {
+    match find_byte(after, close) {
         Some(len) if len > 0 => after.get(..len).unwrap_or(key),
         _ => key,
     }
+}
+
+/// The first position of `b` in `hay`, eight bytes at a time (keys are scanned for the hash
+/// tag on every request; most have none).
+#[inline]
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(b as u64);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ pattern;
+        // The lowest set bit marks the first zero byte exactly (borrows only run upward).
+        let t = w.wrapping_sub(LO) & !w & HI;
+        if t != 0 {
+            return Some(at + (t.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&x| x == b)
+        .map(|p| at + p)
 }
 
 const KETAMA_POINTS_PER_SERVER: u32 = 160;
@@ -382,6 +407,25 @@ fn rng_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_byte_agrees_with_position() {
+        let hay: Vec<u8> = (0..40u8).map(|i| b"ab{c}de\x7f\x80\xff"[i as usize % 10]).collect();
+        for len in 0..hay.len() {
+            for b in [b'{', b'}', b'a', 0x7f, 0x80, 0xff, b'z', 0] {
+                let h = &hay[..len];
+                assert_eq!(find_byte(h, b), h.iter().position(|&x| x == b), "{len} {b}");
+            }
+        }
+        // Bytes around a match (borrow cases): 0x01 before the target, 0x00 after.
+        for b in [1u8, 2, 0x7b, 0xfe] {
+            for at in 0..16 {
+                let mut h = vec![b.wrapping_add(1); 16];
+                h[at] = b;
+                assert_eq!(find_byte(&h, b), Some(at));
+            }
+        }
+    }
 
     fn nodes(weights: &[u32]) -> Vec<RingNode> {
         weights

@@ -89,6 +89,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(c)
 }
 
+/// [`load`] without name resolution, for callers that must not block (a reload on the event
+/// loop reads the local file, bounded, but never waits on DNS): None when the file names a host
+/// that is not an IP address (then [`load`] it where blocking is fine).
+pub fn load_without_dns(path: &Path) -> Option<Result<Config, ConfigError>> {
+    values::NO_DNS.with(|f| f.set(true));
+    let r = load(path);
+    values::NO_DNS.with(|f| f.set(false));
+    match r {
+        Err(e) if e.to_string().contains(values::NEEDS_DNS) => None,
+        r => Some(r),
+    }
+}
+
 /// The format [`load`] would use for this file.
 pub fn detect_format(path: &Path, text: &str) -> Format {
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {

@@ -180,7 +180,19 @@ pub(super) fn parse_tcp_addr(v: &str) -> Result<SocketAddr, String> {
     resolve(host, port)
 }
 
+thread_local! {
+    /// Set by [`super::load_without_dns`]: a host name (not an IP address) fails with
+    /// [`NEEDS_DNS`] instead of being resolved.
+    pub(super) static NO_DNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The error of a host name met while [`NO_DNS`] is set.
+pub(super) const NEEDS_DNS: &str = "host name needs DNS";
+
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if NO_DNS.with(|f| f.get()) && host.parse::<std::net::IpAddr>().is_err() {
+        return Err(NEEDS_DNS.to_string());
+    }
     match (host, port).to_socket_addrs() {
         Ok(mut it) => it.next().ok_or_else(|| {
             format!(

@@ -227,7 +227,7 @@ impl Proxy {
         let hup = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
         let poll = Poll::new()?;
-        let offload = offload::Offload::start(&poll)?;
+        let offload = offload::Offload::new(&poll)?;
         let mut listeners = Vec::new();
         let mut pools = Vec::new();
         for (i, pc) in config.pools.iter().enumerate() {

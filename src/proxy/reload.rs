@@ -20,6 +20,12 @@ impl Proxy {
             let e = "no configuration file to reload (started with -l/-b)".to_string();
             return self.finish_reload(Err(e), dry_run, reply);
         };
+        // Servers given as IP addresses: read here (a local file, bounded); host names: the
+        // file is read and resolved on the offload thread.
+        if let Some(r) = crate::config::load_without_dns(&path) {
+            let loaded = r.map_err(|e| e.to_string()).and_then(offload::with_tls);
+            return self.finish_reload(loaded, dry_run, reply);
+        }
         if !self.offload.send(offload::Job::Load {
             path,
             dry_run,
