@@ -16,6 +16,7 @@
 //!   both halve. Only a subscriber past `pubsub_max_output` is disconnected.
 
 use super::*;
+use crate::client::ReplyMode;
 
 /// Whether a command ran or is held back at a fence (see `Proxy::execute`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +194,7 @@ impl Proxy {
                     // Renamed away (rename_command OLD NEW, or disabled with ""): unknown.
                     self.stats.record_rejected(None);
                     self.cur = Meta::new(NO_CMD, self.now_us);
+                    self.quiet_unrouted(k);
                     let e = router::unknown_command(args, frame);
                     self.reply_err(k, &e);
                     return Exec::Done;
@@ -221,6 +223,7 @@ impl Proxy {
             Err(e) => {
                 self.stats.record_rejected(None);
                 self.cur = Meta::new(NO_CMD, self.now_us);
+                self.quiet_unrouted(k);
                 self.reply_err(k, &e);
                 return Exec::Done;
             }
@@ -273,6 +276,9 @@ impl Proxy {
                 }
                 c.fence = false;
                 c.last_command = row;
+                if let Some(m) = c.meta.as_mut() {
+                    quiet_by_mode(m, &mut self.cur);
+                }
                 (
                     c.pool,
                     c.authed,
@@ -355,6 +361,13 @@ impl Proxy {
             return self.reply_err(k, &msg);
         }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
+            if has(spec, flag::NO_MULTI) {
+                // Redis's refusal: the transaction is flagged and EXEC answers EXECABORT.
+                if let Some(t) = self.clients.get_mut(k).and_then(|c| c.txn.as_mut()) {
+                    t.dirty = true;
+                }
+                return self.reject(k, "ERR Command not allowed inside a transaction");
+            }
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
         }
@@ -474,6 +487,14 @@ impl Proxy {
                     }
                 }
             }
+        }
+    }
+
+    /// A command refused before it was resolved (unknown, wrong arity) follows the client's
+    /// `CLIENT REPLY` mode like any other.
+    fn quiet_unrouted(&mut self, k: usize) {
+        if let Some(m) = self.clients.get_mut(k).and_then(|c| c.meta.as_mut()) {
+            quiet_by_mode(m, &mut self.cur);
         }
     }
 
@@ -661,7 +682,12 @@ impl Proxy {
             return;
         };
         let pool = &self.pools[c.pool];
-        let reqs: Vec<(usize, Vec<u8>)> = (0..pool.len()).map(|s| (s, bytes.to_vec())).collect();
+        let mut reqs: Vec<(usize, Vec<u8>)> = Vec::with_capacity(pool.len() * 2);
+        if merge == Merge::RandomKey {
+            // Each backend's key count first, to weight its key (see `Combine`).
+            reqs.extend((0..pool.len()).map(|s| (s, b"*1\r\n$6\r\nDBSIZE\r\n".to_vec())));
+        }
+        reqs.extend((0..pool.len()).map(|s| (s, bytes.to_vec())));
         let combine = Combine::Merge {
             merge,
             names: pool.names.clone(),
@@ -757,6 +783,20 @@ impl Proxy {
     }
 
     // ----- backend events ---------------------------------------------------------------
+}
+
+/// The command about to run, of a client whose `CLIENT REPLY` mode is `m`: its reply is
+/// suppressed under OFF and SKIP (SKIP lasts one command).
+#[inline]
+fn quiet_by_mode(m: &mut crate::client::Meta, cur: &mut Meta) {
+    match m.reply_mode {
+        ReplyMode::On => {}
+        ReplyMode::Off => cur.quiet = true,
+        ReplyMode::Skip => {
+            cur.quiet = true;
+            m.reply_mode = ReplyMode::On;
+        }
+    }
 }
 
 /// Encode args[range] as a multibulk request.
