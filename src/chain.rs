@@ -172,6 +172,13 @@ fn give_back(spare: &mut Vec<Vec<u8>>, mut b: Vec<u8>) {
     }
 }
 
+/// Take back the last `n` bytes written to `out`: the reply of a quiet slot (kept off the
+/// common path: write first, then undo in the rare quiet case).
+#[cold]
+fn unwrite(out: &mut Vec<u8>, n: usize) {
+    out.truncate(out.len() - n);
+}
+
 fn is_error(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(b'-') | Some(b'!'))
 }
@@ -216,8 +223,9 @@ impl Chain {
     /// ahead of it, else queued behind the pending slots.
     pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>, meta: Meta, sink: &mut Sink) {
         if self.slots.is_empty() {
-            if !meta.quiet {
-                out.extend_from_slice(bytes);
+            out.extend_from_slice(bytes);
+            if meta.quiet {
+                unwrite(out, bytes.len());
             }
             self.head += 1;
             sink.finish(meta, bytes);
@@ -254,9 +262,10 @@ impl Chain {
             _ => return Delivered::Dropped,
         }
         if i == 0 {
+            out.extend_from_slice(reply);
             if let Some((_, meta)) = self.slots.pop_front() {
-                if !meta.quiet {
-                    out.extend_from_slice(reply);
+                if meta.quiet {
+                    unwrite(out, reply.len());
                 }
                 sink.finish(meta, reply);
             }
@@ -332,8 +341,9 @@ impl Chain {
         while let Some((Slot::Ready(_), _)) = self.slots.front() {
             if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
                 self.parked -= b.len();
-                if !meta.quiet {
-                    out.extend_from_slice(&b);
+                out.extend_from_slice(&b);
+                if meta.quiet {
+                    unwrite(out, b.len());
                 }
                 sink.finish(meta, &b);
                 give_back(sink.spare, b);

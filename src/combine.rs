@@ -353,7 +353,7 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
 /// of the whole keyspace comes back about equally often (Redis's RANDOMKEY is uniform over one
 /// server's keys). Nil when no backend has a key; an error only when every backend failed.
 fn random_key(parts: &[Vec<u8>], resp3: bool, out: &mut Vec<u8>) {
-    if parts.len() % 2 != 0 {
+    if !parts.len().is_multiple_of(2) {
         return unexpected(out);
     }
     let (sizes, keys) = parts.split_at(parts.len() / 2);
@@ -534,4 +534,179 @@ fn rdb_string_end(b: &[u8], pos: usize) -> Option<usize> {
         next.checked_add(usize::try_from(len).ok()?)?
     };
     (end <= b.len()).then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(merge: Merge, parts: &[&[u8]]) -> Vec<u8> {
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let names = Rc::new(vec!["a".to_string(), "b".to_string()]);
+        let mut out = Vec::new();
+        Combine::Merge { merge, names }.combine(&parts, false, &mut out);
+        out
+    }
+
+    fn bulk(s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        resp::write_bulk(&mut out, s);
+        out
+    }
+
+    /// A FUNCTION LIST library entry (RESP2) with functions in the given order.
+    fn lib(name: &str, fns: &[&str]) -> Vec<u8> {
+        let mut out = b"*6\r\n".to_vec();
+        out.extend(bulk(b"library_name"));
+        out.extend(bulk(name.as_bytes()));
+        out.extend(bulk(b"engine"));
+        out.extend(bulk(b"LUA"));
+        out.extend(bulk(b"functions"));
+        resp::write_array_len(&mut out, fns.len());
+        for f in fns {
+            out.extend_from_slice(b"*6\r\n");
+            out.extend(bulk(b"name"));
+            out.extend(bulk(f.as_bytes()));
+            out.extend(bulk(b"description"));
+            out.extend_from_slice(b"$-1\r\n");
+            out.extend(bulk(b"flags"));
+            out.extend_from_slice(b"*0\r\n");
+        }
+        out
+    }
+
+    fn list(libs: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        resp::write_array_len(&mut out, libs.len());
+        libs.iter().for_each(|l| out.extend_from_slice(l));
+        out
+    }
+
+    /// A FUNCTION DUMP payload: per library the opcode and its code as an RDB string, then
+    /// version and a CRC (here any 8 bytes: it depends on the order).
+    fn dump(codes: &[&[u8]], crc: u8) -> Vec<u8> {
+        let mut p = Vec::new();
+        for c in codes {
+            p.push(RDB_OPCODE_FUNCTION2);
+            match c.len() {
+                n if n < 64 => p.push(n as u8),
+                n if n < 16384 => p.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]),
+                n => {
+                    p.push(0x80);
+                    p.extend_from_slice(&(n as u32).to_be_bytes());
+                }
+            }
+            p.extend_from_slice(c);
+        }
+        p.extend_from_slice(&[10, 0]);
+        p.extend_from_slice(&[crc; 8]);
+        bulk(&p)
+    }
+
+    #[test]
+    fn same_libraries_ignores_listing_order() {
+        let a = lib("liba", &["a1", "a2", "a3"]);
+        let a2 = lib("liba", &["a3", "a1", "a2"]);
+        let b = lib("libb", &["b1"]);
+        let one = list(&[a.clone(), b.clone()]);
+        let other = list(&[b.clone(), a2.clone()]);
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &other]), one);
+        // SameReply (SCRIPT LOAD, FUNCTION LOAD) stays byte-exact.
+        assert_eq!(
+            merge(Merge::SameReply, &[&one, &other]),
+            b"-ERR backends returned different replies\r\n"
+        );
+        // A real difference: a missing library, another function, an error.
+        let diff = b"-ERR backends returned different replies\r\n".to_vec();
+        let missing = list(std::slice::from_ref(&a));
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &missing]), diff);
+        let changed = list(&[lib("liba", &["a1", "a2", "a4"]), b.clone()]);
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &changed]), diff);
+        assert_eq!(
+            merge(Merge::SameLibraries, &[&one, b"-ERR down\r\n"]),
+            b"-ERR down\r\n"
+        );
+        // Unparsable: only identical bytes agree.
+        assert_eq!(
+            merge(Merge::SameLibraries, &[b"+x\r\n", b"+x\r\n"]),
+            b"+x\r\n"
+        );
+        assert_eq!(merge(Merge::SameLibraries, &[b"+x\r\n", b"+y\r\n"]), diff);
+
+        // FUNCTION DUMP: the same libraries in another order (and so another CRC) agree.
+        let long = vec![b'x'; 300];
+        let d1 = dump(&[b"#!lua name=a", &long], 1);
+        let d2 = dump(&[&long, b"#!lua name=a"], 2);
+        assert_eq!(merge(Merge::SameLibraries, &[&d1, &d2]), d1);
+        let d3 = dump(&[b"#!lua name=b", &long], 3);
+        assert_eq!(merge(Merge::SameLibraries, &[&d1, &d3]), diff);
+        // An LZF-compressed string (special encoding 3: compressed and raw lengths, then the
+        // compressed bytes) and integer encodings are skipped by length.
+        let mut lzf = vec![RDB_OPCODE_FUNCTION2, 0xc3, 3, 20, b'a', b'b', b'c'];
+        lzf.extend_from_slice(&[RDB_OPCODE_FUNCTION2, 0xc0, 7]);
+        let mut p1 = lzf.clone();
+        p1.extend_from_slice(&[10, 0, 1, 1, 1, 1, 1, 1, 1, 1]);
+        let mut p2 = lzf[7..].to_vec();
+        p2.extend_from_slice(&lzf[..7]);
+        p2.extend_from_slice(&[10, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            merge(Merge::SameLibraries, &[&bulk(&p1), &bulk(&p2)]),
+            bulk(&p1)
+        );
+        // Truncated payload: not understood, so compared byte for byte.
+        let cut = bulk(&p1[..5]);
+        assert_eq!(merge(Merge::SameLibraries, &[&cut, &bulk(&p1)]), diff);
+    }
+
+    #[test]
+    fn random_key_weighted_by_key_count() {
+        let k = |s: &str| bulk(s.as_bytes());
+        // Parts: DBSIZE of a, b, then RANDOMKEY of a, b.
+        let mut seen = [0usize; 2];
+        for _ in 0..2000 {
+            let out = merge(Merge::RandomKey, &[b":99\r\n", b":1\r\n", &k("x"), &k("y")]);
+            seen[(out == k("y")) as usize] += 1;
+            assert!(out == k("x") || out == k("y"));
+        }
+        // Expected 1980 / 20.
+        assert!(seen[0] > 1800 && seen[1] > 0, "{seen:?}");
+        // Backends without keys (or failed) are never picked; a key means at least weight 1.
+        for _ in 0..50 {
+            assert_eq!(
+                merge(
+                    Merge::RandomKey,
+                    &[b":0\r\n", b":5\r\n", &k("x"), b"$-1\r\n"]
+                ),
+                k("x")
+            );
+            assert_eq!(
+                merge(
+                    Merge::RandomKey,
+                    &[b"-ERR x\r\n", b":5\r\n", b"-ERR down\r\n", &k("y")]
+                ),
+                k("y")
+            );
+        }
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"$-1\r\n", b"$-1\r\n"]
+            ),
+            b"$-1\r\n"
+        );
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"-ERR a\r\n", b"$-1\r\n"]
+            ),
+            b"$-1\r\n"
+        );
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"-ERR a\r\n", b"-ERR b\r\n"]
+            ),
+            b"-ERR a\r\n"
+        );
+    }
 }

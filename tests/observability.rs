@@ -697,6 +697,7 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# Replication",
             "# CPU",
             "# Backends",
+            "# Errorstats",
             "# Keyspace"
         ]
     );
@@ -713,6 +714,7 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# CPU",
             "# Backends",
             "# Commandstats",
+            "# Errorstats",
             "# Latencystats",
             "# Keyspace"
         ]

@@ -276,8 +276,10 @@ impl Proxy {
                 }
                 c.fence = false;
                 c.last_command = row;
-                if let Some(m) = c.meta.as_mut() {
-                    quiet_by_mode(m, &mut self.cur);
+                if let Some(m) = c.meta.as_deref_mut() {
+                    if m.reply_mode != ReplyMode::On {
+                        quiet_by_mode(m, &mut self.cur);
+                    }
                 }
                 (
                     c.pool,
@@ -300,6 +302,8 @@ impl Proxy {
     }
 
     /// Run one command that passed its fence; `ctx`: what the checks need of the client.
+    // Inlined into `execute` (the per-request path) whatever the inliner's budget says.
+    #[inline(always)]
     fn run_command(
         &mut self,
         k: usize,
@@ -361,13 +365,6 @@ impl Proxy {
             return self.reply_err(k, &msg);
         }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
-            if has(spec, flag::NO_MULTI) {
-                // Redis's refusal: the transaction is flagged and EXEC answers EXECABORT.
-                if let Some(t) = self.clients.get_mut(k).and_then(|c| c.txn.as_mut()) {
-                    t.dirty = true;
-                }
-                return self.reject(k, "ERR Command not allowed inside a transaction");
-            }
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
         }
@@ -573,6 +570,8 @@ impl Proxy {
 
     /// Cluster pools with `read_from`: the replica (server slot) that should serve this
     /// read-only keyed command, if any.
+    // Inlined: for every keyed command of a static pool it is one test (`cluster.is_none()`).
+    #[inline(always)]
     pub(super) fn replica_for(
         &mut self,
         pool_i: usize,
@@ -677,6 +676,8 @@ impl Proxy {
         }
     }
 
+    // Cold (admin fan-outs): kept out of the per-request path.
+    #[inline(never)]
     pub(super) fn fan_out(&mut self, k: usize, merge: Merge, bytes: &[u8]) {
         let Some(c) = self.clients.get(k) else {
             return;
@@ -787,7 +788,8 @@ impl Proxy {
 
 /// The command about to run, of a client whose `CLIENT REPLY` mode is `m`: its reply is
 /// suppressed under OFF and SKIP (SKIP lasts one command).
-#[inline]
+#[cold]
+#[inline(never)]
 fn quiet_by_mode(m: &mut crate::client::Meta, cur: &mut Meta) {
     match m.reply_mode {
         ReplyMode::On => {}
