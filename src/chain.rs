@@ -11,6 +11,8 @@
 //!   arrives after its client is gone or after the slot was failed (timeout) is simply dropped.
 //! - Each request is counted once, by the `Sink`, when its reply leaves (command stats at once,
 //!   slow ones queued for the slow log); replies waiting out of order sit in pooled buffers.
+//! - A slot marked `quiet` (`CLIENT REPLY OFF|SKIP`) leaves like any other, counted, but its
+//!   bytes are not written: suppression happens here, in order, and nowhere else.
 
 use crate::clock::Micros;
 use crate::combine::Combine;
@@ -69,6 +71,9 @@ pub struct Meta {
     /// Config position of the backend that served it (NO_BACKEND for local, split, fan-out).
     pub backend: u16,
     pub snip_len: u8,
+    /// The reply is consumed and counted but not sent (`CLIENT REPLY OFF|SKIP`): it still
+    /// holds its place in the chain, so later replies keep their order.
+    pub quiet: bool,
     pub snip: [u8; SNIP],
 }
 
@@ -80,6 +85,7 @@ impl Meta {
             argc: 0,
             backend: NO_BACKEND,
             snip_len: 0,
+            quiet: false,
             snip: [0; SNIP],
         }
     }
@@ -120,12 +126,16 @@ pub struct Sink<'a> {
 
 impl Sink<'_> {
     fn finish(&mut self, meta: Meta, reply: &[u8]) {
+        let failed = is_error(reply);
+        if failed {
+            // Every error reply, whoever made it (INFO errorstats).
+            self.stats.record_error_reply(reply);
+        }
         if meta.cmd == NO_CMD {
             return;
         }
         let usec = crate::clock::since(self.now, meta.started);
-        self.stats
-            .record_command(meta.cmd as usize, usec, is_error(reply));
+        self.stats.record_command(meta.cmd as usize, usec, failed);
         if self.slow_usec >= 0 && usec >= self.slow_usec as u64 {
             self.slow.push(Done {
                 client: self.client,
@@ -160,6 +170,13 @@ fn give_back(spare: &mut Vec<Vec<u8>>, mut b: Vec<u8>) {
         b.clear();
         spare.push(b);
     }
+}
+
+/// Take back the last `n` bytes written to `out`: the reply of a quiet slot (kept off the
+/// common path: write first, then undo in the rare quiet case).
+#[cold]
+fn unwrite(out: &mut Vec<u8>, n: usize) {
+    out.truncate(out.len() - n);
 }
 
 fn is_error(bytes: &[u8]) -> bool {
@@ -207,6 +224,9 @@ impl Chain {
     pub fn reply(&mut self, bytes: &[u8], out: &mut Vec<u8>, meta: Meta, sink: &mut Sink) {
         if self.slots.is_empty() {
             out.extend_from_slice(bytes);
+            if meta.quiet {
+                unwrite(out, bytes.len());
+            }
             self.head += 1;
             sink.finish(meta, bytes);
         } else {
@@ -244,6 +264,9 @@ impl Chain {
         if i == 0 {
             out.extend_from_slice(reply);
             if let Some((_, meta)) = self.slots.pop_front() {
+                if meta.quiet {
+                    unwrite(out, reply.len());
+                }
                 sink.finish(meta, reply);
             }
             self.head += 1;
@@ -293,6 +316,9 @@ impl Chain {
             m.parts.drain(..).for_each(|b| give_back(sink.spare, b));
             if let Some((_, meta)) = self.slots.pop_front() {
                 sink.finish(meta, &out[start..]);
+                if meta.quiet {
+                    out.truncate(start);
+                }
             }
             self.head += 1;
             self.drain_ready(out, sink);
@@ -316,6 +342,9 @@ impl Chain {
             if let Some((Slot::Ready(b), meta)) = self.slots.pop_front() {
                 self.parked -= b.len();
                 out.extend_from_slice(&b);
+                if meta.quiet {
+                    unwrite(out, b.len());
+                }
                 sink.finish(meta, &b);
                 give_back(sink.spare, b);
             }
@@ -387,6 +416,40 @@ mod tests {
         assert!(out.ends_with(b"+PONG\r\n"));
         let d = c.push(Slot::Waiting, m());
         assert_eq!(d, a + 4);
+    }
+
+    #[test]
+    fn quiet_slots_leave_in_order_unwritten() {
+        let mut c = Chain::default();
+        let mut out = Vec::new();
+        let (mut stats, mut slow) = (crate::stats::Stats::default(), Vec::new());
+        let quiet = Meta { quiet: true, ..m() };
+        let a = c.push(Slot::Waiting, quiet);
+        let b = c.push(Slot::Waiting, m());
+        let q = c.push(Slot::Waiting, quiet);
+        let d = c.push(Slot::Multi(Box::new(Multi::new(1, Combine::Concat))), quiet);
+        c.reply(b"-ERR quiet\r\n", &mut out, quiet, sink!(stats, slow));
+        assert_eq!(
+            c.deliver(q, b"+q\r\n", &mut out, sink!(stats, slow)),
+            Delivered::Stored
+        );
+        assert_eq!(
+            c.deliver(b, b"+b\r\n", &mut out, sink!(stats, slow)),
+            Delivered::Stored
+        );
+        assert!(out.is_empty());
+        c.deliver(a, b"+a\r\n", &mut out, sink!(stats, slow));
+        assert_eq!(out, b"+b\r\n");
+        c.deliver_part(d, 0, b"+d\r\n", false, &mut out, sink!(stats, slow));
+        assert_eq!(out, b"+b\r\n");
+        assert!(c.is_empty());
+        assert_eq!(c.parked_bytes(), 0);
+        // Counted all the same (the slow log sees every one, the error is in errorstats).
+        assert_eq!(slow.len(), 5);
+        assert_eq!(stats.error_replies(), vec![("ERR".to_string(), 1)]);
+        // On an empty chain too.
+        c.reply(b"+x\r\n", &mut out, quiet, sink!(stats, slow));
+        assert_eq!(out, b"+b\r\n");
     }
 
     #[test]

@@ -28,6 +28,18 @@ pub enum Closing {
     Now,
 }
 
+/// `CLIENT REPLY` mode: which replies the proxy sends (every reply is still read from the
+/// backends and leaves the chain in order; a suppressed one is just not written).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    /// No reply until `CLIENT REPLY ON` (whose +OK is sent).
+    Off,
+    /// The next command's reply is not sent, then back to `On`.
+    Skip,
+}
+
 /// Transaction state (MULTI queued in the proxy, WATCH on a private connection).
 #[derive(Default)]
 pub struct Txn {
@@ -122,6 +134,8 @@ pub struct Identity {
     pub user: Option<Vec<u8>>,
     pub lib_name: Option<Vec<u8>>,
     pub lib_ver: Option<Vec<u8>>,
+    /// `CLIENT REPLY ON|OFF|SKIP` (here, out of line: rarely set, read once per command).
+    pub reply_mode: ReplyMode,
 }
 
 pub struct Client {
@@ -235,6 +249,11 @@ impl Client {
 
     pub fn in_multi(&self) -> bool {
         self.txn.as_ref().is_some_and(|t| t.in_multi)
+    }
+
+    /// The `CLIENT REPLY` mode.
+    pub fn reply_mode(&self) -> ReplyMode {
+        self.meta.as_ref().map_or(ReplyMode::On, |m| m.reply_mode)
     }
 
     pub fn name(&self) -> Option<&[u8]> {

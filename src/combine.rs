@@ -297,15 +297,24 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
                 out.extend_from_slice(p);
             }
         }
-        Merge::FirstNonNil => {
-            if let Some(p) = parts.iter().find(|p| !is_error(p) && !is_nil(p)) {
-                out.extend_from_slice(p);
-            } else if let Some(e) = first_error {
+        Merge::SameLibraries => {
+            if let Some(e) = first_error {
                 out.extend_from_slice(e);
+                return;
+            }
+            let same = parts.windows(2).all(|w| w[0] == w[1]) || {
+                let canon: Vec<Option<Vec<Vec<u8>>>> = parts.iter().map(|p| libraries(p)).collect();
+                canon.iter().all(Option::is_some) && canon.windows(2).all(|w| w[0] == w[1])
+            };
+            if same {
+                if let Some(p) = parts.first() {
+                    out.extend_from_slice(p);
+                }
             } else {
-                resp::write_nil(out, resp3);
+                resp::write_error(out, b"ERR backends returned different replies");
             }
         }
+        Merge::RandomKey => random_key(parts, resp3, out),
         Merge::SumPairs => {
             if let Some(e) = first_error {
                 out.extend_from_slice(e);
@@ -336,5 +345,368 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
             }
         }
         Merge::Scan => unexpected(out),
+    }
+}
+
+/// RANDOMKEY's parts: one DBSIZE reply per backend, then one RANDOMKEY reply per backend (same
+/// order). A backend that has a key is picked at random, weighted by its key count, so each key
+/// of the whole keyspace comes back about equally often (Redis's RANDOMKEY is uniform over one
+/// server's keys). Nil when no backend has a key; an error only when every backend failed.
+fn random_key(parts: &[Vec<u8>], resp3: bool, out: &mut Vec<u8>) {
+    if !parts.len().is_multiple_of(2) {
+        return unexpected(out);
+    }
+    let (sizes, keys) = parts.split_at(parts.len() / 2);
+    let weights: Vec<u64> = sizes
+        .iter()
+        .zip(keys)
+        .map(|(size, key)| {
+            if is_error(key) || is_nil(key) {
+                0
+            } else {
+                // A key seen means at least one, whatever DBSIZE said a moment before.
+                int_of(size).map_or(1, |n| n.max(1) as u64)
+            }
+        })
+        .collect();
+    let total: u64 = weights.iter().sum();
+    if total == 0 {
+        match keys.iter().find(|k| is_error(k)) {
+            Some(e) if keys.iter().all(|k| is_error(k)) => out.extend_from_slice(e),
+            _ => resp::write_nil(out, resp3),
+        }
+        return;
+    }
+    let mut r = random_below(total);
+    for (w, key) in weights.iter().zip(keys) {
+        if r < *w {
+            out.extend_from_slice(key);
+            return;
+        }
+        r -= w;
+    }
+    unexpected(out)
+}
+
+/// A pseudo-random number below `n` (> 0): xorshift64, seeded once per thread from the
+/// standard library's random hash keys. Not for anything secret.
+fn random_below(n: u64) -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % n
+    })
+}
+
+/// FUNCTION LIST / FUNCTION DUMP reply in a form that does not depend on the order a server
+/// lists its libraries and functions in (its hash tables' order, which differs between servers
+/// even for the same loads): one canonical entry per library, sorted. None when the reply is not
+/// of the expected shape (then only identical bytes agree).
+fn libraries(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut libs: Vec<Vec<u8>> = match reply.first()? {
+        b'$' => dump_libraries(reply)?
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect(),
+        _ => {
+            let mut r = Vec::new();
+            resp::aggregate_elements(reply, &mut r).ok()??;
+            let mut libs = Vec::with_capacity(r.len());
+            for &(s, e) in &r {
+                libs.push(canonical_library(&reply[s..e])?);
+            }
+            libs
+        }
+    };
+    libs.sort_unstable();
+    Some(libs)
+}
+
+/// One FUNCTION LIST library entry (an array or map of name/value pairs, each a complete
+/// reply) with the elements of its `functions` value sorted, concatenated.
+fn canonical_library(lib: &[u8]) -> Option<Vec<u8>> {
+    let mut r = Vec::new();
+    resp::aggregate_elements(lib, &mut r).ok()??;
+    let mut out = Vec::with_capacity(lib.len());
+    let mut after_functions = false;
+    for &(s, e) in &r {
+        let el = &lib[s..e];
+        if after_functions {
+            let mut f = Vec::new();
+            resp::aggregate_elements(el, &mut f).ok()??;
+            let mut fs: Vec<&[u8]> = f.iter().map(|&(s, e)| &el[s..e]).collect();
+            fs.sort_unstable();
+            // The aggregate's header (type and count), then the sorted functions.
+            out.extend_from_slice(&el[..f.first().map_or(el.len(), |&(s, _)| s)]);
+            fs.iter().for_each(|f| out.extend_from_slice(f));
+        } else {
+            out.extend_from_slice(el);
+        }
+        after_functions = matches!(
+            resp::parse_reply(el),
+            Ok(Some((
+                Reply::Bulk(b"functions") | Reply::Simple(b"functions"),
+                _
+            )))
+        );
+    }
+    Some(out)
+}
+
+/// `RDB_OPCODE_FUNCTION2`: one library in a FUNCTION DUMP payload.
+const RDB_OPCODE_FUNCTION2: u8 = 245;
+
+/// FUNCTION DUMP's payload (a bulk string) split into its libraries: per library the opcode
+/// and the library's code as an RDB string, then 2 bytes of RDB version and 8 of CRC64. The
+/// version is kept as one more entry; the CRC is left out (it depends on the order).
+fn dump_libraries(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let Ok(Some((Reply::Bulk(p), _))) = resp::parse_reply(reply) else {
+        return None;
+    };
+    let body_len = p.len().checked_sub(10)?;
+    let (body, footer) = p.split_at(body_len);
+    let mut libs = vec![&footer[..2]];
+    let mut pos = 0;
+    while pos < body.len() {
+        if body[pos] != RDB_OPCODE_FUNCTION2 {
+            return None;
+        }
+        let end = rdb_string_end(body, pos + 1)?;
+        libs.push(&body[pos..end]);
+        pos = end;
+    }
+    Some(libs)
+}
+
+/// An RDB length at `b[pos..]`: (value, whether it is a special encoding, where it ends).
+fn rdb_len(b: &[u8], pos: usize) -> Option<(u64, bool, usize)> {
+    let first = *b.get(pos)?;
+    let be = |n: usize| -> Option<u64> {
+        let bytes = b.get(pos + 1..pos + 1 + n)?;
+        Some(bytes.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+    };
+    match first >> 6 {
+        0 => Some((u64::from(first & 0x3f), false, pos + 1)),
+        1 => Some((
+            u64::from(first & 0x3f) << 8 | u64::from(*b.get(pos + 1)?),
+            false,
+            pos + 2,
+        )),
+        2 => match first {
+            0x80 => Some((be(4)?, false, pos + 5)),
+            0x81 => Some((be(8)?, false, pos + 9)),
+            _ => None,
+        },
+        _ => Some((u64::from(first & 0x3f), true, pos + 1)),
+    }
+}
+
+/// Where the RDB string at `b[pos..]` ends (plain, integer-encoded or LZF-compressed).
+fn rdb_string_end(b: &[u8], pos: usize) -> Option<usize> {
+    let (len, special, next) = rdb_len(b, pos)?;
+    let end = if special {
+        match len {
+            0 => next + 1,
+            1 => next + 2,
+            2 => next + 4,
+            3 => {
+                let (clen, false, n1) = rdb_len(b, next)? else {
+                    return None;
+                };
+                let (_, false, n2) = rdb_len(b, n1)? else {
+                    return None;
+                };
+                n2.checked_add(usize::try_from(clen).ok()?)?
+            }
+            _ => return None,
+        }
+    } else {
+        next.checked_add(usize::try_from(len).ok()?)?
+    };
+    (end <= b.len()).then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(merge: Merge, parts: &[&[u8]]) -> Vec<u8> {
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let names = Rc::new(vec!["a".to_string(), "b".to_string()]);
+        let mut out = Vec::new();
+        Combine::Merge { merge, names }.combine(&parts, false, &mut out);
+        out
+    }
+
+    fn bulk(s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        resp::write_bulk(&mut out, s);
+        out
+    }
+
+    /// A FUNCTION LIST library entry (RESP2) with functions in the given order.
+    fn lib(name: &str, fns: &[&str]) -> Vec<u8> {
+        let mut out = b"*6\r\n".to_vec();
+        out.extend(bulk(b"library_name"));
+        out.extend(bulk(name.as_bytes()));
+        out.extend(bulk(b"engine"));
+        out.extend(bulk(b"LUA"));
+        out.extend(bulk(b"functions"));
+        resp::write_array_len(&mut out, fns.len());
+        for f in fns {
+            out.extend_from_slice(b"*6\r\n");
+            out.extend(bulk(b"name"));
+            out.extend(bulk(f.as_bytes()));
+            out.extend(bulk(b"description"));
+            out.extend_from_slice(b"$-1\r\n");
+            out.extend(bulk(b"flags"));
+            out.extend_from_slice(b"*0\r\n");
+        }
+        out
+    }
+
+    fn list(libs: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        resp::write_array_len(&mut out, libs.len());
+        libs.iter().for_each(|l| out.extend_from_slice(l));
+        out
+    }
+
+    /// A FUNCTION DUMP payload: per library the opcode and its code as an RDB string, then
+    /// version and a CRC (here any 8 bytes: it depends on the order).
+    fn dump(codes: &[&[u8]], crc: u8) -> Vec<u8> {
+        let mut p = Vec::new();
+        for c in codes {
+            p.push(RDB_OPCODE_FUNCTION2);
+            match c.len() {
+                n if n < 64 => p.push(n as u8),
+                n if n < 16384 => p.extend_from_slice(&[0x40 | (n >> 8) as u8, n as u8]),
+                n => {
+                    p.push(0x80);
+                    p.extend_from_slice(&(n as u32).to_be_bytes());
+                }
+            }
+            p.extend_from_slice(c);
+        }
+        p.extend_from_slice(&[10, 0]);
+        p.extend_from_slice(&[crc; 8]);
+        bulk(&p)
+    }
+
+    #[test]
+    fn same_libraries_ignores_listing_order() {
+        let a = lib("liba", &["a1", "a2", "a3"]);
+        let a2 = lib("liba", &["a3", "a1", "a2"]);
+        let b = lib("libb", &["b1"]);
+        let one = list(&[a.clone(), b.clone()]);
+        let other = list(&[b.clone(), a2.clone()]);
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &other]), one);
+        // SameReply (SCRIPT LOAD, FUNCTION LOAD) stays byte-exact.
+        assert_eq!(
+            merge(Merge::SameReply, &[&one, &other]),
+            b"-ERR backends returned different replies\r\n"
+        );
+        // A real difference: a missing library, another function, an error.
+        let diff = b"-ERR backends returned different replies\r\n".to_vec();
+        let missing = list(std::slice::from_ref(&a));
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &missing]), diff);
+        let changed = list(&[lib("liba", &["a1", "a2", "a4"]), b.clone()]);
+        assert_eq!(merge(Merge::SameLibraries, &[&one, &changed]), diff);
+        assert_eq!(
+            merge(Merge::SameLibraries, &[&one, b"-ERR down\r\n"]),
+            b"-ERR down\r\n"
+        );
+        // Unparsable: only identical bytes agree.
+        assert_eq!(
+            merge(Merge::SameLibraries, &[b"+x\r\n", b"+x\r\n"]),
+            b"+x\r\n"
+        );
+        assert_eq!(merge(Merge::SameLibraries, &[b"+x\r\n", b"+y\r\n"]), diff);
+
+        // FUNCTION DUMP: the same libraries in another order (and so another CRC) agree.
+        let long = vec![b'x'; 300];
+        let d1 = dump(&[b"#!lua name=a", &long], 1);
+        let d2 = dump(&[&long, b"#!lua name=a"], 2);
+        assert_eq!(merge(Merge::SameLibraries, &[&d1, &d2]), d1);
+        let d3 = dump(&[b"#!lua name=b", &long], 3);
+        assert_eq!(merge(Merge::SameLibraries, &[&d1, &d3]), diff);
+        // An LZF-compressed string (special encoding 3: compressed and raw lengths, then the
+        // compressed bytes) and integer encodings are skipped by length.
+        let mut lzf = vec![RDB_OPCODE_FUNCTION2, 0xc3, 3, 20, b'a', b'b', b'c'];
+        lzf.extend_from_slice(&[RDB_OPCODE_FUNCTION2, 0xc0, 7]);
+        let mut p1 = lzf.clone();
+        p1.extend_from_slice(&[10, 0, 1, 1, 1, 1, 1, 1, 1, 1]);
+        let mut p2 = lzf[7..].to_vec();
+        p2.extend_from_slice(&lzf[..7]);
+        p2.extend_from_slice(&[10, 0, 2, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            merge(Merge::SameLibraries, &[&bulk(&p1), &bulk(&p2)]),
+            bulk(&p1)
+        );
+        // Truncated payload: not understood, so compared byte for byte.
+        let cut = bulk(&p1[..5]);
+        assert_eq!(merge(Merge::SameLibraries, &[&cut, &bulk(&p1)]), diff);
+    }
+
+    #[test]
+    fn random_key_weighted_by_key_count() {
+        let k = |s: &str| bulk(s.as_bytes());
+        // Parts: DBSIZE of a, b, then RANDOMKEY of a, b.
+        let mut seen = [0usize; 2];
+        for _ in 0..2000 {
+            let out = merge(Merge::RandomKey, &[b":99\r\n", b":1\r\n", &k("x"), &k("y")]);
+            seen[(out == k("y")) as usize] += 1;
+            assert!(out == k("x") || out == k("y"));
+        }
+        // Expected 1980 / 20.
+        assert!(seen[0] > 1800 && seen[1] > 0, "{seen:?}");
+        // Backends without keys (or failed) are never picked; a key means at least weight 1.
+        for _ in 0..50 {
+            assert_eq!(
+                merge(
+                    Merge::RandomKey,
+                    &[b":0\r\n", b":5\r\n", &k("x"), b"$-1\r\n"]
+                ),
+                k("x")
+            );
+            assert_eq!(
+                merge(
+                    Merge::RandomKey,
+                    &[b"-ERR x\r\n", b":5\r\n", b"-ERR down\r\n", &k("y")]
+                ),
+                k("y")
+            );
+        }
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"$-1\r\n", b"$-1\r\n"]
+            ),
+            b"$-1\r\n"
+        );
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"-ERR a\r\n", b"$-1\r\n"]
+            ),
+            b"$-1\r\n"
+        );
+        assert_eq!(
+            merge(
+                Merge::RandomKey,
+                &[b":0\r\n", b":0\r\n", b"-ERR a\r\n", b"-ERR b\r\n"]
+            ),
+            b"-ERR a\r\n"
+        );
     }
 }

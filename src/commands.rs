@@ -73,8 +73,12 @@ pub enum Merge {
     ConcatArrays,
     /// SCAN: the cursor encodes the backend index.
     Scan,
-    /// SCRIPT LOAD, FUNCTION LOAD/DUMP/LIST: every backend must return the same reply.
+    /// SCRIPT LOAD, FUNCTION LOAD: every backend must return the same reply.
     SameReply,
+    /// FUNCTION LIST, FUNCTION DUMP: every backend must hold the same libraries, whatever order
+    /// it lists them in (a server lists libraries and functions in its own hash-table order):
+    /// the first backend's reply when they agree, otherwise an error.
+    SameLibraries,
     /// SCRIPT EXISTS: element-wise, 1 only where every backend answered 1.
     AndInts,
     /// CONFIG GET, LASTSAVE, SLOWLOG GET/LEN, MEMORY STATS/DOCTOR/MALLOC-STATS,
@@ -83,8 +87,9 @@ pub enum Merge {
     /// element is a 2-element array `[backend name, that backend's reply]`
     /// (an error reply stays an error element).
     PerBackend,
-    /// RANDOMKEY: the reply of a backend that has keys (nil when none has).
-    FirstNonNil,
+    /// RANDOMKEY: sent with DBSIZE to every backend; the key of a backend picked at random,
+    /// weighted by its key count (nil when none has keys).
+    RandomKey,
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` arrays, counts summed per name.
     SumPairs,
 }
@@ -195,7 +200,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (8, "The cursor encodes the backend index: backends are scanned one after another; COUNT/MATCH/TYPE apply per backend."),
     (9, "Sent to every backend; all must give the same reply (e.g. the same SHA1), otherwise an error."),
     (10, "Sent to every backend; an element is 1 only when every backend has that script."),
-    (11, "The reply of a backend that has keys (nil when none has)."),
+    (11, "Sent with DBSIZE to every backend; the key comes from a backend picked at random, weighted by its key count, so every key can come back (nil when no backend has keys)."),
     (12, "With BLOCK it is refused (blocking commands are not supported); without BLOCK all streams must be on one backend."),
     (13, "BY and GET patterns are read on the sorted key's backend; a STORE destination must be on the same backend."),
     (14, "Sent to one backend of the pool (always the same one)."),
@@ -209,7 +214,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (22, "rustproxy's own command (see the README section on proxy commands)."),
     (23, "The keys must be on one backend; host and port are as seen from that backend."),
     (24, "Resets the proxy's own statistics only."),
-    (25, "CLIENT REPLY ON is answered `+OK` by the proxy; OFF and SKIP are refused (every request gets a reply through the proxy)."),
+    (25, "The proxy suppresses the client's replies itself, in order: OFF sends none until CLIENT REPLY ON (whose `+OK` is sent), SKIP drops the next command's reply. Every reply is still read from the backends; pub/sub messages are still delivered (as Redis 7.2 does)."),
     (26, "Answered by the proxy as a master without replicas."),
     (27, "Redis 7.2/7.4 command: forwarded as-is, so the backends must support it."),
     (28, "Answered by the proxy with the user the client authenticated as."),
@@ -220,6 +225,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (33, "Patterns are subscribed on every backend, so one backend's count is the proxy's count."),
     (34, "Sent to every backend; the counts of each channel are summed."),
     (35, "The proxy's own slow log: requests slower than `slowlog-log-slower-than` (10 ms) from arrival to reply, Redis's reply shape plus a 7th element naming the backend. A backend's own slow log: `FORWARD n SLOWLOG GET`."),
+    (36, "Sent to every backend; all must hold the same libraries (compared whatever order each backend lists its libraries and functions in), otherwise an error; the reply is the first backend's."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -350,11 +356,11 @@ pub static COMMANDS: &[Spec] = &[
     row("FORWARD", -3, NO_KEYS, LOCAL, "proxy", &[22]),
     row("FUNCTION", -2, NO_KEYS, CONTAINER, "scripting", &[]),
     row("FUNCTION DELETE", 3, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
-    row("FUNCTION DUMP", 2, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
+    row("FUNCTION DUMP", 2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION FLUSH", -2, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("FUNCTION HELP", 2, NO_KEYS, ANY, "scripting", &[15]),
     row("FUNCTION KILL", 2, NO_KEYS, Class::Refused(R_KILL_BUSY), "scripting", &[]),
-    row("FUNCTION LIST", -2, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
+    row("FUNCTION LIST", -2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION LOAD", -3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("FUNCTION RESTORE", -3, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("FUNCTION STATS", 2, NO_KEYS, Class::FanOut(Merge::PerBackend), "scripting", &[5]),
@@ -480,7 +486,7 @@ pub static COMMANDS: &[Spec] = &[
     row("PUBSUB SHARDNUMSUB", -2, NO_KEYS, Class::FanOut(Merge::SumPairs), "pubsub", &[34]),
     row("PUNSUBSCRIBE", -1, NO_KEYS, LOCAL, "pubsub", &[32]),
     row("QUIT", -1, NO_KEYS, LOCAL, "connection", &[]),
-    row("RANDOMKEY", 1, NO_KEYS, Class::FanOut(Merge::FirstNonNil), "generic", &[11]),
+    row("RANDOMKEY", 1, NO_KEYS, Class::FanOut(Merge::RandomKey), "generic", &[11]),
     row("READONLY", 1, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
     row("READWRITE", 1, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
     row("RENAME", 3, Keys::Range { first: 1, last: 2, step: 1 }, KEYED, "generic", &[1]),
@@ -699,6 +705,7 @@ const ERR_SYNTAX: &str = "ERR syntax error";
 const ERR_NEG_KEYS: &str = "ERR Number of keys can't be negative";
 const ERR_TOO_MANY_KEYS: &str = "ERR Number of keys can't be greater than number of args";
 const ERR_NUMKEYS_GT0: &str = "ERR numkeys should be greater than 0";
+const ERR_BAD_NUMKEYS: &str = "ERR Bad number of keys provided";
 const ERR_UNBALANCED: &str =
     "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.";
 const ERR_MIGRATE_KEYS: &str =
@@ -707,9 +714,11 @@ const ERR_MIGRATE_KEYS: &str =
 /// Redis's error texts for a bad numkeys argument: (zero allowed, not an integer, too small, too big).
 fn numkeys_errors(name: &str) -> (bool, &'static str, &'static str, &'static str) {
     let at_least_one = match name {
-        "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO" => {
+        "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" => {
             return (true, ERR_NOT_INT, ERR_NEG_KEYS, ERR_TOO_MANY_KEYS)
         }
+        // Functions word it their own way (functions.c).
+        "FCALL" | "FCALL_RO" => return (true, ERR_BAD_NUMKEYS, ERR_NEG_KEYS, ERR_TOO_MANY_KEYS),
         "SINTERCARD" => return (false, ERR_NUMKEYS_GT0, ERR_NUMKEYS_GT0, ERR_TOO_MANY_KEYS),
         "ZUNION" => "ERR at least 1 input key is needed for 'zunion' command",
         "ZINTER" => "ERR at least 1 input key is needed for 'zinter' command",
@@ -1229,6 +1238,14 @@ mod tests {
         );
         assert_eq!(keys_of("FCALL", &words("FCALL f 1 a x")), Ok(vec![3]));
         assert_eq!(
+            keys_of("FCALL", &words("FCALL f notanumber")),
+            Err(ERR_BAD_NUMKEYS)
+        );
+        assert_eq!(
+            keys_of("FCALL_RO", &words("FCALL_RO f -1")),
+            Err(ERR_NEG_KEYS)
+        );
+        assert_eq!(
             keys_of("ZUNIONSTORE", &words("ZUNIONSTORE d 2 a b WEIGHTS 1 2")),
             Ok(vec![1, 3, 4])
         );
@@ -1431,7 +1448,7 @@ mod tests {
         assert_eq!(class("SCRIPT EXISTS"), Class::FanOut(Merge::AndInts));
         assert_eq!(class("FUNCTION LOAD"), Class::FanOut(Merge::SameReply));
         assert_eq!(class("SCAN"), Class::FanOut(Merge::Scan));
-        assert_eq!(class("RANDOMKEY"), Class::FanOut(Merge::FirstNonNil));
+        assert_eq!(class("RANDOMKEY"), Class::FanOut(Merge::RandomKey));
         assert_eq!(class("CONFIG SET"), Class::FanOut(Merge::AllOk));
         assert_eq!(class("CONFIG GET"), Class::FanOut(Merge::PerBackend));
         assert_eq!(class("DBSIZE"), Class::FanOut(Merge::SumInt));

@@ -60,6 +60,8 @@ pub struct View<'a> {
     pub slowlog_len: usize,
     /// Resident set size (from /proc/self/statm, filled by the caller).
     pub rss_bytes: Option<u64>,
+    /// Peak resident set size (VmHWM of /proc/self/status, filled by the caller).
+    pub peak_rss_bytes: Option<u64>,
     /// Last configuration reload: unix time, success, message.
     pub last_reload: Option<(u64, bool, String)>,
 }
@@ -137,13 +139,14 @@ const SECTIONS: &[(&str, bool, Section)] = &[
     ("cpu", true, sec_cpu),
     ("backends", true, sec_backends),
     ("commandstats", false, sec_commandstats),
+    ("errorstats", true, sec_errorstats),
     ("latencystats", false, sec_latencystats),
     ("keyspace", true, sec_keyspace),
 ];
 
 /// Redis-format INFO text. `section`: `None`, "default" = server, clients, memory, stats,
-/// replication, cpu, backends, keyspace (empty, as Redis prints it for an empty server);
-/// "all"/"everything" = also commandstats and latencystats; otherwise section names
+/// replication, cpu, backends, errorstats, keyspace (empty, as Redis prints it for an empty
+/// server); "all"/"everything" = also commandstats and latencystats; otherwise section names
 /// (case-insensitive, several may be given separated by spaces, as Redis 7 accepts). Sections
 /// come out in Redis's fixed order; unknown names give nothing (an empty string if none is
 /// known, like Redis).
@@ -227,12 +230,55 @@ fn sec_clients(v: &View, o: &mut String) {
 fn sec_memory(v: &View, o: &mut String) {
     o.push_str("# Memory\r\n");
     if let Some(rss) = v.rss_bytes {
+        // The proxy stores no data: what it uses is its resident memory (the system
+        // allocator keeps no statistics that are cheap to read), so used_memory is the RSS.
+        line!(o, "used_memory:{rss}");
+        line!(o, "used_memory_human:{}", human_bytes(rss));
         line!(o, "used_memory_rss:{rss}");
         line!(o, "used_memory_rss_human:{}", human_bytes(rss));
+    }
+    if let Some(peak) = v.peak_rss_bytes {
+        line!(o, "used_memory_peak:{peak}");
+        line!(o, "used_memory_peak_human:{}", human_bytes(peak));
+    }
+    if let Some(total) = total_system_memory() {
+        line!(o, "total_system_memory:{total}");
+        line!(o, "total_system_memory_human:{}", human_bytes(total));
     }
     line!(o, "maxmemory:0");
     line!(o, "maxmemory_human:0B");
     line!(o, "maxmemory_policy:noeviction");
+    // Rust's global allocator here is the C library's malloc.
+    line!(o, "mem_allocator:libc");
+}
+
+/// MemTotal of /proc/meminfo, in bytes.
+fn total_system_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn sec_errorstats(v: &View, o: &mut String) {
+    o.push_str("# Errorstats\r\n");
+    for (code, n) in &v.stats.error_codes {
+        line!(o, "errorstat_{}:count={n}", String::from_utf8_lossy(code));
+    }
+    if v.stats.error_codes_overflow > 0 {
+        // More distinct codes than are kept (see Stats::error_codes).
+        line!(
+            o,
+            "errorstat_ERRORSTATS_OVERFLOW:count={}",
+            v.stats.error_codes_overflow
+        );
+    }
 }
 
 fn sec_stats(v: &View, o: &mut String) {
@@ -1017,6 +1063,10 @@ pub static DESCRIBE: &[(&str, &[(&str, &str)])] = &[
                 "commands that ran and answered an error",
             ),
             ("slowlog_len", "entries in the slow log"),
+            (
+                "errorstat_<CODE>",
+                "count=N: error replies sent to clients with that code, backends' included (INFO errorstats)",
+            ),
         ],
     ),
     (
@@ -1156,6 +1206,7 @@ mod tests {
             ],
             slowlog_len: 4,
             rss_bytes: Some(5 << 20),
+            peak_rss_bytes: Some(6 << 20),
             last_reload: Some((1_700_000_500, false, "bad\r\nconfig".into())),
         }
     }
@@ -1208,6 +1259,7 @@ mod tests {
                 "Replication",
                 "CPU",
                 "Backends",
+                "Errorstats",
                 "Keyspace"
             ]
         );
@@ -1224,6 +1276,7 @@ mod tests {
                 "CPU",
                 "Backends",
                 "Commandstats",
+                "Errorstats",
                 "Latencystats",
                 "Keyspace"
             ]
@@ -1251,9 +1304,47 @@ mod tests {
         assert_eq!(get("uptime_in_days"), Some("1"));
         assert_eq!(get("config_reload_message"), Some("bad  config"));
         assert_eq!(get("config_reload_status"), Some("err"));
-        assert!(info(&v, Some("memory")).contains("used_memory_rss_human:5.00M\r\n"));
+        let mem = info(&v, Some("memory"));
+        for line in [
+            "used_memory:5242880\r\n",
+            "used_memory_human:5.00M\r\n",
+            "used_memory_rss_human:5.00M\r\n",
+            "used_memory_peak:6291456\r\n",
+            "mem_allocator:libc\r\n",
+        ] {
+            assert!(mem.contains(line), "{line:?} in {mem}");
+        }
         let cpu = info(&v, Some("cpu"));
         assert!(cpu.starts_with("# CPU\r\nused_cpu_sys:"), "{cpu}");
+    }
+
+    #[test]
+    fn info_errorstats() {
+        let (mut s, ss) = fixture();
+        for e in [
+            &b"-ERR unknown command\r\n"[..],
+            b"-WRONGTYPE Operation against a key\r\n",
+            b"-ERR syntax error\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"-NOSPACEATALL\r\n",
+        ] {
+            s.record_error_reply(e);
+        }
+        let v = view(&s, &ss);
+        assert_eq!(
+            info(&v, Some("errorstats")),
+            "# Errorstats\r\nerrorstat_ERR:count=3\r\nerrorstat_WRONGTYPE:count=1\r\n\
+             errorstat_SYNTAX:count=1\r\n"
+        );
+        let mut s = Stats::default();
+        for i in 0..crate::stats::ERROR_CODES_MAX + 5 {
+            s.record_error_reply(format!("-E{i} x\r\n").as_bytes());
+        }
+        assert_eq!(s.error_codes.len(), crate::stats::ERROR_CODES_MAX);
+        let v = view(&s, &ss);
+        assert!(info(&v, Some("errorstats")).ends_with("errorstat_ERRORSTATS_OVERFLOW:count=5\r\n"));
+        s.reset();
+        assert!(s.error_codes.is_empty() && s.error_codes_overflow == 0);
     }
 
     #[test]

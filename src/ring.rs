@@ -410,7 +410,9 @@ mod tests {
 
     #[test]
     fn find_byte_agrees_with_position() {
-        let hay: Vec<u8> = (0..40u8).map(|i| b"ab{c}de\x7f\x80\xff"[i as usize % 10]).collect();
+        let hay: Vec<u8> = (0..40u8)
+            .map(|i| b"ab{c}de\x7f\x80\xff"[i as usize % 10])
+            .collect();
         for len in 0..hay.len() {
             for b in [b'{', b'}', b'a', 0x7f, 0x80, 0xff, b'z', 0] {
                 let h = &hay[..len];

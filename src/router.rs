@@ -873,7 +873,7 @@ mod tests {
             (&["SCRIPT", "EXISTS", "abc"], Merge::AndInts),
             (&["KEYS", "*"], Merge::ConcatArrays),
             (&["CONFIG", "GET", "maxmemory"], Merge::PerBackend),
-            (&["RANDOMKEY"], Merge::FirstNonNil),
+            (&["RANDOMKEY"], Merge::RandomKey),
         ] {
             assert_eq!(fan_out(p.plan(args)), merge, "{args:?}");
         }

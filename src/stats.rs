@@ -258,6 +258,32 @@ pub fn stat_name(spec_name: &str) -> String {
         .collect()
 }
 
+/// Distinct error codes kept in [`Stats::error_codes`] (Redis 7.2 stops at 128 too).
+pub const ERROR_CODES_MAX: usize = 128;
+
+/// The code of an error reply: its first word when a space comes within 32 bytes, else `ERR`
+/// (Redis's `afterErrorReply`). Codes are printable: a byte that is not becomes `_`.
+fn error_code(reply: &[u8]) -> &[u8] {
+    let text = match reply.first() {
+        Some(b'!') => {
+            // RESP3 blob error: !<len>\r\n<text>\r\n
+            let start = reply
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(reply.len(), |i| i + 2);
+            &reply[start.min(reply.len())..]
+        }
+        _ => reply.get(1..).unwrap_or_default(),
+    };
+    let head = &text[..text.len().min(32)];
+    match head.iter().position(|&b| b == b' ') {
+        Some(n) if n > 0 && head[..n].iter().all(|b| b.is_ascii_graphic() && *b != b':') => {
+            &head[..n]
+        }
+        _ => b"ERR",
+    }
+}
+
 /// Proxy-wide counters.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -280,6 +306,12 @@ pub struct Stats {
     pub commands_by: Vec<CommandStats>,
     /// Commands whose name is not in the table.
     pub unknown_commands: u64,
+    /// Error replies sent to clients by error code (the first word: `ERR`, `WRONGTYPE`...),
+    /// whoever made them, in order of first appearance: Redis's errorstats. At most
+    /// [`ERROR_CODES_MAX`] codes; replies with a code past that are counted in
+    /// `error_codes_overflow` (a script can make up any number of codes).
+    pub error_codes: Vec<(Box<[u8]>, u64)>,
+    pub error_codes_overflow: u64,
     /// Unix time the proxy started (kept by `reset`).
     pub started_unix: u64,
     pub ops_rate: Rate,
@@ -302,6 +334,8 @@ impl Default for Stats {
                 .map(|_| CommandStats::default())
                 .collect(),
             unknown_commands: 0,
+            error_codes: Vec::new(),
+            error_codes_overflow: 0,
             started_unix: 0,
             ops_rate: Rate::default(),
             input_rate: Rate::default(),
@@ -330,6 +364,8 @@ impl Stats {
             c.latency.reset();
         }
         self.unknown_commands = 0;
+        self.error_codes.clear();
+        self.error_codes_overflow = 0;
         self.ops_rate = Rate::default();
         self.input_rate = Rate::default();
         self.output_rate = Rate::default();
@@ -359,6 +395,29 @@ impl Stats {
             }
             None => self.unknown_commands += 1,
         }
+    }
+
+    /// An error reply (`-CODE text\r\n`, or a RESP3 blob error) left for a client: counted
+    /// under its code, Redis's way (the text up to the first space within 32 bytes, else `ERR`).
+    #[cold]
+    #[inline(never)]
+    pub fn record_error_reply(&mut self, reply: &[u8]) {
+        let code = error_code(reply);
+        if let Some(e) = self.error_codes.iter_mut().find(|(c, _)| &c[..] == code) {
+            e.1 += 1;
+        } else if self.error_codes.len() < ERROR_CODES_MAX {
+            self.error_codes.push((code.into(), 1));
+        } else {
+            self.error_codes_overflow += 1;
+        }
+    }
+
+    /// The errorstats as (code, count), in order of first appearance.
+    pub fn error_replies(&self) -> Vec<(String, u64)> {
+        self.error_codes
+            .iter()
+            .map(|(c, n)| (String::from_utf8_lossy(c).into_owned(), *n))
+            .collect()
     }
 
     /// Call about every 100 ms with a monotonic millisecond clock.

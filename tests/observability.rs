@@ -690,6 +690,7 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# Replication",
             "# CPU",
             "# Backends",
+            "# Errorstats",
             "# Keyspace"
         ]
     );
@@ -706,6 +707,7 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# CPU",
             "# Backends",
             "# Commandstats",
+            "# Errorstats",
             "# Latencystats",
             "# Keyspace"
         ]

@@ -28,6 +28,9 @@ pub mod flag {
     /// subscriptions, reply mode, authentication, monitoring, replica reads): never run on a
     /// shared backend connection (FORWARD refuses it).
     pub const CONN_STATE: u8 = 2;
+    /// Refused between MULTI and EXEC with Redis's `ERR Command not allowed inside a
+    /// transaction` (Redis 7.0's `no-multi` flag: PSYNC, SAVE, SHUTDOWN, SYNC).
+    pub const NO_MULTI: u8 = 128;
 }
 
 /// Flags (see [`flag`]) of each row of [`COMMANDS`], by row index (`row_of`); computed once.
@@ -68,6 +71,9 @@ fn flags_of(spec: &Spec) -> u8 {
         "EXEC" | "DISCARD" | "MULTI" | "WATCH" | "QUIT" | "RESET"
     ) {
         f |= flag::NOT_QUEUED;
+    }
+    if matches!(name, "PSYNC" | "SAVE" | "SHUTDOWN" | "SYNC") {
+        f |= flag::NO_MULTI;
     }
     // Blocking commands (and XREAD/XREADGROUP, blocking with BLOCK, and FORWARD, which may
     // carry one) take a private connection.
@@ -418,5 +424,12 @@ mod tests {
         assert!(has_name("EXEC", flag::NOT_QUEUED) && !has_name("INCR", flag::NOT_QUEUED));
         assert!(has_name("SET", flag::WRITE) && !has_name("GET", flag::WRITE));
         assert!(has_name("FLUSHALL", flag::ADMIN) && !has_name("GET", flag::ADMIN));
+        // Redis 7.0.15's no-multi commands, exactly (COMMAND INFO flags `no_multi`).
+        let no_multi: Vec<&str> = super::super::COMMANDS
+            .iter()
+            .filter(|s| has(s, flag::NO_MULTI))
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(no_multi, ["PSYNC", "SAVE", "SHUTDOWN", "SYNC"]);
     }
 }

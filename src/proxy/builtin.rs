@@ -5,6 +5,7 @@
 //! FORWARD never runs a command that would change the state of a shared backend connection.
 
 use super::*;
+use crate::client::ReplyMode;
 
 impl Proxy {
     pub(super) fn proxy_cmd(&mut self, k: usize, frame: &[u8], args: &Args) {
@@ -145,6 +146,9 @@ impl Proxy {
                     c.level = users.default_level();
                     if let Some(m) = c.meta.as_mut() {
                         m.user = None;
+                        // Like Redis, RESET turns replies back on (and its own is sent).
+                        m.reply_mode = ReplyMode::On;
+                        self.cur.quiet = false;
                     }
                     if c.resp3 {
                         // A held private connection (none after the above, but a blocked one
@@ -529,27 +533,46 @@ impl Proxy {
             }
             "CLIENT INFO" => {
                 if let Some(c) = self.clients.get(k) {
-                    let line = client_line(k, c, now);
+                    let line = client_line(c, now, &self.pools[c.pool]);
                     resp::write_verbatim(&mut out, b"txt", line.as_bytes(), resp3);
                 }
             }
             "CLIENT LIST" => {
                 let mut text = String::new();
-                for (key, c) in self.clients.iter() {
-                    text.push_str(&client_line(key, c, now));
+                for (_, c) in self.clients.iter() {
+                    text.push_str(&client_line(c, now, &self.pools[c.pool]));
                 }
                 resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
             }
-            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" | "CLIENT REPLY" => {
-                if spec.name == "CLIENT REPLY" && !args.get(frame, 2).eq_ignore_ascii_case(b"ON") {
-                    reply_error(
-                        &mut out,
-                        "ERR CLIENT REPLY OFF|SKIP is not supported by rustproxy",
-                    );
-                } else {
+            "CLIENT REPLY" => {
+                // The proxy suppresses the replies itself (`Meta::quiet` of each chain slot):
+                // every reply is still read from the backends, in order.
+                let mode = args.get(frame, 2);
+                let Some(c) = self.clients.get_mut(k) else {
+                    return;
+                };
+                if mode.eq_ignore_ascii_case(b"ON") {
+                    if let Some(m) = c.meta.as_mut() {
+                        m.reply_mode = ReplyMode::On;
+                    }
+                    // Its own +OK is sent, even after OFF or SKIP.
+                    self.cur.quiet = false;
                     resp::write_simple(&mut out, b"OK");
+                } else if mode.eq_ignore_ascii_case(b"OFF") {
+                    c.meta_mut().reply_mode = ReplyMode::Off;
+                    self.cur.quiet = true;
+                    resp::write_simple(&mut out, b"OK");
+                } else if mode.eq_ignore_ascii_case(b"SKIP") {
+                    if c.reply_mode() != ReplyMode::Off {
+                        c.meta_mut().reply_mode = ReplyMode::Skip;
+                    }
+                    self.cur.quiet = true;
+                    resp::write_simple(&mut out, b"OK");
+                } else {
+                    reply_error(&mut out, "ERR syntax error");
                 }
             }
+            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" => resp::write_simple(&mut out, b"OK"),
             other => reply_error(
                 &mut out,
                 &format!("ERR {other} is not supported by rustproxy"),
@@ -679,6 +702,7 @@ impl Proxy {
             pools,
             slowlog_len: self.slowlog.len(),
             rss_bytes: rss_bytes(),
+            peak_rss_bytes: peak_rss_bytes(),
             last_reload: self.last_reload.clone(),
         }
     }
@@ -751,47 +775,137 @@ pub(super) fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Peak resident set size of this process (VmHWM of /proc/self/status).
+fn peak_rss_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-pub(super) fn client_line(key: usize, c: &Client, now: Micros) -> String {
-    let name = c.name().map(String::from_utf8_lossy).unwrap_or_default();
-    let (lib, ver) = c
-        .meta
-        .as_ref()
-        .map(|m| {
-            (
-                m.lib_name
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-                    .into_owned(),
-                m.lib_ver
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-                    .into_owned(),
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "id={} addr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 multi=-1 qbuf={} obl={} oll={} omem={} cmd={} user=default lib-name={} lib-ver={} resp={}\n",
+pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
+    use std::fmt::Write as _;
+    use std::os::fd::AsRawFd;
+    let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
+    let meta = c.meta.as_deref();
+    let (fd, laddr) = match &c.stream {
+        Stream::Unix(s) => (
+            s.as_raw_fd(),
+            format!("{}:0", listen_name(&pool.cfg.listen)),
+        ),
+        other => match other.tcp() {
+            Some(s) => (
+                s.as_raw_fd(),
+                s.local_addr()
+                    .map_or_else(|_| listen_name(&pool.cfg.listen), |a| a.to_string()),
+            ),
+            None => (-1, listen_name(&pool.cfg.listen)),
+        },
+    };
+    let unix = matches!(c.stream, Stream::Unix(_));
+    let sub = c.sub.as_deref();
+    let counts = sub.map_or((0, 0, 0), |s| {
+        (s.channels.len(), s.patterns.len(), s.shard.len())
+    });
+    let txn = c.txn.as_deref();
+    let mut flags = String::new();
+    if c.subscribed() {
+        flags.push('P');
+    }
+    if c.in_multi() {
+        flags.push('x');
+    }
+    if c.blocked {
+        flags.push('b');
+    }
+    if c.closing == Closing::AfterReplies {
+        flags.push('c');
+    }
+    if c.closing == Closing::Now {
+        flags.push('A');
+    }
+    if unix {
+        flags.push('U');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    let multi = match txn {
+        Some(t) if t.in_multi => t.count as i64,
+        _ => -1,
+    };
+    let multi_mem = txn.map_or(0, |t| {
+        t.queued.capacity() + t.keys.iter().map(Vec::capacity).sum::<usize>()
+    });
+    let sub_mem = sub.map_or(0, |s| {
+        std::mem::size_of::<crate::client::Sub>()
+            + s.channels
+                .iter()
+                .chain(&s.patterns)
+                .chain(&s.shard)
+                .map(|n| 2 * (n.len() + 32))
+                .sum::<usize>()
+    });
+    let tot_mem = std::mem::size_of::<Client>()
+        + c.rbuf.capacity()
+        + c.wbuf.capacity()
+        + c.chain.parked_bytes()
+        + c.chain.len() * std::mem::size_of::<(Slot, Meta)>()
+        + meta.map_or(0, |_| std::mem::size_of::<crate::client::Identity>())
+        + txn.map_or(0, |_| std::mem::size_of::<crate::client::Txn>())
+        + multi_mem
+        + sub_mem;
+    let mut events = String::new();
+    if !c.stalled() {
+        events.push('r');
+    }
+    if c.pending_output() > 0 {
+        events.push('w');
+    }
+    let mut line = String::with_capacity(400);
+    // Redis 7.0's fields in its order, then lib-name and lib-ver where Redis 7.2 puts them.
+    let _ = writeln!(
+        line,
+        "id={} addr={} laddr={laddr} fd={fd} name={} age={} idle={} flags={flags} db=0 \
+         sub={} psub={} ssub={} multi={multi} qbuf={} qbuf-free={} argv-mem=0 multi-mem={multi_mem} \
+         rbs={} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={events} cmd={} user={} \
+         redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
-        c.peer,
-        key,
-        name,
+        if unix {
+            format!("{}:0", listen_name(&pool.cfg.listen))
+        } else {
+            c.peer.to_string()
+        },
+        lossy(c.name()),
         since(now, c.created) / 1_000_000,
         since(now, c.last_active) / 1_000_000,
+        counts.0,
+        counts.1,
+        counts.2,
         c.rbuf.len(),
+        c.rbuf.capacity() - c.rbuf.len(),
+        c.rbuf.capacity(),
+        c.rbuf.capacity(),
         c.pending_output(),
         c.chain.len(),
         c.wbuf.capacity(),
         crate::commands::COMMANDS
             .get(c.last_command as usize)
             .map_or("NULL".to_string(), |s| s.name.to_ascii_lowercase().replace(' ', "|")),
-        lib,
-        ver,
-        if c.resp3 { 3 } else { 2 }
-    )
+        lossy(meta.and_then(|m| m.user.as_deref()).or(Some(b"default"))),
+        if c.resp3 { 3 } else { 2 },
+        lossy(meta.and_then(|m| m.lib_name.as_deref())),
+        lossy(meta.and_then(|m| m.lib_ver.as_deref())),
+    );
+    line
 }

@@ -16,6 +16,7 @@
 //!   both halve. Only a subscriber past `pubsub_max_output` is disconnected.
 
 use super::*;
+use crate::client::ReplyMode;
 
 /// Whether a command ran or is held back at a fence (see `Proxy::execute`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,8 +194,10 @@ impl Proxy {
                     // Renamed away (rename_command OLD NEW, or disabled with ""): unknown.
                     self.stats.record_rejected(None);
                     self.cur = Meta::new(NO_CMD, self.now_us);
+                    self.quiet_unrouted(k);
                     let e = router::unknown_command(args, frame);
                     self.unknown_in_multi(k);
+                    self.quiet_unrouted(k);
                     self.reply_err(k, &e);
                     return Exec::Done;
                 }
@@ -223,6 +226,7 @@ impl Proxy {
                 self.stats.record_rejected(None);
                 self.cur = Meta::new(NO_CMD, self.now_us);
                 self.unknown_in_multi(k);
+                self.quiet_unrouted(k);
                 self.reply_err(k, &e);
                 return Exec::Done;
             }
@@ -287,6 +291,11 @@ impl Proxy {
                 }
                 c.fence = false;
                 c.last_command = row;
+                if let Some(m) = c.meta.as_deref_mut() {
+                    if m.reply_mode != ReplyMode::On {
+                        quiet_by_mode(m, &mut self.cur);
+                    }
+                }
                 (
                     c.pool,
                     c.authed,
@@ -308,6 +317,8 @@ impl Proxy {
     }
 
     /// Run one command that passed its fence; `ctx`: what the checks need of the client.
+    // Inlined into `execute` (the per-request path) whatever the inliner's budget says.
+    #[inline(always)]
     fn run_command(
         &mut self,
         k: usize,
@@ -491,6 +502,14 @@ impl Proxy {
         }
     }
 
+    /// A command refused before it was resolved (unknown, wrong arity) follows the client's
+    /// `CLIENT REPLY` mode like any other.
+    fn quiet_unrouted(&mut self, k: usize) {
+        if let Some(m) = self.clients.get_mut(k).and_then(|c| c.meta.as_mut()) {
+            quiet_by_mode(m, &mut self.cur);
+        }
+    }
+
     /// Refuse the current command before running it (counted as rejected, not as a call).
     pub(super) fn reject(&mut self, k: usize, msg: &str) {
         self.stats.record_rejected(Some(self.cur.cmd as usize));
@@ -566,6 +585,8 @@ impl Proxy {
 
     /// Cluster pools with `read_from`: the replica (server slot) that should serve this
     /// read-only keyed command, if any.
+    // Inlined: for every keyed command of a static pool it is one test (`cluster.is_none()`).
+    #[inline(always)]
     pub(super) fn replica_for(
         &mut self,
         pool_i: usize,
@@ -670,12 +691,19 @@ impl Proxy {
         }
     }
 
+    // Cold (admin fan-outs): kept out of the per-request path.
+    #[inline(never)]
     pub(super) fn fan_out(&mut self, k: usize, merge: Merge, bytes: &[u8]) {
         let Some(c) = self.clients.get(k) else {
             return;
         };
         let pool = &self.pools[c.pool];
-        let reqs: Vec<(usize, Vec<u8>)> = (0..pool.len()).map(|s| (s, bytes.to_vec())).collect();
+        let mut reqs: Vec<(usize, Vec<u8>)> = Vec::with_capacity(pool.len() * 2);
+        if merge == Merge::RandomKey {
+            // Each backend's key count first, to weight its key (see `Combine`).
+            reqs.extend((0..pool.len()).map(|s| (s, b"*1\r\n$6\r\nDBSIZE\r\n".to_vec())));
+        }
+        reqs.extend((0..pool.len()).map(|s| (s, bytes.to_vec())));
         let combine = Combine::Merge {
             merge,
             names: pool.names.clone(),
@@ -771,6 +799,21 @@ impl Proxy {
     }
 
     // ----- backend events ---------------------------------------------------------------
+}
+
+/// The command about to run, of a client whose `CLIENT REPLY` mode is `m`: its reply is
+/// suppressed under OFF and SKIP (SKIP lasts one command).
+#[cold]
+#[inline(never)]
+fn quiet_by_mode(m: &mut crate::client::Identity, cur: &mut Meta) {
+    match m.reply_mode {
+        ReplyMode::On => {}
+        ReplyMode::Off => cur.quiet = true,
+        ReplyMode::Skip => {
+            cur.quiet = true;
+            m.reply_mode = ReplyMode::On;
+        }
+    }
 }
 
 /// Encode args[range] as a multibulk request.

@@ -184,6 +184,14 @@ impl Proxy {
         let Some(pool_i) = self.clients.get(k).map(|c| c.pool) else {
             return;
         };
+        if crate::commands::has(spec, crate::commands::flag::NO_MULTI) {
+            // Redis's refusal (its `no-multi` commands): the transaction is flagged and EXEC
+            // answers EXECABORT.
+            if let Some(t) = self.clients.get_mut(k).and_then(|c| c.txn.as_mut()) {
+                t.dirty = true;
+            }
+            return self.reject(k, "ERR Command not allowed inside a transaction");
+        }
         let pool = &self.pools[pool_i];
         let target = pool.target();
         // Keyless commands float: they run wherever the transaction's keys are.
@@ -207,10 +215,17 @@ impl Proxy {
             }
             (None, Plan::Error(e)) => return self.multi_error(k, &e),
             (None, Plan::Split { .. }) => return self.multi_error(k, &spread),
-            _ => {
+            (None, plan) => {
+                // Redis would queue it, but a transaction runs on one backend: Redis's refusal,
+                // with the proxy's reason.
+                let why = match plan {
+                    Plan::FanOut(_) | Plan::Scan { .. } => "it runs on every backend",
+                    Plan::Local(_) => "the proxy answers it itself",
+                    _ => "it does not run on one backend",
+                };
                 let msg = format!(
-                    "ERR {} inside MULTI is not supported by rustproxy",
-                    spec.name
+                    "ERR Command not allowed inside a transaction: rustproxy cannot queue '{}' ({why}; a transaction runs on one backend)",
+                    spec.name.to_ascii_lowercase().replace(' ', "|")
                 );
                 return self.multi_error(k, &msg);
             }
