@@ -35,9 +35,13 @@ pub mod flag {
 
 /// Flags (see [`flag`]) of each row of [`COMMANDS`], by row index (`row_of`); computed once.
 pub fn flags(row: usize) -> u8 {
+    table().get(row).copied().unwrap_or(0)
+}
+
+/// The whole table, row by row (a hot loop may keep the slice).
+pub fn table() -> &'static [u8] {
     static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let table = FLAGS.get_or_init(|| super::COMMANDS.iter().map(flags_of).collect());
-    table.get(row).copied().unwrap_or(0)
+    FLAGS.get_or_init(|| super::COMMANDS.iter().map(flags_of).collect())
 }
 
 fn flags_of(spec: &Spec) -> u8 {

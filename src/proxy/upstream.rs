@@ -698,6 +698,7 @@ pub(super) enum Route {
 }
 
 /// Classify one reply and pop what it answers (see `Route`).
+#[inline]
 pub(super) fn route(conn: &mut Conn, reply: &[u8]) -> Route {
     let q = Queue {
         inflight: &mut conn.inflight,
@@ -719,6 +720,7 @@ pub(super) struct Queue<'a> {
 /// The routing decision, without sockets: `pubsub`, `resp3` and `owner` describe the
 /// connection. On a RESP3 connection only a push is a message (a RESP3 subscriber's other
 /// commands share it, and an array reply may start with "message").
+#[inline]
 pub(super) fn classify(
     pubsub: bool,
     resp3: bool,
