@@ -254,10 +254,15 @@ fn sec_memory(v: &View, o: &mut String) {
 
 /// MemTotal of /proc/meminfo, in bytes.
 fn total_system_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    proc_kib_field("/proc/meminfo", "MemTotal:")
+}
+
+/// A `Name:   123 kB` field of a /proc file (memory-backed, never blocks), in bytes.
+pub fn proc_kib_field(file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
     let kb: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

@@ -777,16 +777,7 @@ pub(super) fn rss_bytes() -> Option<u64> {
 
 /// Peak resident set size of this process (VmHWM of /proc/self/status).
 fn peak_rss_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    crate::metrics::proc_kib_field("/proc/self/status", "VmHWM:")
 }
 
 pub(super) fn valid_client_name(name: &[u8]) -> bool {
