@@ -111,6 +111,7 @@ pub fn node_identity(host: &str, port: u16, name: Option<&str>) -> Vec<u8> {
 /// hashed. In every other case (no tag configured, no `open`, no `close`
 /// after it, or an empty `{}`) the whole key is hashed. twemproxy does not
 /// look for a later tag after an empty one.
+#[inline]
 pub fn hash_tag(key: &[u8], tag: Option<[u8; 2]>) -> &[u8] {
     let Some([open, close]) = tag else {
         return key;

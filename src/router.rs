@@ -226,7 +226,12 @@ pub fn plan(
     target: &Target,
     keys: &mut Vec<usize>,
 ) -> Plan {
-    let (argc, has_hint) = hash_hint(spec, args, buf, target.hash_override);
+    // Checked here first so the common case (no `hash_override`) costs one test.
+    let (argc, has_hint) = if target.hash_override {
+        hash_hint(spec, args, buf, true)
+    } else {
+        (args.len(), false)
+    };
     let hint = if has_hint {
         Some(hint_key(args, buf))
     } else {

@@ -478,10 +478,12 @@ impl Proxy {
                     }
                     // A private connection's request (blocking, WATCH) must not move to a
                     // shared connection: its client gets the redirection error instead.
-                    let redirect = !conn.private
-                        && !p.blocking
-                        && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "));
-                    if let (true, Some(req)) = (redirect, req) {
+                    // (Only cluster pools keep `req`: static pools skip the checks.)
+                    if let Some(req) = req.filter(|_| {
+                        !conn.private
+                            && !p.blocking
+                            && (reply.starts_with(b"-MOVED ") || reply.starts_with(b"-ASK "))
+                    }) {
                         let (pool_i, host) = (conn.pool, srv.host.clone());
                         let reply = reply.to_vec();
                         rbuf.consume(n);
