@@ -288,6 +288,13 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
                 resp::write_int(out, v);
             }
         }
+        Merge::ConfigGet => match parts.iter().find(|p| !is_error(p)) {
+            Some(p) => out.extend_from_slice(p),
+            None => match parts.first() {
+                Some(e) => out.extend_from_slice(e),
+                None => unexpected(out),
+            },
+        },
         Merge::PerBackend => {
             resp::write_array_len(out, parts.len());
             for (i, p) in parts.iter().enumerate() {

@@ -87,6 +87,10 @@ pub enum Merge {
     /// element is a 2-element array `[backend name, that backend's reply]`
     /// (an error reply stays an error element).
     PerBackend,
+    /// CONFIG GET: Redis's shape, parameter -> value (a flat array under RESP2, a map under
+    /// RESP3), from the first backend that answered; per-backend values stay reachable with
+    /// `FORWARD n CONFIG GET`.
+    ConfigGet,
     /// RANDOMKEY: sent with DBSIZE to every backend; the key of a backend picked at random,
     /// weighted by its key count (nil when none has keys).
     RandomKey,
@@ -226,6 +230,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (34, "Sent to every backend; the counts of each channel are summed."),
     (35, "The proxy's own slow log: requests slower than `slowlog-log-slower-than` (10 ms) from arrival to reply, Redis's reply shape plus a 7th element naming the backend. A backend's own slow log: `FORWARD n SLOWLOG GET`."),
     (36, "Sent to every backend; all must hold the same libraries (compared whatever order each backend lists its libraries and functions in), otherwise an error; the reply is the first backend's."),
+    (37, "Answered in Redis's shape (parameter -> value) with the first backend's values; when backends are configured differently, `FORWARD n CONFIG GET ...` shows each one's. CONFIG SET goes to every backend."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -323,7 +328,7 @@ pub static COMMANDS: &[Spec] = &[
     row("COMMAND INFO", -2, NO_KEYS, LOCAL, "server", &[21]),
     row("COMMAND LIST", -2, NO_KEYS, LOCAL, "server", &[21]),
     row("CONFIG", -2, NO_KEYS, CONTAINER, "server", &[]),
-    row("CONFIG GET", -3, NO_KEYS, Class::FanOut(Merge::PerBackend), "server", &[5]),
+    row("CONFIG GET", -3, NO_KEYS, Class::FanOut(Merge::ConfigGet), "server", &[37]),
     row("CONFIG HELP", 2, NO_KEYS, ANY, "server", &[15]),
     row("CONFIG RESETSTAT", 2, NO_KEYS, LOCAL, "server", &[24]),
     row("CONFIG REWRITE", 2, NO_KEYS, Class::FanOut(Merge::AllOk), "server", &[4]),
@@ -1450,7 +1455,7 @@ mod tests {
         assert_eq!(class("SCAN"), Class::FanOut(Merge::Scan));
         assert_eq!(class("RANDOMKEY"), Class::FanOut(Merge::RandomKey));
         assert_eq!(class("CONFIG SET"), Class::FanOut(Merge::AllOk));
-        assert_eq!(class("CONFIG GET"), Class::FanOut(Merge::PerBackend));
+        assert_eq!(class("CONFIG GET"), Class::FanOut(Merge::ConfigGet));
         assert_eq!(class("DBSIZE"), Class::FanOut(Merge::SumInt));
     }
 

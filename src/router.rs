@@ -877,7 +877,7 @@ mod tests {
             (&["SCRIPT", "FLUSH"], Merge::AllOk),
             (&["SCRIPT", "EXISTS", "abc"], Merge::AndInts),
             (&["KEYS", "*"], Merge::ConcatArrays),
-            (&["CONFIG", "GET", "maxmemory"], Merge::PerBackend),
+            (&["CONFIG", "GET", "maxmemory"], Merge::ConfigGet),
             (&["RANDOMKEY"], Merge::RandomKey),
         ] {
             assert_eq!(fan_out(p.plan(args)), merge, "{args:?}");
