@@ -656,3 +656,36 @@ fn info_has_the_fields_tools_read() {
     let errs = text(&call(&mut r, &["INFO", "errorstats"]));
     assert_eq!(errs.trim_end(), "# Errorstats", "{errs}");
 }
+
+/// #18: PING with more than one argument is an arity error, as in Redis (it used to echo the
+/// first), in and out of subscribe mode; answered like one redis-server, byte for byte.
+#[test]
+fn ping_arity_matches_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    for args in [
+        vec!["PING"],
+        vec!["PING", "x"],
+        vec!["PING", "x", "y"],
+        vec!["PING", "x", "y", "z"],
+    ] {
+        assert_eq!(
+            show(&call(&mut p, &args)),
+            show(&call(&mut d, &args)),
+            "{args:?}"
+        );
+    }
+    // In RESP2 subscribe mode too.
+    for r in [&mut p, &mut d] {
+        let _ = call(r, &["SUBSCRIBE", "ch"]);
+    }
+    for args in [vec!["PING", "x"], vec!["PING", "x", "y"]] {
+        assert_eq!(
+            show(&call(&mut p, &args)),
+            show(&call(&mut d, &args)),
+            "{args:?}"
+        );
+    }
+}

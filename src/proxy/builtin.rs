@@ -83,6 +83,10 @@ impl Proxy {
         let argc = args.len();
         let arg = |i: usize| args.get(frame, i);
         match spec.name {
+            "PING" if argc > 2 => {
+                // Redis: PING takes at most one argument.
+                reply_error(&mut out, "ERR wrong number of arguments for 'ping' command");
+            }
             "PING"
                 if self
                     .clients
