@@ -689,3 +689,42 @@ fn ping_arity_matches_redis() {
         );
     }
 }
+
+/// #18: COMMAND LIST [FILTERBY MODULE|ACLCAT|PATTERN] with Redis's replies and errors.
+#[test]
+fn command_list_filterby_matches_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    let sorted = |reply: Vec<u8>| -> Vec<String> {
+        let mut v = strings(&reply);
+        v.sort();
+        v
+    };
+    for args in [
+        vec!["COMMAND", "LIST", "FILTERBY", "PATTERN", "xa*"],
+        vec!["COMMAND", "LIST", "FILTERBY", "PATTERN", "pf*"],
+        vec!["COMMAND", "LIST", "FILTERBY", "ACLCAT", "hyperloglog"],
+        vec!["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nosuch"],
+        vec!["COMMAND", "LIST", "FILTERBY", "MODULE", "foo"],
+    ] {
+        assert_eq!(
+            sorted(call(&mut p, &args)),
+            sorted(call(&mut d, &args)),
+            "{args:?}"
+        );
+    }
+    for args in [
+        vec!["COMMAND", "LIST", "FILTERBY"],
+        vec!["COMMAND", "LIST", "FILTERBY", "PATTERN"],
+        vec!["COMMAND", "LIST", "FILTERBY", "FOO", "x"],
+        vec!["COMMAND", "LIST", "extra"],
+    ] {
+        assert_eq!(
+            show(&call(&mut p, &args)),
+            show(&call(&mut d, &args)),
+            "{args:?}"
+        );
+    }
+}

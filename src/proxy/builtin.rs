@@ -245,14 +245,44 @@ impl Proxy {
                         .count();
                     resp::write_int(&mut out, n as i64);
                 } else if sub.eq_ignore_ascii_case(b"LIST") {
-                    let names: Vec<String> = crate::commands::COMMANDS
-                        .iter()
-                        .filter(|c| !c.name.contains(' '))
-                        .map(|c| c.name.to_ascii_lowercase())
-                        .collect();
-                    resp::write_array_len(&mut out, names.len());
-                    for n in names {
-                        resp::write_bulk(&mut out, n.as_bytes());
+                    // COMMAND LIST [FILTERBY MODULE name | ACLCAT cat | PATTERN glob], with
+                    // Redis's syntax error for any other shape.
+                    let filter = match argc {
+                        2 => Some(None),
+                        5 if arg(2).eq_ignore_ascii_case(b"FILTERBY") => {
+                            let kind = arg(3).to_ascii_uppercase();
+                            match kind.as_slice() {
+                                b"PATTERN" | b"MODULE" | b"ACLCAT" => Some(Some(kind)),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    match filter {
+                        None => reply_error(&mut out, "ERR syntax error"),
+                        Some(Some(kind)) if kind == b"ACLCAT" => {
+                            // ACL categories are the backends' knowledge (the proxy's own
+                            // commands belong to none).
+                            let bytes = encode_args(args, frame, 0..argc);
+                            return self.forward(k, 0, &bytes);
+                        }
+                        Some(filter) => {
+                            let names: Vec<String> = crate::commands::COMMANDS
+                                .iter()
+                                .filter(|c| !c.name.contains(' '))
+                                .map(|c| c.name.to_ascii_lowercase())
+                                .filter(|n| match &filter {
+                                    None => true,
+                                    // The proxy loads no modules.
+                                    Some(kind) if kind == b"MODULE" => false,
+                                    Some(_) => glob_match(arg(4), n.as_bytes()),
+                                })
+                                .collect();
+                            resp::write_array_len(&mut out, names.len());
+                            for n in names {
+                                resp::write_bulk(&mut out, n.as_bytes());
+                            }
+                        }
                     }
                 } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 2 {
                     self.command_getkeys(args, frame, &mut out);
@@ -784,6 +814,68 @@ fn peak_rss_bytes() -> Option<u64> {
     crate::metrics::proc_kib_field("/proc/self/status", "VmHWM:")
 }
 
+/// Redis's glob (`stringmatchlen`, case-sensitive): `*`, `?`, `[...]` with ranges and `^`,
+/// and `\` escapes. Iterative, with one backtrack point for the last `*`.
+pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        let step = match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => class_match(pat, p, s[i]),
+            Some(b'\\') if p + 1 < pat.len() => (pat[p + 1] == s[i]).then_some(p + 2),
+            Some(&c) => (c == s[i]).then_some(p + 1),
+            None => None,
+        };
+        match step {
+            Some(np) => {
+                p = np;
+                i += 1;
+            }
+            None => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// A `[...]` class at `pat[p]` against `c`: the position after the class when it matches.
+fn class_match(pat: &[u8], p: usize, c: u8) -> Option<usize> {
+    let mut j = p + 1;
+    let negate = pat.get(j) == Some(&b'^');
+    if negate {
+        j += 1;
+    }
+    let mut hit = false;
+    while j < pat.len() && pat[j] != b']' {
+        if pat[j] == b'\\' && j + 1 < pat.len() {
+            hit |= pat[j + 1] == c;
+            j += 2;
+        } else if j + 2 < pat.len() && pat[j + 1] == b'-' && pat[j + 2] != b']' {
+            let (a, b) = (pat[j].min(pat[j + 2]), pat[j].max(pat[j + 2]));
+            hit |= (a..=b).contains(&c);
+            j += 3;
+        } else {
+            hit |= pat[j] == c;
+            j += 1;
+        }
+    }
+    // An unterminated class runs to the end of the pattern, as in Redis.
+    let end = if j < pat.len() { j + 1 } else { j };
+    (hit != negate).then_some(end)
+}
+
 pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
@@ -903,4 +995,35 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
         lossy(meta.and_then(|m| m.lib_ver.as_deref())),
     );
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_matches_like_redis() {
+        for (p, s, want) in [
+            ("xa*", "xadd", true),
+            ("xa*", "xack", true),
+            ("xa*", "get", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("g?t", "get", true),
+            ("g?t", "gt", false),
+            ("*set*", "hsetnx", true),
+            ("[gs]et", "set", true),
+            ("[^gs]et", "set", false),
+            ("[a-c]*", "bitop", true),
+            ("[c-a]*", "bitop", true),
+            ("h\\*", "h*", true),
+            ("h\\*", "hx", false),
+            ("*x*y", "axbxcy", true),
+            ("a*b*c", "abxbc", true),
+            ("a*b*c", "abxbd", false),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
+        }
+    }
 }
