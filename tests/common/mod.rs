@@ -157,7 +157,10 @@ impl Redis {
             .find(|w| w[0] == "--requirepass")
             .map(|w| w[1]);
         for _ in 0..10 {
-            let r = Redis::start_on(free_port(), extra);
+            // A server that lost the port race exits: try another port.
+            let Some(r) = Redis::try_start_on(free_port(), extra) else {
+                continue;
+            };
             if owns_port_auth(r.port, r.child.id(), password) {
                 return r;
             }
@@ -166,6 +169,12 @@ impl Redis {
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        Redis::try_start_on(port, extra)
+            .unwrap_or_else(|| panic!("redis-server exited before listening on {port}"))
+    }
+
+    /// Start a redis-server on `port`; None when it exits before listening (port taken).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
         let dir = tmp_dir("redis");
         let mut cmd = Command::new("redis-server");
         cmd.args([
@@ -188,8 +197,24 @@ impl Redis {
         let mut child = cmd
             .spawn()
             .expect("start redis-server (apt-get install redis-server)");
-        wait_port(port, &mut child, "redis-server");
-        Redis { port, child, dir }
+        let mut exited = false;
+        wait_until(
+            &format!("redis-server to listen on 127.0.0.1:{port}"),
+            secs(15),
+            ms(10),
+            || {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return true;
+                }
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited
+            },
+        );
+        if exited {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        Some(Redis { port, child, dir })
     }
 
     pub fn addr(&self) -> String {
