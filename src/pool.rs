@@ -252,6 +252,14 @@ impl Pool {
         }
     }
 
+    /// The slot (stable identity) of the server that owns `key` now (ring or cluster slot
+    /// map, hash tag applied); None when no server is live.
+    pub fn owner_slot(&self, key: &[u8]) -> Option<usize> {
+        self.target()
+            .pick(key)
+            .and_then(|pos| self.order.get(pos).copied())
+    }
+
     /// Number of configured (non-retired) servers.
     pub fn len(&self) -> usize {
         self.order.len()

@@ -46,6 +46,10 @@ pub fn table() -> &'static [u8] {
 
 fn flags_of(spec: &Spec) -> u8 {
     let name = spec.name;
+    let subscribe_family = matches!(
+        name,
+        "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE"
+    );
     let mut f = 0;
     if WRITE.binary_search(&name).is_ok() {
         f |= flag::WRITE;
@@ -56,18 +60,7 @@ fn flags_of(spec: &Spec) -> u8 {
     if matches!(name, "AUTH" | "HELLO" | "QUIT" | "PING") {
         f |= flag::NO_AUTH;
     }
-    if matches!(
-        name,
-        "SUBSCRIBE"
-            | "PSUBSCRIBE"
-            | "SSUBSCRIBE"
-            | "UNSUBSCRIBE"
-            | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE"
-            | "PING"
-            | "QUIT"
-            | "RESET"
-    ) {
+    if subscribe_family || matches!(name, "PING" | "QUIT" | "RESET") {
         f |= flag::IN_SUBSCRIBE;
     }
     if matches!(
@@ -84,56 +77,42 @@ fn flags_of(spec: &Spec) -> u8 {
     if spec.class == Class::Blocking
         || name.starts_with("XREAD")
         || name == "FORWARD"
-        || matches!(
-            name,
-            "HELLO"
-                | "RESET"
-                | "WATCH"
-                | "SUBSCRIBE"
-                | "PSUBSCRIBE"
-                | "SSUBSCRIBE"
-                | "UNSUBSCRIBE"
-                | "PUNSUBSCRIBE"
-                | "SUNSUBSCRIBE"
-        )
+        || subscribe_family
+        || matches!(name, "HELLO" | "RESET" | "WATCH")
     {
         f |= flag::FENCE;
     }
-    if matches!(
-        name,
-        "MULTI"
-            | "EXEC"
-            | "DISCARD"
-            | "WATCH"
-            | "UNWATCH"
-            | "SELECT"
-            | "SWAPDB"
-            | "SUBSCRIBE"
-            | "PSUBSCRIBE"
-            | "SSUBSCRIBE"
-            | "UNSUBSCRIBE"
-            | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE"
-            | "HELLO"
-            | "AUTH"
-            | "RESET"
-            | "MONITOR"
-            | "READONLY"
-            | "READWRITE"
-            | "QUIT"
-            | "SYNC"
-            | "PSYNC"
-            | "REPLCONF"
-            | "ASKING"
-            | "CLIENT REPLY"
-            | "CLIENT TRACKING"
-            | "CLIENT CACHING"
-            | "CLIENT SETNAME"
-            | "CLIENT NO-EVICT"
-            | "CLIENT NO-TOUCH"
-            | "CLIENT PAUSE"
-            | "CLIENT UNPAUSE"
-    ) {
+    if subscribe_family
+        || matches!(
+            name,
+            "MULTI"
+                | "EXEC"
+                | "DISCARD"
+                | "WATCH"
+                | "UNWATCH"
+                | "SELECT"
+                | "SWAPDB"
+                | "HELLO"
+                | "AUTH"
+                | "RESET"
+                | "MONITOR"
+                | "READONLY"
+                | "READWRITE"
+                | "QUIT"
+                | "SYNC"
+                | "PSYNC"
+                | "REPLCONF"
+                | "ASKING"
+                | "CLIENT REPLY"
+                | "CLIENT TRACKING"
+                | "CLIENT CACHING"
+                | "CLIENT SETNAME"
+                | "CLIENT NO-EVICT"
+                | "CLIENT NO-TOUCH"
+                | "CLIENT PAUSE"
+                | "CLIENT UNPAUSE"
+        )
+    {
         f |= flag::CONN_STATE;
     }
     f

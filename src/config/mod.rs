@@ -94,12 +94,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// that is not an IP address (then [`load`] it where blocking is fine).
 pub fn load_without_dns(path: &Path) -> Option<Result<Config, ConfigError>> {
     values::NO_DNS.with(|f| f.set(true));
+    values::DNS_NEEDED.with(|f| f.set(false));
     let r = load(path);
     values::NO_DNS.with(|f| f.set(false));
-    match r {
-        Err(e) if e.to_string().contains(values::NEEDS_DNS) => None,
-        r => Some(r),
+    if values::DNS_NEEDED.with(|f| f.replace(false)) {
+        return None;
     }
+    Some(r)
 }
 
 /// The format [`load`] would use for this file.
@@ -151,5 +152,36 @@ mod tests {
             ("/nonexistent/rustproxy.conf", 0)
         );
         assert!(e.msg.starts_with("cannot read configuration"));
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    /// A reload on the event loop reads a file of IP addresses itself and leaves one naming a
+    /// host to the offload thread (None), and the "no DNS" mode does not leak into later loads.
+    #[test]
+    fn load_without_dns_only_for_ip_addresses() {
+        let dir = std::env::temp_dir().join(format!("rp-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ip = dir.join("ip.conf");
+        let host = dir.join("host.conf");
+        std::fs::write(
+            &ip,
+            "pool p\n    listen 127.0.0.1:6380\n    server 127.0.0.1:7001:1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &host,
+            "pool p\n    listen 127.0.0.1:6380\n    server localhost:7001:1\n",
+        )
+        .unwrap();
+        assert!(matches!(super::load_without_dns(&ip), Some(Ok(_))));
+        assert!(super::load_without_dns(&host).is_none());
+        assert!(
+            super::load(&host).is_ok(),
+            "DNS allowed again after the no-DNS load"
+        );
+        assert!(matches!(super::load_without_dns(&ip), Some(Ok(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

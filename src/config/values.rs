@@ -184,6 +184,8 @@ thread_local! {
     /// Set by [`super::load_without_dns`]: a host name (not an IP address) fails with
     /// [`NEEDS_DNS`] instead of being resolved.
     pub(super) static NO_DNS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set when a host name was refused under [`NO_DNS`].
+    pub(super) static DNS_NEEDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The error of a host name met while [`NO_DNS`] is set.
@@ -191,6 +193,7 @@ pub(super) const NEEDS_DNS: &str = "host name needs DNS";
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if NO_DNS.with(|f| f.get()) && host.parse::<std::net::IpAddr>().is_err() {
+        DNS_NEEDED.with(|f| f.set(true));
         return Err(NEEDS_DNS.to_string());
     }
     match (host, port).to_socket_addrs() {

@@ -179,12 +179,7 @@ impl Proxy {
             } else {
                 // Where the channel's name hashes to: the ring, or a cluster's slot map (a
                 // shard channel must be on its slot's master).
-                let pool = &self.pools[pool_i];
-                let slot = pool
-                    .target()
-                    .pick(channel_key(ch))
-                    .and_then(|pos| pool.order.get(pos).copied());
-                let Some(slot) = slot else {
+                let Some(slot) = self.pools[pool_i].owner_slot(channel_key(ch)) else {
                     self.fail_sub_part(
                         k,
                         seq,
@@ -405,10 +400,7 @@ impl Proxy {
         let pool = &self.pools[pool_i];
         let mut moves = Vec::new();
         for ((shard, ch), &home) in &sub.home {
-            let now = pool
-                .target()
-                .pick(channel_key(ch))
-                .and_then(|pos| pool.order.get(pos).copied());
+            let now = pool.owner_slot(channel_key(ch));
             if let Some(now) = now.filter(|&n| n != home) {
                 moves.push((*shard, ch.clone(), home, now));
             }

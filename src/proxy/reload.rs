@@ -215,11 +215,6 @@ impl Proxy {
     /// swallowed); patterns are added on new servers; connections to removed servers close.
     pub(super) fn follow_moves(&mut self, pool_i: usize) {
         let pool = &self.pools[pool_i];
-        let owner_slot = |key: &[u8]| {
-            pool.target()
-                .pick(key)
-                .and_then(|pos| pool.order.get(pos).copied())
-        };
         // Blocked clients.
         let mut stale = Vec::new();
         for (ck, conn) in self.conns.iter() {
@@ -230,7 +225,7 @@ impl Proxy {
             let moved = conn
                 .blocked_key
                 .as_deref()
-                .is_some_and(|key| owner_slot(key) != Some(conn.server));
+                .is_some_and(|key| pool.owner_slot(key) != Some(conn.server));
             if gone || moved {
                 stale.push(ck);
             }

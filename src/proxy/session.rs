@@ -317,11 +317,10 @@ impl Proxy {
             ));
         }
         if txn.generation != pool.generation {
-            let target = pool.target();
             let moved = txn
                 .keys
                 .iter()
-                .any(|key| target.pick(key).and_then(|p| pool.order.get(p).copied()) != Some(slot));
+                .any(|key| pool.owner_slot(key) != Some(slot));
             if moved {
                 return Err(format!(
                     "EXECABORT Transaction discarded: its keys moved off backend {} while it was queued (the configuration changed)",
