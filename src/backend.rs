@@ -35,9 +35,13 @@ pub enum Owner {
     /// A client (slab key, unique id): the reply fills its chain slot `seq` (part `part`). The
     /// id is the generation check: a reused slab key never receives its predecessor's reply.
     Client { key: usize, id: u64 },
-    /// Part of the connection's handshake (HELLO, AUTH, READONLY, SELECT): checked, not
-    /// delivered; a refusal takes the server down.
+    /// Part of the connection's handshake (HELLO, AUTH, READONLY, `redis_db`'s SELECT):
+    /// checked, not delivered; a refusal takes the server down.
     Handshake,
+    /// The SELECT of a client's database (a per-database connection's first request, or one
+    /// re-selecting a private connection): not delivered; a refusal closes the connection and
+    /// fails what it carried (never run in another database), without blaming the server.
+    Select,
     /// A reply the proxy already answered or nobody wants (MULTI's `+OK`/`+QUEUED` inside a
     /// transaction block, ASKING, UNWATCH, a pattern's confirmation from other backends).
     Swallow,
@@ -101,6 +105,15 @@ impl Pending {
     }
 }
 
+/// A server's shared connections for one database other than the pool's `redis_db`.
+pub struct DbConns {
+    pub db: u32,
+    /// As `Server::conns`: per protocol, `server_connections` each.
+    pub conns: [Vec<Option<usize>>; 2],
+    /// Last time a client used them (`db_idle_timeout`).
+    pub used: Instant,
+}
+
 /// One backend server of a pool.
 pub struct Server {
     /// Name shown to users and used in errors: the configured name, else host:port.
@@ -114,6 +127,9 @@ pub struct Server {
     pub conns: [Vec<Option<usize>>; 2],
     /// Round-robin cursor over `conns`.
     pub rr: usize,
+    /// Shared connections for databases other than the pool's `redis_db` (clients that
+    /// `SELECT`ed one), opened on first use and closed when idle (`db_idle_timeout`).
+    pub db_conns: Vec<DbConns>,
     /// While `Some(t)` and now < t, requests fail at once.
     pub down_until: Option<Instant>,
     /// Consecutive failed connects (drives the backoff).
@@ -154,6 +170,7 @@ impl Server {
             weight,
             conns: [vec![None; n], vec![None; n]],
             rr: 0,
+            db_conns: Vec::new(),
             down_until: None,
             connect_failures: 0,
             last_error: String::new(),
@@ -172,6 +189,10 @@ impl Server {
     pub fn resize_conns(&mut self, n: usize) -> Vec<usize> {
         let n = n.max(1);
         let mut dropped = Vec::new();
+        // Per-database connections reopen lazily at the new count.
+        for d in self.db_conns.drain(..) {
+            dropped.extend(d.conns.into_iter().flatten().flatten());
+        }
         for list in &mut self.conns {
             if list.len() > n {
                 dropped.extend(list.drain(n..).flatten());
@@ -188,6 +209,9 @@ impl Server {
         let mut out: Vec<usize> = Vec::new();
         for list in &mut self.conns {
             out.extend(list.drain(..).flatten());
+        }
+        for d in self.db_conns.drain(..) {
+            out.extend(d.conns.into_iter().flatten().flatten());
         }
         for list in &mut self.idle_private {
             out.append(list);
@@ -314,8 +338,14 @@ pub struct Conn {
     pub server: usize,
     /// 1 when opened with HELLO 3 (serves RESP3 clients).
     pub proto: usize,
-    /// Index in `Server::conns[proto]`.
+    /// Index in `Server::conns[proto]` (or in its `DbConns` for another database).
     pub slot: usize,
+    /// The database selected on it (requests queued after the SELECT run there).
+    pub db: u32,
+    /// While a SELECT is unanswered, only `wbuf[..hold]` is written: what follows must not
+    /// reach the backend before it knows the SELECT worked (a refused SELECT would leave them
+    /// running in another database). None: write everything.
+    pub hold: Option<usize>,
     pub state: ConnState,
     pub connect_deadline: Instant,
     /// Requests not yet written; `wpos` bytes already are.

@@ -136,6 +136,9 @@ pub struct Identity {
     pub lib_ver: Option<Vec<u8>>,
     /// `CLIENT REPLY ON|OFF|SKIP` (here, out of line: rarely set, read once per command).
     pub reply_mode: ReplyMode,
+    /// The database its commands run in after `SELECT` (None: the pool's `redis_db`, where
+    /// every client starts; out of line, so a client that never selects costs nothing).
+    pub db: Option<u32>,
 }
 
 pub struct Client {
@@ -225,6 +228,12 @@ impl Client {
     /// (what flow control bounds).
     pub fn queued_bytes(&self) -> usize {
         self.pending_output() + self.chain.parked_bytes()
+    }
+
+    /// The database selected with `SELECT` (None: the pool's `redis_db`).
+    #[inline]
+    pub fn db(&self) -> Option<u32> {
+        self.meta.as_deref().and_then(|m| m.db)
     }
 
     pub fn meta_mut(&mut self) -> &mut Identity {

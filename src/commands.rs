@@ -182,7 +182,6 @@ const R_BLOCKING: &str = "it waits for the replication of its own connection's w
 const R_MONITOR: &str = "it needs a dedicated backend connection";
 const R_REPL: &str = "replication needs a direct connection to the backend";
 const R_SHARED: &str = "it would affect backends shared by all clients";
-const R_DB: &str = "only database 0 is available";
 const R_CLUSTER: &str = "rustproxy is not a Redis Cluster node";
 const R_TRACKING: &str = "client-side caching needs a dedicated backend connection";
 const R_CLIENT_ADMIN: &str = "backend connections are shared by all clients";
@@ -211,7 +210,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (15, "Redis's help text from one backend; it may list subcommands that rustproxy refuses."),
     (16, "Answered by the proxy about the client's connection to the proxy, not the shared backend connections."),
     (17, "Answered `+OK` by the proxy but has no effect: backend connections are shared by all clients."),
-    (18, "Answered by the proxy; databases other than 0 are refused."),
+    (18, "Answered by the proxy: the client's later commands run in that database on every backend (pool key `databases`, default 16; cluster pools accept only 0)."),
     (19, "Answered by the proxy with its own information; use FORWARD to ask a backend."),
     (20, "The proxy's own clock."),
     (21, "COMMAND COUNT, COMMAND LIST and COMMAND GETKEYS are answered by the proxy from this table (so they agree with how it routes); COMMAND, COMMAND INFO/DOCS/HELP/GETKEYSANDFLAGS come from backend 0."),
@@ -456,7 +455,7 @@ pub static COMMANDS: &[Spec] = &[
     row("MODULE LOADEX", -3, NO_KEYS, Class::Refused(R_MODULE), "server", &[]),
     row("MODULE UNLOAD", 3, NO_KEYS, Class::Refused(R_MODULE), "server", &[]),
     row("MONITOR", 1, NO_KEYS, Class::Refused(R_MONITOR), "server", &[]),
-    row("MOVE", 3, K1, Class::Refused(R_DB), "generic", &[]),
+    row("MOVE", 3, K1, KEYED, "generic", &[]),
     row("MSET", -3, Keys::Range { first: 1, last: -1, step: 2 }, Class::Split(Split::Mset), "string", &[3]),
     row("MSETNX", -3, Keys::Range { first: 1, last: -1, step: 2 }, KEYED, "string", &[1]),
     row("MULTI", 1, NO_KEYS, LOCAL, "transactions", &[30]),
@@ -553,7 +552,7 @@ pub static COMMANDS: &[Spec] = &[
     row("SUNION", -2, K_ALL, KEYED, "set", &[1]),
     row("SUNIONSTORE", -3, K_ALL, KEYED, "set", &[1]),
     row("SUNSUBSCRIBE", -1, K_ALL, LOCAL, "pubsub", &[31]),
-    row("SWAPDB", 3, NO_KEYS, Class::Refused(R_SHARED), "server", &[]),
+    row("SWAPDB", 3, NO_KEYS, Class::FanOut(Merge::AllOk), "server", &[4]),
     row("SYNC", 1, NO_KEYS, Class::Refused(R_REPL), "server", &[]),
     row("TIME", 1, NO_KEYS, LOCAL, "server", &[20]),
     row("TOUCH", -2, K_ALL, Class::Split(Split::SumInt), "generic", &[3]),
@@ -1403,6 +1402,7 @@ mod tests {
             "XGROUP SETID",
             "XINFO CONSUMERS",
             "HEXPIRE",
+            "MOVE",
         ] {
             assert_eq!(class(n), Class::Keyed, "{n}");
         }
@@ -1414,8 +1414,6 @@ mod tests {
             "WAITAOF",
             "MONITOR",
             "PSYNC",
-            "SWAPDB",
-            "MOVE",
             "CLUSTER SLOTS",
             "SHUTDOWN",
             "CLIENT KILL",

@@ -459,6 +459,9 @@ impl Pool {
         let mut ch = Changes::default();
         let mut order = Vec::with_capacity(cfg.servers.len());
         let mut kept = vec![false; self.servers.len()];
+        // Connections select `redis_db` in their handshake: a new one means new connections
+        // (the old ones drain; clients' later commands go to the new ones).
+        let reselect = self.cfg.redis_db != cfg.redis_db;
         for s in &cfg.servers {
             let found = self
                 .order
@@ -474,6 +477,9 @@ impl Pool {
                         srv.weight = s.weight;
                     }
                     srv.addr = s.addr;
+                    if reselect {
+                        ch.retire_conns.extend(srv.drain_conns());
+                    }
                     let dropped = srv.resize_conns(cfg.server_connections);
                     ch.retire_conns.extend(dropped);
                     slot

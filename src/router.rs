@@ -936,11 +936,8 @@ mod tests {
             error(p.plan(&["MONITOR"])),
             "ERR MONITOR is not supported by rustproxy: it needs a dedicated backend connection"
         );
-        assert_eq!(
-            error(p.plan(&["SWAPDB", "0", "1"])),
-            "ERR SWAPDB is not supported by rustproxy: it would affect backends shared by all \
-             clients"
-        );
+        // Numbered databases are served (issue 20): SWAPDB on every backend.
+        assert_eq!(fan_out(p.plan(&["SWAPDB", "0", "1"])), Merge::AllOk);
         assert_eq!(
             error(p.plan(&["CLIENT", "KILL", "ID", "7"])),
             "ERR CLIENT KILL is not supported by rustproxy: backend connections are shared by \

@@ -487,6 +487,11 @@ fn scan_dbsize_keys_flushall_cover_all_masters() {
     for &m in &masters {
         assert!(int(&call(m, &["DBSIZE"])) > 0, "master {m} holds keys");
     }
+    // Like Redis Cluster, only database 0 (issue 20): Redis's own texts, from a node and from
+    // the proxy alike.
+    for args in [&["SELECT", "1"][..], &["SELECT", "0"], &["SELECT", "x"]] {
+        assert_eq!(p.call_str(args), call(masters[0], args), "{args:?}");
+    }
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut cursor = "0".to_string();

@@ -649,11 +649,8 @@ fn refused_commands_keep_connection() {
         &["MONITOR"],
         &["SYNC"],
         &["REPLICAOF", "no", "one"],
-        &["SWAPDB", "0", "1"],
-        &["MOVE", "k", "1"],
         &["CLUSTER", "INFO"],
         &["SHUTDOWN"],
-        &["SELECT", "1"],
     ];
     for args in refused {
         let got = r.call_str(args);

@@ -644,8 +644,10 @@ fn local_commands_and_errors() {
     assert_eq!(r.call(&[b"ping", b"msg"]), bulk(b"msg"));
     assert_eq!(r.call(&[b"ECHO", b"hi there"]), bulk(b"hi there"));
     assert_eq!(r.call(&[b"SELECT", b"0"]), b"+OK\r\n");
-    let e = r.call(&[b"SELECT", b"1"]);
-    assert!(e.starts_with(b"-"), "SELECT 1: {}", show(&e));
+    assert_eq!(r.call(&[b"SELECT", b"1"]), b"+OK\r\n");
+    let e = r.call(&[b"SELECT", b"16"]);
+    assert_eq!(show(&e), show(b"-ERR DB index is out of range\r\n"));
+    assert_eq!(r.call(&[b"SELECT", b"0"]), b"+OK\r\n");
     assert_eq!(r.call(&[b"PING"]), b"+PONG\r\n");
     assert_eq!(
         show(&r.call(&[b"foo", b"a", b"b"])),

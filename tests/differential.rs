@@ -9,7 +9,7 @@
 //! MULTI/EXEC/DISCARD/WATCH/UNWATCH on keys sharing the client's hash tag; blocking pops with
 //! 0.05 s timeouts; SUBSCRIBE/UNSUBSCRIBE/PSUBSCRIBE/PUNSUBSCRIBE (and, in RESP2 subscribe mode,
 //! commands Redis refuses there); PUBLISH to the client's own channels; HELLO 2/3 (with and
-//! without AUTH); RESET; AUTH with the right and a wrong password. Each client uses its own key
+//! without AUTH); RESET; SELECT 0-2 (numbered databases); AUTH with the right and a wrong password. Each client uses its own key
 //! and channel namespace, so the interleaving of clients cannot change any reply; a small model
 //! of a Redis connection (auth, protocol, MULTI, WATCH, subscriptions) tells how many replies each
 //! command has and keeps the generator to commands whose replies Redis defines (no command the
@@ -721,6 +721,11 @@ fn gen_cmd(rng: &mut Rng, ns: &Ns, st: &Session) -> Cmd {
             hello_cmd(rng, with_auth)
         }
         91..=92 => Cmd::new(Kind::Reset, &[b"RESET"]),
+        // Numbered databases: the same key names in another database are other keys.
+        93..=95 => Cmd::new(
+            Kind::Local,
+            &[b"SELECT", rng.word(&["0", "1", "2", "0"]).as_bytes()],
+        ),
         _ => auth_cmd(rng),
     }
 }

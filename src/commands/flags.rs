@@ -78,7 +78,7 @@ fn flags_of(spec: &Spec) -> u8 {
         || name.starts_with("XREAD")
         || name == "FORWARD"
         || subscribe_family
-        || matches!(name, "HELLO" | "RESET" | "WATCH")
+        || matches!(name, "HELLO" | "RESET" | "WATCH" | "SELECT")
     {
         f |= flag::FENCE;
     }
@@ -379,6 +379,7 @@ mod tests {
             "BLPOP",
             "XREAD",
             "FORWARD",
+            "SELECT",
         ] {
             assert!(has_name(n, flag::FENCE), "{n} fences");
         }

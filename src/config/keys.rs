@@ -504,6 +504,22 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         ..num!(redis_db)
     },
     Key {
+        name: "databases",
+        cli: cli(
+            "N",
+            "databases clients may SELECT: 0..N-1, 1 = only 0 (default 16)",
+        ),
+        ..min1!(databases)
+    },
+    Key {
+        name: "db_idle_timeout",
+        cli: cli(
+            "MS",
+            "close a database's idle backend connections, 0 = never (default 60000)",
+        ),
+        ..num!(db_idle_timeout_ms)
+    },
+    Key {
         name: "disable_commands",
         cli: cli("LIST", "commands refused, comma separated"),
         ..kind(set_disable_commands, |p| {
@@ -846,6 +862,8 @@ mod tests {
         ),
         ("backend_tls_insecure", "backend_tls yes\n", "yes"),
         ("redis_db", "", "3"),
+        ("databases", "", "4"),
+        ("db_idle_timeout", "", "500"),
         ("disable_commands", "", "keys,flushall"),
         ("membership_commands", "", "yes"),
         ("cluster", "", "yes"),

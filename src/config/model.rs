@@ -254,7 +254,14 @@ pub struct PoolConfig {
     pub backend_tls_key_file: Option<PathBuf>,
     /// `backend_tls_insecure`: skip verification of backend certificates.
     pub backend_tls_insecure: bool,
+    /// The database every backend connection selects first, and the one a client starts in
+    /// (nutcracker's `redis_db`).
     pub redis_db: u32,
+    /// `databases`: clients may `SELECT` 0..databases-1 (1 = database 0 only, as before).
+    pub databases: u32,
+    /// `db_idle_timeout` (ms): a database's shared backend connections close after this long
+    /// unused (0 = never).
+    pub db_idle_timeout_ms: u64,
     /// Uppercase command names.
     pub disable_commands: Vec<String>,
     /// MGET/DEL/EXISTS/UNLINK/TOUCH split over backends when one fails: false = the whole reply
@@ -318,6 +325,8 @@ impl PoolConfig {
             backend_tls_key_file: None,
             backend_tls_insecure: false,
             redis_db: 0,
+            databases: 16,
+            db_idle_timeout_ms: 60_000,
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,

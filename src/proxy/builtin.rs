@@ -114,13 +114,9 @@ impl Proxy {
                 self.maybe_finish(k);
                 return;
             }
-            "SELECT" => match router::parse_i64(arg(1)) {
-                Some(0) => resp::write_simple(&mut out, b"OK"),
-                Some(_) => reply_error(
-                    &mut out,
-                    "ERR SELECT is not supported by rustproxy: only database 0 is available",
-                ),
-                None => reply_error(&mut out, "ERR value is not an integer or out of range"),
+            "SELECT" => match self.select(k, arg(1)) {
+                Ok(()) => resp::write_simple(&mut out, b"OK"),
+                Err(e) => reply_error(&mut out, e),
             },
             "HELLO" => return self.hello(k, frame, args),
             "AUTH" => {
@@ -158,6 +154,10 @@ impl Proxy {
                         // A held private connection (none after the above, but a blocked one
                         // cannot be here: blocked clients are not read) stays per protocol.
                         c.resp3 = false;
+                    }
+                    // Back to the database a new connection starts in.
+                    if let Some(m) = c.meta.as_mut() {
+                        m.db = None;
                     }
                 }
                 resp::write_simple(&mut out, b"RESET");
@@ -963,7 +963,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
     // Redis 7.0's fields in its order, then lib-name and lib-ver where Redis 7.2 puts them.
     let _ = writeln!(
         line,
-        "id={} addr={} laddr={laddr} fd={fd} name={} age={} idle={} flags={flags} db=0 \
+        "id={} addr={} laddr={laddr} fd={fd} name={} age={} idle={} flags={flags} db={} \
          sub={} psub={} ssub={} multi={multi} qbuf={} qbuf-free={} argv-mem=0 multi-mem={multi_mem} \
          rbs={} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={events} cmd={} user={} \
          redir=-1 resp={} lib-name={} lib-ver={}",
@@ -976,6 +976,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
         lossy(c.name()),
         since(now, c.created) / 1_000_000,
         since(now, c.last_active) / 1_000_000,
+        c.db().unwrap_or(pool.cfg.redis_db),
         counts.0,
         counts.1,
         counts.2,

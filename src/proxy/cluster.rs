@@ -47,7 +47,7 @@ impl Proxy {
         else {
             return;
         };
-        let Ok(ck) = self.conn_for(pool_i, slot, 0, None) else {
+        let Ok(ck) = self.conn_for(pool_i, slot, 0, None, None) else {
             return;
         };
         let p = Pending::internal(Owner::Refresh, self.now_us);
@@ -191,7 +191,7 @@ impl Proxy {
             }
         }
         let server = pool.order[pos];
-        let ck = match self.conn_for(pool_i, server, proto, Some(id)) {
+        let ck = match self.conn_for(pool_i, server, proto, Some(id), None) {
             Ok(ck) => ck,
             Err(e) => return deliver_err(self, &e),
         };

@@ -383,6 +383,11 @@ impl Proxy {
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
         }
+        if matches!(spec.name, "MOVE" | "COPY" | "SWAPDB") {
+            if let Some(e) = self.db_args(k, spec, frame, args) {
+                return self.reject(k, e);
+            }
+        }
         let pool = &self.pools[pool_i];
         let target = pool.target();
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
@@ -617,9 +622,9 @@ impl Proxy {
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
-        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
+        let (pool_i, proto, id, db) = (c.pool, c.resp3 as usize, c.id, c.db());
         let seq = c.chain.push(Slot::Waiting, self.cur);
-        match self.conn_for(pool_i, server_slot, proto, Some(id)) {
+        match self.conn_for(pool_i, server_slot, proto, Some(id), db) {
             Ok(ck) => self.send_on(ck, k, bytes, seq, WHOLE, false),
             Err(e) => self.fail_slot(k, seq, WHOLE, &e),
         }

@@ -67,6 +67,7 @@ macro_rules! sink {
 
 mod builtin;
 mod cluster;
+mod databases;
 mod exec;
 mod offload;
 mod pubsub;
@@ -344,7 +345,7 @@ impl Proxy {
         for pi in 0..p.pools.len() {
             if p.pools[pi].cfg.preconnect {
                 for si in 0..p.pools[pi].servers.len() {
-                    let _ = p.conn_for(pi, si, 0, None);
+                    let _ = p.conn_for(pi, si, 0, None, None);
                 }
             }
         }
@@ -676,6 +677,7 @@ impl Proxy {
             return;
         }
         self.next_idle_check = now_us + IDLE_CHECK_PERIOD_US;
+        self.close_idle_db_conns();
         let mut idle = Vec::new();
         for (k, c) in self.clients.iter() {
             let t = self.pools[c.pool].cfg.client_idle_timeout_ms;

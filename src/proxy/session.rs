@@ -18,7 +18,7 @@ impl Proxy {
         let Some(c) = self.clients.get(k) else {
             return Err("ERR client gone".into());
         };
-        let (pool_i, proto, id, held) = (c.pool, c.resp3 as usize, c.id, c.private);
+        let (pool_i, proto, id, held, db) = (c.pool, c.resp3 as usize, c.id, c.private, c.db());
         if let Some(ck) = held {
             return match self.conns.get(ck) {
                 Some(cn) if cn.server == slot => Ok(ck),
@@ -66,11 +66,24 @@ impl Proxy {
                         srv.name
                     ));
                 }
-                self.open_conn(pool_i, slot, proto, 0, true)?
+                self.open_conn(
+                    pool_i,
+                    slot,
+                    proto,
+                    0,
+                    true,
+                    db.unwrap_or(self.pools[pool_i].cfg.redis_db),
+                )?
             }
         };
+        let db = db.unwrap_or(self.pools[pool_i].cfg.redis_db);
         if let Some(cn) = self.conns.get_mut(ck) {
             cn.owner = Some((k, id));
+            if cn.db != db {
+                // Lent idle to a client of another database: it selects the client's first.
+                upstream::queue_select(cn, db, self.now_us);
+                self.mark_conn(ck);
+            }
         }
         if let Some(c) = self.clients.get_mut(k) {
             c.private = Some(ck);

@@ -33,8 +33,8 @@ pub(super) enum Fail {
 }
 
 impl Proxy {
-    /// The shared connection to use for `server` (slot) of `pool` with protocol `proto`,
-    /// connecting if needed. `pin`: a client's id, so that one client always uses the same one
+    /// The shared connection to use for `server` (slot) of `pool` with protocol `proto` in
+    /// database `db` (None: the pool's `redis_db`), connecting if needed. `pin`: a client's id, so that one client always uses the same one
     /// of the server's `server_connections` (its commands reach the backend in its order);
     /// None for the proxy's own requests (round robin).
     pub(super) fn conn_for(
@@ -43,23 +43,94 @@ impl Proxy {
         server_i: usize,
         proto: usize,
         pin: Option<u64>,
+        db: Option<u32>,
     ) -> Result<usize, String> {
-        let srv = &mut self.pools[pool_i].servers[server_i];
-        let n = srv.conns[proto].len();
-        let slot = if n == 1 {
-            0
-        } else if let Some(id) = pin {
-            (id % n as u64) as usize
-        } else {
-            srv.rr = srv.rr.wrapping_add(1);
-            srv.rr % n
-        };
+        let pool = &mut self.pools[pool_i];
+        let default = pool.cfg.redis_db;
+        if let Some(db) = db.filter(|&d| d != default) {
+            return self.db_conn_for(pool_i, server_i, proto, pin, db);
+        }
+        let srv = &mut pool.servers[server_i];
+        let slot = pick(&mut srv.rr, srv.conns[proto].len(), pin);
         if let Some(k) = srv.conns[proto][slot] {
             return Ok(k);
         }
-        let key = self.open_conn(pool_i, server_i, proto, slot, false)?;
+        let key = self.open_conn(pool_i, server_i, proto, slot, false, default)?;
         self.pools[pool_i].servers[server_i].conns[proto][slot] = Some(key);
         Ok(key)
+    }
+
+    /// `conn_for` for a database other than the pool's `redis_db`: the server's shared
+    /// connections for that database, opened on first use (each SELECTs it first).
+    #[cold]
+    fn db_conn_for(
+        &mut self,
+        pool_i: usize,
+        server_i: usize,
+        proto: usize,
+        pin: Option<u64>,
+        db: u32,
+    ) -> Result<usize, String> {
+        let now = self.now;
+        let srv = &mut self.pools[pool_i].servers[server_i];
+        let n = srv.conns[proto].len();
+        let i = match srv.db_conns.iter().position(|d| d.db == db) {
+            Some(i) => i,
+            None => {
+                srv.db_conns.push(crate::backend::DbConns {
+                    db,
+                    conns: [vec![None; n], vec![None; n]],
+                    used: now,
+                });
+                srv.db_conns.len() - 1
+            }
+        };
+        let d = &mut srv.db_conns[i];
+        d.used = now;
+        let slot = pick(&mut srv.rr, d.conns[proto].len(), pin);
+        if let Some(k) = d.conns[proto][slot] {
+            return Ok(k);
+        }
+        let key = self.open_conn(pool_i, server_i, proto, slot, false, db)?;
+        if let Some(d) = self.pools[pool_i].servers[server_i]
+            .db_conns
+            .iter_mut()
+            .find(|d| d.db == db)
+        {
+            d.conns[proto][slot] = Some(key);
+        }
+        Ok(key)
+    }
+
+    /// Close per-database connections nobody used for `db_idle_timeout` and with nothing in
+    /// flight.
+    pub(super) fn close_idle_db_conns(&mut self) {
+        let now = self.now;
+        let mut retire = Vec::new();
+        let conns = &self.conns;
+        for pool in &mut self.pools {
+            let idle = Duration::from_millis(pool.cfg.db_idle_timeout_ms);
+            if idle.is_zero() {
+                continue;
+            }
+            for srv in &mut pool.servers {
+                srv.db_conns.retain(|d| {
+                    let mut open = d.conns.iter().flatten().flatten();
+                    // Something still in flight: a later command must not overtake it on a
+                    // new connection.
+                    if now.duration_since(d.used) < idle
+                        || open.any(|&ck| conns.get(ck).is_some_and(|c| !c.inflight.is_empty()))
+                    {
+                        return true;
+                    }
+                    retire.extend(d.conns.iter().flatten().flatten().copied());
+                    false
+                });
+            }
+        }
+        for ck in retire {
+            self.retire_conn(ck);
+        }
     }
 
     /// Open a connection to a server (non-blocking connect) with its handshake queued.
@@ -71,6 +142,7 @@ impl Proxy {
         proto: usize,
         slot: usize,
         private: bool,
+        db: u32,
     ) -> Result<usize, String> {
         let now = self.now;
         let pool = &mut self.pools[pool_i];
@@ -115,6 +187,8 @@ impl Proxy {
             server: server_i,
             proto,
             slot,
+            db,
+            hold: None,
             state: ConnState::Connecting,
             connect_deadline: now + connect_timeout,
             wbuf: Vec::new(),
@@ -203,6 +277,9 @@ impl Proxy {
                 conn.reqs.push_back(Box::default());
             }
         }
+        if db != pool.cfg.redis_db {
+            queue_select(&mut conn, db, self.now_us);
+        }
         srv.stats.connections += 1;
         if private {
             srv.private_open += 1;
@@ -231,13 +308,13 @@ impl Proxy {
         let Some(c) = self.clients.get(k) else {
             return Ok(());
         };
-        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
+        let (pool_i, proto, id, db) = (c.pool, c.resp3 as usize, c.id, c.db());
         let Some(&server) = self.pools[pool_i].order.get(pos) else {
             return Err("ERR no such backend (the configuration changed)".into());
         };
         let ck = match held_conn(c, &self.conns, server) {
             Some(ck) => ck,
-            None => self.conn_for(pool_i, server, proto, Some(id))?,
+            None => self.conn_for(pool_i, server, proto, Some(id), db)?,
         };
         let p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
         self.push_request(ck, p, bytes);
@@ -256,8 +333,8 @@ impl Proxy {
         if let Some(ck) = held_conn(c, &self.conns, server) {
             return Ok(ck);
         }
-        let (pool_i, proto, id) = (c.pool, c.resp3 as usize, c.id);
-        self.conn_for(pool_i, server, proto, Some(id))
+        let (pool_i, proto, id, db) = (c.pool, c.resp3 as usize, c.id, c.db());
+        self.conn_for(pool_i, server, proto, Some(id), db)
     }
 
     /// The owner of a reply client `k` waits for (Swallow when the client is gone).
@@ -471,6 +548,30 @@ impl Proxy {
                     self.cluster_slots_reply(pool_i, &host, &reply);
                     continue;
                 }
+                Owner::Select => {
+                    if !conn.inflight.iter().any(|p| p.owner == Owner::Select) {
+                        // The last SELECT is in: what waited behind it may go.
+                        conn.hold = None;
+                        if !conn.dirty && conn.pending_output() > 0 {
+                            conn.dirty = true;
+                            self.dirty_conns.push(k);
+                        }
+                    }
+                    if matches!(reply.first(), Some(b'-') | Some(b'!')) {
+                        // What follows was meant for that database: it fails, never runs in
+                        // another one. The backend is fine (its `databases` is smaller than
+                        // the pool's).
+                        result = Err((
+                            format!(
+                                "refused SELECT {}: {}",
+                                conn.db,
+                                String::from_utf8_lossy(reply).trim_end()
+                            ),
+                            Fail::Local,
+                        ));
+                        break;
+                    }
+                }
                 Owner::Swallow | Owner::Orphan => {}
                 Owner::Client { key, id } => {
                     if !p.blocking {
@@ -528,8 +629,14 @@ impl Proxy {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let now = self.now;
         let srv = &mut self.pools[conn.pool].servers[conn.server];
-        if !conn.private && srv.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
-            srv.conns[conn.proto][conn.slot] = None;
+        if !conn.private {
+            if srv.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
+                srv.conns[conn.proto][conn.slot] = None;
+            } else if let Some(d) = srv.db_conns.iter_mut().find(|d| d.db == conn.db) {
+                if d.conns[conn.proto].get(conn.slot) == Some(&Some(k)) {
+                    d.conns[conn.proto][conn.slot] = None;
+                }
+            }
         }
         let how = if conn.state == ConnState::Connecting && how != Fail::Local {
             Fail::Down
@@ -641,9 +748,10 @@ impl Proxy {
         if conn.state != ConnState::Up || !conn.writable {
             return;
         }
+        let end = conn.hold.unwrap_or(conn.wbuf.len());
         if let Err(e) = conn
             .stream
-            .write_out(&conn.wbuf, &mut conn.wpos, &mut conn.writable)
+            .write_out(&conn.wbuf[..end], &mut conn.wpos, &mut conn.writable)
         {
             return self.conn_failed(k, &format!("write error: {e}"), Fail::Broken);
         }
@@ -652,6 +760,9 @@ impl Proxy {
             return;
         }
         if conn.wpos == conn.wbuf.len() {
+            if conn.hold.is_some() {
+                conn.hold = Some(0);
+            }
             conn.wbuf.clear();
             conn.wpos = 0;
             if conn.wbuf.capacity() > 1024 * 1024 {
@@ -670,6 +781,34 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Which of `n` shared connections to use: the client's pinned one (`pin`: its id), else
+/// round robin (the proxy's own requests).
+#[inline]
+fn pick(rr: &mut usize, n: usize, pin: Option<u64>) -> usize {
+    if n == 1 {
+        0
+    } else if let Some(id) = pin {
+        (id % n as u64) as usize
+    } else {
+        *rr = rr.wrapping_add(1);
+        *rr % n
+    }
+}
+
+/// Queue `SELECT db` on a connection and record the database as the connection's; what is
+/// queued after it waits (`Conn::hold`) until the backend accepts it.
+pub(super) fn queue_select(conn: &mut Conn, db: u32, now_us: crate::clock::Micros) {
+    let n = db.to_string();
+    resp::write_command(&mut conn.wbuf, [&b"SELECT"[..], n.as_bytes()]);
+    conn.inflight
+        .push_back(Pending::internal(Owner::Select, now_us));
+    if conn.track {
+        conn.reqs.push_back(Box::default());
+    }
+    conn.db = db;
+    conn.hold = Some(conn.wbuf.len());
 }
 
 /// The connection a client holds for `server`, if any (see `Proxy::client_conn`).
