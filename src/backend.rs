@@ -49,6 +49,15 @@ pub enum Owner {
     Refresh,
     /// Its client stopped waiting (the request timed out): the late reply is read and dropped.
     Orphan,
+    /// Online rebalancing: the MIGRATE of keys a client's command needs, from their old owner
+    /// (`Pending::part`: how many keys). The command runs once every such reply is in.
+    Move { key: usize, id: u64 },
+    /// The background mover's request to a source (`Pending::part`: `MOVER_*`; `seq`: keys of a
+    /// MIGRATE).
+    Mover { pool: usize, slot: usize },
+    /// A rebalance barrier request (`Pending::part`: `BARRIER_MARKER` behind requests sent
+    /// under the old ring, or `BARRIER_CHECK`, a CLIENT LIST of registered proxy processes).
+    Barrier { pool: usize },
 }
 
 /// One request written to a backend connection, waiting for its reply.

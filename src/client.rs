@@ -139,6 +139,8 @@ pub struct Identity {
     /// The database its commands run in after `SELECT` (None: the pool's `redis_db`, where
     /// every client starts; out of line, so a client that never selects costs nothing).
     pub db: Option<u32>,
+    /// Online rebalancing: the held command's key moves (see `proxy/rebalance.rs`).
+    pub moving: Option<Box<crate::rebalance::Moving>>,
 }
 
 pub struct Client {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod proxy;
+pub mod rebalance;
 pub mod resp;
 pub mod ring;
 pub mod router;

@@ -47,6 +47,14 @@ pub struct Pool {
     pub generation: u64,
     /// Cluster node names resolved off the loop (see `proxy::offload`), by (host, port).
     pub resolved: std::collections::HashMap<(String, u16), std::net::SocketAddr>,
+    /// `rebalance yes`: the rebalance in progress (moving keys are moved before they are
+    /// served), and the last one finished (for INFO); see `rebalance.rs`.
+    pub rebalance: Option<Box<crate::rebalance::Rebalance>>,
+    pub last_rebalance: Option<Box<crate::rebalance::Rebalance>>,
+    pub rebalances: u64,
+    /// Registration connections (slot, connection, fingerprint announced), one per server,
+    /// named after the ring this process serves (the multi-process barrier).
+    pub registrations: Vec<(usize, usize, u64)>,
 }
 
 pub use crate::cluster::NO_NODE;
@@ -235,6 +243,10 @@ impl Pool {
             removed: false,
             generation: 0,
             resolved: Default::default(),
+            rebalance: None,
+            last_rebalance: None,
+            rebalances: 0,
+            registrations: Vec::new(),
         };
         p.rebuild();
         p

@@ -520,6 +520,27 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         ..num!(db_idle_timeout_ms)
     },
     Key {
+        name: "rebalance",
+        cli: cli(
+            "BOOL",
+            "move keys to their new owners online when the ring changes (default no)",
+        ),
+        ..flag!(rebalance)
+    },
+    Key {
+        name: "rebalance_rate",
+        cli: cli(
+            "N",
+            "keys per second the background mover moves (default 5000)",
+        ),
+        ..min1!(rebalance_rate)
+    },
+    Key {
+        name: "rebalance_batch",
+        cli: cli("N", "keys per SCAN and MIGRATE of the mover (default 100)"),
+        ..min1!(rebalance_batch)
+    },
+    Key {
         name: "disable_commands",
         cli: cli("LIST", "commands refused, comma separated"),
         ..kind(set_disable_commands, |p| {
@@ -864,6 +885,9 @@ mod tests {
         ("redis_db", "", "3"),
         ("databases", "", "4"),
         ("db_idle_timeout", "", "500"),
+        ("rebalance", "", "yes"),
+        ("rebalance_rate", "", "100"),
+        ("rebalance_batch", "", "10"),
         ("disable_commands", "", "keys,flushall"),
         ("membership_commands", "", "yes"),
         ("cluster", "", "yes"),

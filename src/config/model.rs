@@ -262,6 +262,14 @@ pub struct PoolConfig {
     /// `db_idle_timeout` (ms): a database's shared backend connections close after this long
     /// unused (0 = never).
     pub db_idle_timeout_ms: u64,
+    /// `rebalance`: a change that moves keys (servers, weights, hash, distribution, tag)
+    /// moves them to their new owners online (MIGRATE), serving each moved key only from
+    /// where it is.
+    pub rebalance: bool,
+    /// `rebalance_rate`: keys per second the background mover moves per pool.
+    pub rebalance_rate: u64,
+    /// `rebalance_batch`: keys per SCAN / MIGRATE of the mover.
+    pub rebalance_batch: usize,
     /// Uppercase command names.
     pub disable_commands: Vec<String>,
     /// MGET/DEL/EXISTS/UNLINK/TOUCH split over backends when one fails: false = the whole reply
@@ -327,6 +335,9 @@ impl PoolConfig {
             redis_db: 0,
             databases: 16,
             db_idle_timeout_ms: 60_000,
+            rebalance: false,
+            rebalance_rate: 5000,
+            rebalance_batch: 100,
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,

@@ -76,6 +76,27 @@ pub(super) fn finish(
             }
         }
         check_auth_tls(&b).map_err(|(l, m)| err(file, l, m))?;
+        if p.rebalance && (p.cluster || p.auto_eject_hosts) {
+            let at = b.seen.get("rebalance").copied().unwrap_or(b.line);
+            let why = if p.cluster {
+                "Redis Cluster moves its own slots"
+            } else {
+                "an ejected server's keys would be served elsewhere without being moved"
+            };
+            return Err(err(
+                file,
+                at,
+                format!(
+                    "pool '{}': 'rebalance yes' does not go with '{}' ({why})",
+                    p.name,
+                    if p.cluster {
+                        "cluster yes"
+                    } else {
+                        "auto_eject_hosts yes"
+                    }
+                ),
+            ));
+        }
         if let Some((_, other, l)) = listens
             .iter()
             .find(|(l, _, _)| listen_conflict(l, &p.listen))

@@ -33,13 +33,22 @@ impl Proxy {
                     Err(e) => Err(e.to_string()),
                 }
             }
+            (b"REBALANCE", 3) => self.rebalance_cmd(pool_i, args.get(frame, 2)),
             (b"REMOVEBACKEND", 3) => {
                 let name = String::from_utf8_lossy(args.get(frame, 2)).into_owned();
                 self.membership(pool_i, None, Some(&name))
             }
             (b"BACKENDS", 2) => {
                 let pool = &self.pools[pool_i];
-                resp::write_array_len(&mut out, pool.len());
+                // Removed servers still drained by a rebalance come last (no position).
+                let draining: Vec<usize> = pool.rebalance.as_ref().map_or(Vec::new(), |rb| {
+                    rb.sources
+                        .iter()
+                        .filter(|s| !s.done && pool.servers[s.slot].retired)
+                        .map(|s| s.slot)
+                        .collect()
+                });
+                resp::write_array_len(&mut out, pool.len() + draining.len());
                 for (i, &slot) in pool.order.iter().enumerate() {
                     let s = &pool.servers[slot];
                     let state = if s.is_ejected() {
@@ -55,9 +64,17 @@ impl Proxy {
                     );
                     resp::write_bulk(&mut out, line.as_bytes());
                 }
+                for slot in &draining {
+                    let s = &pool.servers[*slot];
+                    let line = format!(
+                        "- {} {}:{} weight={} state=draining",
+                        s.name, s.host, s.port, s.weight
+                    );
+                    resp::write_bulk(&mut out, line.as_bytes());
+                }
                 return self.reply(k, &out);
             }
-            _ => Err("usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name".into()),
+            _ => Err("usage: PROXY RELOAD [DRYRUN] | PROXY BACKENDS | PROXY ADDBACKEND name host:port [weight] | PROXY REMOVEBACKEND name | PROXY REBALANCE STATUS|PAUSE|RESUME".into()),
         };
         match result {
             Ok(msg) => resp::write_bulk(&mut out, msg.as_bytes()),
@@ -796,7 +813,19 @@ impl Proxy {
             .collect();
         let section = section.join(" ");
         let view = self.view();
-        let text = crate::metrics::info(&view, if argc > 1 { Some(&section) } else { None });
+        let mut text = crate::metrics::info(&view, if argc > 1 { Some(&section) } else { None });
+        // The proxy's own section (not in the default set): asked by name, or with all.
+        let rebalance = section.split_ascii_whitespace().any(|w| {
+            ["rebalance", "all", "everything"]
+                .iter()
+                .any(|n| w.eq_ignore_ascii_case(n))
+        });
+        if rebalance && self.pools.iter().any(|p| p.cfg.rebalance) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str(&self.rebalance_info());
+        }
         resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
         self.reply(k, &out);
     }

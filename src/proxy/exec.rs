@@ -306,6 +306,16 @@ impl Proxy {
             }
             None => return Exec::Done,
         };
+        if self.pools[pool_i].rebalance.is_some() {
+            match self.gate(k, spec, frame, args) {
+                rebalance::Gate::Pass => {}
+                rebalance::Gate::Defer => return Exec::Deferred,
+                rebalance::Gate::Fail(e) => {
+                    self.reject(k, &e);
+                    return Exec::Done;
+                }
+            }
+        }
         self.run_command(
             k,
             spec,

@@ -71,6 +71,7 @@ mod databases;
 mod exec;
 mod offload;
 mod pubsub;
+mod rebalance;
 mod reload;
 mod session;
 mod stats_port;
@@ -660,6 +661,7 @@ impl Proxy {
         for pool_i in 0..self.pools.len() {
             self.cluster_maybe_refresh(pool_i);
         }
+        self.rebalance_tick();
         for (p, msg) in expired {
             self.stats.timeouts += 1;
             self.stats.errors += 1;

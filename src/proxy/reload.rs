@@ -96,6 +96,9 @@ impl Proxy {
                 })?;
                 new_listeners.push((ni, Some(l)));
             }
+            if let Some(why) = existing.and_then(|i| self.rebalance_refuses(i, pc)) {
+                return Err(why);
+            }
             match existing {
                 Some(i) => {
                     let d = crate::pool::describe_diff(&self.pools[i].cfg, pc);
@@ -131,9 +134,11 @@ impl Proxy {
                         // seeds in the file: keep them (and the slot map's positions).
                         pc.servers = self.pools[i].cfg.servers.clone();
                     }
+                    let old = self.old_placement(i);
                     let ch = self.pools[i].reconfigure(pc);
                     (self.pools[i].tls_server, self.pools[i].tls_client) = tls[ni].clone();
                     self.retire_changes(i, &ch);
+                    self.start_rebalance(i, old, &ch);
                     if let Some(l) = listener {
                         self.replace_listener(i, l);
                     }
@@ -288,8 +293,13 @@ impl Proxy {
                 return Err("cannot remove the last backend of a pool".into());
             }
         }
+        if let Some(why) = self.rebalance_refuses(pool_i, &cfg) {
+            return Err(why);
+        }
+        let old = self.old_placement(pool_i);
         let ch = self.pools[pool_i].reconfigure(cfg);
         self.retire_changes(pool_i, &ch);
+        self.start_rebalance(pool_i, old, &ch);
         let msg = ch.describe();
         info!("pool {}: {msg}", self.pools[pool_i].cfg.name);
         Ok(msg)

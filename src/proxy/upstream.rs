@@ -573,6 +573,12 @@ impl Proxy {
                     }
                 }
                 Owner::Swallow | Owner::Orphan => {}
+                Owner::Move { .. } | Owner::Mover { .. } | Owner::Barrier { .. } => {
+                    let reply = reply.to_vec();
+                    rbuf.consume(n);
+                    self.rebalance_reply(k, p, &reply);
+                    continue;
+                }
                 Owner::Client { key, id } => {
                     if !p.blocking {
                         srv.stats.latency.record(since(self.now_us, p.sent));
@@ -710,8 +716,17 @@ impl Proxy {
                 c.wanted = true;
             }
         }
+        if conn.private {
+            self.rebalance_forget(conn.pool, k);
+        }
         for p in conn.inflight.drain(..) {
             let Some((key, id)) = p.client() else {
+                if matches!(
+                    p.owner,
+                    Owner::Move { .. } | Owner::Mover { .. } | Owner::Barrier { .. }
+                ) {
+                    self.rebalance_lost(conn.pool, conn.server, p, &msg);
+                }
                 continue;
             };
             self.pools[conn.pool].servers[conn.server].stats.errors += 1;

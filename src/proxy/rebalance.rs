@@ -1,0 +1,989 @@
+//! Online rebalancing in the event loop (`rebalance yes`; the socket-free state is
+//! `crate::rebalance`): starting one when a pool's ring changes, the serve rule (a command on a
+//! moving key runs only after its key was MIGRATEd from its old owner), the barriers, the
+//! background mover, and PROXY REBALANCE / INFO rebalance.
+//!
+//! Invariants:
+//! - A command whose keys are moving stays unparsed in the client's input (like a command held
+//!   at a fence) until the MIGRATEs it needs are answered; then it runs on the new ring. An
+//!   error of one of them is the command's reply; nothing is overwritten (no REPLACE).
+//! - Keys move only after both barriers: every request this process sent under the old ring
+//!   is answered (markers behind them), and every proxy process registered on the old ring's
+//!   servers announces the new ring. A process announces the new ring only after its own
+//!   markers came back, so a write sent under the old ring by any process lands before the
+//!   key moves.
+//! - Every MIGRATE from one source travels on that source's mover connection, so the client's
+//!   and the mover's MIGRATEs of one key are ordered (the later one answers NOKEY).
+//! - A source is done after a full SCAN pass over its databases that found nothing to move;
+//!   a removed server stays a source (reachable, not in the ring) until then.
+
+use super::*;
+use crate::rebalance::{Phase, Rebalance, State};
+
+/// `Pending::part` of the mover's requests.
+const MOVER_KEYSPACE: u32 = 0;
+const MOVER_SCAN: u32 = 1;
+const MOVER_MIGRATE: u32 = 2;
+/// `Pending::part` of the barrier's requests.
+const BARRIER_MARKER: u32 = 0;
+const BARRIER_CHECK: u32 = 1;
+/// How often the multi-process barrier is checked while waiting.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How long a command on a moving key waits for the barrier before it gets an error.
+const BARRIER_WAIT: Duration = Duration::from_secs(10);
+
+/// What the serve rule says about one command.
+pub(super) enum Gate {
+    /// No key of it is moving (or they just moved): run it.
+    Pass,
+    /// Held (unparsed) until its keys moved or the barrier passed.
+    Defer,
+    /// Its keys could not be moved: this error is its reply.
+    Fail(String),
+}
+
+impl Proxy {
+    // ----- starting -------------------------------------------------------------------
+
+    /// Before a pool is reconfigured: its placement, if a change may start a rebalance.
+    pub(super) fn old_placement(&self, pool_i: usize) -> Option<crate::rebalance::OldRing> {
+        let p = &self.pools[pool_i];
+        (p.cfg.rebalance && p.cluster.is_none()).then(|| crate::rebalance::OldRing {
+            ring: p.ring.clone(),
+            order: p.order.clone(),
+            tag: p.cfg.hash_tag,
+        })
+    }
+
+    /// A change that would move keys of a pool that is still rebalancing waits: the reload (or
+    /// membership command) is refused with this reason.
+    pub(super) fn rebalance_refuses(
+        &self,
+        pool_i: usize,
+        new: &crate::config::PoolConfig,
+    ) -> Option<String> {
+        let p = &self.pools[pool_i];
+        let rb = p.rebalance.as_ref()?;
+        let moves = crate::rebalance::fingerprint(&p.cfg) != crate::rebalance::fingerprint(new);
+        moves.then(|| {
+            format!(
+                "pool {} is still rebalancing ({}): retry once INFO rebalance shows state=idle, or undo the change",
+                p.cfg.name,
+                rb.fields()
+            )
+        })
+    }
+
+    /// After a pool was reconfigured: start a rebalance when its ring changed.
+    pub(super) fn start_rebalance(
+        &mut self,
+        pool_i: usize,
+        old: Option<crate::rebalance::OldRing>,
+        ch: &crate::pool::Changes,
+    ) {
+        let Some(old) = old else {
+            return;
+        };
+        let pool = &mut self.pools[pool_i];
+        if !pool.cfg.rebalance || !ch.ring_changed && ch.retired.is_empty() {
+            return;
+        }
+        pool.rebalances += 1;
+        let fp = crate::rebalance::fingerprint(&pool.cfg);
+        let sources = old.order.clone();
+        let mut rb = Rebalance::new(pool.rebalances, old, fp, sources, self.now);
+        // Barrier 1: a marker behind whatever this process sent under the old ring.
+        let mut marked = Vec::new();
+        for (ck, conn) in self.conns.iter() {
+            if conn.pool == pool_i && !conn.pubsub && !conn.inflight.is_empty() {
+                marked.push(ck);
+            }
+        }
+        rb.local_pending = marked.len();
+        info!(
+            "pool {}: rebalance {} started ({} sources; {} connections to drain first)",
+            pool.cfg.name,
+            rb.epoch,
+            rb.sources.len(),
+            marked.len()
+        );
+        pool.rebalance = Some(Box::new(rb));
+        for ck in marked {
+            let p = Pending::new(
+                Owner::Barrier { pool: pool_i },
+                0,
+                BARRIER_MARKER,
+                false,
+                self.now_us,
+            );
+            self.push_request(ck, p, b"*1\r\n$4\r\nPING\r\n");
+        }
+    }
+
+    // ----- the serve rule -------------------------------------------------------------
+
+    /// Whether client `k`'s command may run now (see `Gate`). Called only while its pool
+    /// rebalances.
+    #[cold]
+    pub(super) fn gate(
+        &mut self,
+        k: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) -> Gate {
+        use crate::commands::Class;
+        if !matches!(spec.class, Class::Keyed | Class::Split(_) | Class::Blocking) {
+            return Gate::Pass;
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return Gate::Pass;
+        };
+        let (pool_i, id, db) = (c.pool, c.id, c.db());
+        if let Some(m) = c.meta.as_mut().and_then(|m| m.moving.as_mut()) {
+            if m.pending > 0 {
+                c.draining = true;
+                return Gate::Defer;
+            }
+            if let Some(e) = m.error.take() {
+                if let Some(m) = c.meta.as_mut() {
+                    m.moving = None;
+                }
+                return Gate::Fail(e);
+            }
+        }
+        let mut keys = std::mem::take(&mut self.keys);
+        let ok =
+            crate::commands::key_positions(spec, args.len(), &|i| args.get(frame, i), &mut keys)
+                .is_ok();
+        let pool = &self.pools[pool_i];
+        let Some(rb) = pool.rebalance.as_ref() else {
+            self.keys = keys;
+            return Gate::Pass;
+        };
+        let done: &[Vec<u8>] = self
+            .clients
+            .get(k)
+            .and_then(|c| c.meta.as_ref())
+            .and_then(|m| m.moving.as_ref())
+            .map_or(&[], |m| m.done.as_slice());
+        // (old owner, new owner, key) of every moving key not moved yet for this command.
+        let mut moving: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        if ok {
+            for &i in &keys {
+                let key = args.get(frame, i);
+                let (Some(old), Some(new)) = (rb.old.owner_slot(key), pool.owner_slot(key)) else {
+                    continue;
+                };
+                if old != new && rb.source_open(old) && !done.iter().any(|d| d == key) {
+                    moving.push((old, new, key.to_vec()));
+                }
+            }
+        }
+        self.keys = keys;
+        let ready = rb.ready();
+        if moving.is_empty() {
+            if let Some(m) = self.clients.get_mut(k).and_then(|c| c.meta.as_mut()) {
+                m.moving = None;
+            }
+            return Gate::Pass;
+        }
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(k) else {
+            return Gate::Pass;
+        };
+        let m = c.meta_mut().moving.get_or_insert_with(Default::default);
+        if !ready {
+            let since = *m.since.get_or_insert(now);
+            if now.duration_since(since) >= BARRIER_WAIT {
+                c.meta_mut().moving = None;
+                let name = &self.pools[pool_i].cfg.name;
+                return Gate::Fail(format!(
+                    "TRYAGAIN pool {name} is rebalancing and waits for every proxy process to load the new configuration (or for its requests sent before the change): retry"
+                ));
+            }
+            c.draining = true;
+            if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+                if !rb.waiters.contains(&(k, id)) {
+                    rb.waiters.push((k, id));
+                }
+            }
+            return Gate::Defer;
+        }
+        // Group by (source, destination): one MIGRATE each, on the source's mover connection.
+        moving.sort();
+        let mut groups: Vec<(usize, usize, Vec<Vec<u8>>)> = Vec::new();
+        for (old, new, key) in moving {
+            match groups.last_mut() {
+                Some(g) if g.0 == old && g.1 == new => g.2.push(key),
+                _ => groups.push((old, new, vec![key])),
+            }
+        }
+        let db = db.unwrap_or(self.pools[pool_i].cfg.redis_db);
+        if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+            if groups.iter().any(|g| rb.would_cycle(g.0, g.1)) {
+                // MIGRATEs the other way are in flight: wait for them (they would deadlock).
+                if !rb.waiters.contains(&(k, id)) {
+                    rb.waiters.push((k, id));
+                }
+                if let Some(c) = self.clients.get_mut(k) {
+                    c.draining = true;
+                }
+                return Gate::Defer;
+            }
+        }
+        for (src, dst, keys) in groups {
+            let n = keys.len() as u32;
+            let owner = Owner::Move { key: k, id };
+            let sent = self.send_migrate(pool_i, src, dst, db, &keys, owner, n, dst as u64);
+            let Some(c) = self.clients.get_mut(k) else {
+                return Gate::Pass;
+            };
+            let m = c.meta_mut().moving.get_or_insert_with(Default::default);
+            match sent {
+                Ok(()) => {
+                    m.pending += 1;
+                    m.done.extend(keys);
+                }
+                Err(e) => {
+                    m.error.get_or_insert(e);
+                }
+            }
+        }
+        let Some(c) = self.clients.get_mut(k) else {
+            return Gate::Pass;
+        };
+        let m = c.meta_mut().moving.get_or_insert_with(Default::default);
+        if m.pending > 0 {
+            c.draining = true;
+            return Gate::Defer;
+        }
+        let e = m.error.take().unwrap_or_default();
+        c.meta_mut().moving = None;
+        Gate::Fail(e)
+    }
+
+    /// Queue `MIGRATE dst "" db timeout [AUTH] KEYS ...` on source `src`'s mover connection
+    /// (opened if needed, re-selected to `db`).
+    #[allow(clippy::too_many_arguments)]
+    fn send_migrate(
+        &mut self,
+        pool_i: usize,
+        src: usize,
+        dst: usize,
+        db: u32,
+        keys: &[Vec<u8>],
+        owner: Owner,
+        part: u32,
+        seq: u64,
+    ) -> Result<(), String> {
+        let ck = self.mover_conn(pool_i, src, db)?;
+        let pool = &self.pools[pool_i];
+        let d = &pool.servers[dst];
+        let host = d.addr.ip().to_string();
+        let port = d.addr.port().to_string();
+        let dbs = db.to_string();
+        let timeout = pool.cfg.timeout_ms.max(1000).to_string();
+        let server_cfg = pool
+            .order
+            .iter()
+            .position(|&s| s == dst)
+            .and_then(|pos| pool.cfg.servers.get(pos));
+        let auth = pool.cfg.backend_auth(server_cfg);
+        let mut parts: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            host.as_bytes(),
+            port.as_bytes(),
+            b"",
+            dbs.as_bytes(),
+            timeout.as_bytes(),
+        ];
+        match auth {
+            Some((Some(user), pw)) => {
+                parts.extend([&b"AUTH2"[..], user.as_bytes(), pw.as_bytes()]);
+            }
+            Some((None, pw)) => parts.extend([&b"AUTH"[..], pw.as_bytes()]),
+            None => {}
+        }
+        parts.push(b"KEYS");
+        parts.extend(keys.iter().map(|k| k.as_slice()));
+        let mut bytes = Vec::new();
+        resp::write_command(&mut bytes, parts);
+        let p = Pending::new(owner, seq, part, false, self.now_us);
+        self.push_request(ck, p, &bytes);
+        if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+            rb.edges.push((src, dst));
+        }
+        Ok(())
+    }
+
+    /// The mover connection of source `src` (a private connection of the mover), selected to
+    /// `db`.
+    fn mover_conn(&mut self, pool_i: usize, src: usize, db: u32) -> Result<usize, String> {
+        let existing = self.pools[pool_i]
+            .rebalance
+            .as_ref()
+            .and_then(|rb| rb.sources.iter().find(|s| s.slot == src))
+            .and_then(|s| s.conn);
+        let ck = match existing {
+            Some(ck) => ck,
+            None => {
+                let default = self.pools[pool_i].cfg.redis_db;
+                let ck = self.open_conn(pool_i, src, 0, 0, true, default)?;
+                if let Some(s) = self.pools[pool_i]
+                    .rebalance
+                    .as_mut()
+                    .and_then(|rb| rb.sources.iter_mut().find(|s| s.slot == src))
+                {
+                    s.conn = Some(ck);
+                }
+                ck
+            }
+        };
+        if let Some(conn) = self.conns.get_mut(ck) {
+            if conn.db != db {
+                upstream::queue_select(conn, db, self.now_us);
+                self.mark_conn(ck);
+            }
+        }
+        Ok(ck)
+    }
+
+    // ----- replies and failures -------------------------------------------------------
+
+    /// A reply to a rebalance request (client MIGRATE, mover, barrier).
+    pub(super) fn rebalance_reply(&mut self, ck: usize, p: Pending, reply: &[u8]) {
+        let err = matches!(reply.first(), Some(b'-') | Some(b'!'));
+        let (pool_i, src) = match self.conns.get(ck) {
+            Some(c) => (c.pool, c.server),
+            None => return,
+        };
+        match p.owner {
+            Owner::Move { key, id } => {
+                self.migrate_done(pool_i, src, p.seq as usize);
+                let text = String::from_utf8_lossy(reply).trim_end().to_string();
+                let pool_i = self.clients.get(key).map(|c| c.pool);
+                if let Some(rb) = pool_i.and_then(|i| self.pools[i].rebalance.as_mut()) {
+                    if err {
+                        rb.failed += p.part as u64;
+                    } else if reply.starts_with(b"+OK") {
+                        rb.moved += p.part as u64;
+                    }
+                }
+                let why = err.then(|| {
+                    format!(
+                        "TRYAGAIN rustproxy could not move this command's keys to their new backend (rebalancing): {}",
+                        text.trim_start_matches('-')
+                    )
+                });
+                self.move_answered(key, id, why);
+            }
+            Owner::Mover { pool, slot } => {
+                if p.part == MOVER_MIGRATE {
+                    self.migrate_done(pool, slot, (p.seq >> 32) as usize);
+                }
+                self.mover_reply(pool, slot, p, reply);
+            }
+            Owner::Barrier { pool } => {
+                let Some(pl) = self.pools.get_mut(pool) else {
+                    return;
+                };
+                let name = pl.cfg.name.clone();
+                let Some(rb) = pl.rebalance.as_mut() else {
+                    return;
+                };
+                if p.part == BARRIER_MARKER {
+                    rb.local_pending = rb.local_pending.saturating_sub(1);
+                } else {
+                    rb.check_pending = rb.check_pending.saturating_sub(1);
+                    if err {
+                        rb.check_stale += 1;
+                    } else {
+                        let body = crate::rebalance::bulk_body(reply);
+                        let stale =
+                            crate::rebalance::stale_registrations(body, &name, rb.fingerprint);
+                        rb.check_stale += stale;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One of the MIGRATEs client `key`'s held command waits for is answered (`why`: its
+    /// error): when it was the last, the command runs again (or fails).
+    fn move_answered(&mut self, key: usize, id: u64, why: Option<String>) {
+        let Some(c) = self.clients.get_mut(key).filter(|c| c.id == id) else {
+            return;
+        };
+        let Some(m) = c.meta.as_mut().and_then(|m| m.moving.as_mut()) else {
+            return;
+        };
+        m.pending = m.pending.saturating_sub(1);
+        if let Some(w) = why {
+            m.error.get_or_insert(w);
+        }
+        if m.pending == 0 {
+            c.draining = false;
+            if !self.again.contains(&key) {
+                self.again.push(key);
+            }
+        }
+    }
+
+    /// A connection carrying rebalance requests failed: their owners learn it.
+    pub(super) fn rebalance_lost(&mut self, pool_i: usize, src: usize, p: Pending, why: &str) {
+        match p.owner {
+            Owner::Move { .. } => self.migrate_done(pool_i, src, p.seq as usize),
+            Owner::Mover { pool, slot } if p.part == MOVER_MIGRATE => {
+                self.migrate_done(pool, slot, (p.seq >> 32) as usize)
+            }
+            _ => {}
+        }
+        match p.owner {
+            Owner::Move { key, id } => self.move_answered(
+                key,
+                id,
+                Some(format!(
+                    "TRYAGAIN rustproxy could not move this command's keys to their new backend (rebalancing): {why}"
+                )),
+            ),
+            Owner::Mover { pool, slot } => {
+                let now = self.now;
+                if let Some(s) = self.pools[pool]
+                    .rebalance
+                    .as_mut()
+                    .and_then(|rb| rb.sources.iter_mut().find(|s| s.slot == slot))
+                {
+                    if s.phase != Phase::ListDbs && !s.done {
+                        s.failed(now, why);
+                    }
+                }
+            }
+            Owner::Barrier { pool } => {
+                if let Some(rb) = self.pools[pool].rebalance.as_mut() {
+                    if p.part == BARRIER_MARKER {
+                        rb.local_pending = rb.local_pending.saturating_sub(1);
+                    } else {
+                        // A server that is gone holds no registrations.
+                        rb.check_pending = rb.check_pending.saturating_sub(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A private connection of pool `pool_i` closed: forget it as a mover or registration
+    /// connection (its slab key may be reused).
+    pub(super) fn rebalance_forget(&mut self, pool_i: usize, k: usize) {
+        let pool = &mut self.pools[pool_i];
+        pool.registrations.retain(|r| r.1 != k);
+        if let Some(rb) = pool.rebalance.as_mut() {
+            for s in &mut rb.sources {
+                if s.conn == Some(k) {
+                    s.conn = None;
+                }
+            }
+        }
+    }
+
+    // ----- the background mover -------------------------------------------------------
+
+    fn mover_reply(&mut self, pool_i: usize, slot: usize, p: Pending, reply: &[u8]) {
+        let now = self.now;
+        let err = matches!(reply.first(), Some(b'-') | Some(b'!'));
+        let name = self.pools[pool_i].cfg.name.clone();
+        if err {
+            let text = String::from_utf8_lossy(reply).trim_end().to_string();
+            if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+                if p.part == MOVER_MIGRATE {
+                    rb.failed += p.seq & 0xffff_ffff;
+                }
+            }
+            if let Some(s) = self.source_mut(pool_i, slot) {
+                if s.last_error != text {
+                    warn!("pool {name}: rebalance: source b{slot}: {text} (retrying with backoff)");
+                }
+                s.failed(now, &text);
+            }
+            return;
+        }
+        match p.part {
+            MOVER_KEYSPACE => {
+                let Some(s) = self.source_mut(pool_i, slot) else {
+                    return;
+                };
+                s.dbs = crate::rebalance::keyspace_dbs(crate::rebalance::bulk_body(reply));
+                s.db_i = 0;
+                s.cursor = b"0".to_vec();
+                s.outstanding = 0;
+                if s.dbs.is_empty() {
+                    s.end_pass();
+                } else {
+                    s.phase = Phase::Scan;
+                }
+                self.mover_tick(pool_i);
+            }
+            MOVER_SCAN => {
+                let Some((cursor, keys)) = crate::rebalance::scan_reply(reply) else {
+                    if let Some(s) = self.source_mut(pool_i, slot) {
+                        s.failed(now, "unexpected SCAN reply");
+                    }
+                    return;
+                };
+                let pool = &self.pools[pool_i];
+                let Some(rb) = pool.rebalance.as_ref() else {
+                    return;
+                };
+                let Some(src) = rb.sources.iter().find(|s| s.slot == slot) else {
+                    return;
+                };
+                let db = src.dbs.get(src.db_i).copied().unwrap_or(0);
+                let scanned = keys.len() as u64;
+                // Keys of this source (under the old ring) that belong elsewhere now.
+                let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+                for key in keys {
+                    if rb.old.owner_slot(&key) != Some(slot) {
+                        continue;
+                    }
+                    let Some(dst) = pool.owner_slot(&key).filter(|&d| d != slot) else {
+                        continue;
+                    };
+                    match groups.iter_mut().find(|g| g.0 == dst) {
+                        Some(g) => g.1.push(key),
+                        None => groups.push((dst, vec![key])),
+                    }
+                }
+                let n: usize = groups.iter().map(|g| g.1.len()).sum();
+                if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+                    rb.scanned += scanned;
+                    rb.tokens -= n as f64;
+                }
+                if let Some(s) = self.source_mut(pool_i, slot) {
+                    s.cursor = cursor;
+                    s.outstanding = s.outstanding.saturating_sub(1);
+                    s.held = groups;
+                }
+                self.send_held(pool_i, slot, db);
+            }
+            _ => {
+                // MIGRATE: OK (moved) or NOKEY (already moved by a client's MIGRATE).
+                let moved = if reply.starts_with(b"+OK") {
+                    p.seq & 0xffff_ffff
+                } else {
+                    0
+                };
+                if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+                    rb.moved += moved;
+                }
+                if let Some(s) = self.source_mut(pool_i, slot) {
+                    s.pass_moved += moved;
+                    s.outstanding = s.outstanding.saturating_sub(1);
+                }
+                self.mover_step_done(pool_i, slot);
+            }
+        }
+    }
+
+    /// Send the held MIGRATE groups of source `slot` that cannot deadlock now.
+    fn send_held(&mut self, pool_i: usize, slot: usize, db: u32) {
+        let now = self.now;
+        let Some(s) = self.source_mut(pool_i, slot) else {
+            return;
+        };
+        let held = std::mem::take(&mut s.held);
+        let mut keep = Vec::new();
+        for (dst, keys) in held {
+            let cycle = self.pools[pool_i]
+                .rebalance
+                .as_ref()
+                .is_some_and(|rb| rb.would_cycle(slot, dst));
+            if cycle {
+                keep.push((dst, keys));
+                continue;
+            }
+            let seq = (dst as u64) << 32 | keys.len() as u64;
+            let owner = Owner::Mover { pool: pool_i, slot };
+            let sent = self.send_migrate(pool_i, slot, dst, db, &keys, owner, MOVER_MIGRATE, seq);
+            let Some(s) = self.source_mut(pool_i, slot) else {
+                return;
+            };
+            match sent {
+                Ok(()) => s.outstanding += 1,
+                Err(e) => {
+                    s.failed(now, &e);
+                    return;
+                }
+            }
+        }
+        if let Some(s) = self.source_mut(pool_i, slot) {
+            s.held = keep;
+        }
+        self.mover_step_done(pool_i, slot);
+    }
+
+    /// A MIGRATE from `src` to `dst` is answered (or failed): held work that waited for it
+    /// may go (the mover's held groups, clients waiting).
+    fn migrate_done(&mut self, pool_i: usize, src: usize, dst: usize) {
+        let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
+            return;
+        };
+        rb.edge_done(src, dst);
+        if rb.ready() {
+            let waiters = std::mem::take(&mut rb.waiters);
+            for (k, id) in waiters {
+                if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
+                    c.draining = false;
+                    if !self.again.contains(&k) {
+                        self.again.push(k);
+                    }
+                }
+            }
+        }
+        let Some(rb) = self.pools[pool_i].rebalance.as_ref() else {
+            return;
+        };
+        let blocked: Vec<(usize, u32)> = rb
+            .sources
+            .iter()
+            .filter(|s| !s.held.is_empty())
+            .map(|s| (s.slot, s.dbs.get(s.db_i).copied().unwrap_or(0)))
+            .collect();
+        for (slot, db) in blocked {
+            self.send_held(pool_i, slot, db);
+        }
+    }
+
+    fn source_mut(&mut self, pool_i: usize, slot: usize) -> Option<&mut crate::rebalance::Source> {
+        self.pools[pool_i]
+            .rebalance
+            .as_mut()
+            .and_then(|rb| rb.sources.iter_mut().find(|s| s.slot == slot))
+    }
+
+    /// After a SCAN or MIGRATE reply: when nothing is outstanding, the next batch (or database,
+    /// or the end of the pass).
+    fn mover_step_done(&mut self, pool_i: usize, slot: usize) {
+        let Some(s) = self.source_mut(pool_i, slot) else {
+            return;
+        };
+        if s.outstanding > 0 || !s.held.is_empty() || s.phase != Phase::Busy {
+            return;
+        }
+        s.backoff = Duration::ZERO;
+        if s.cursor == b"0" {
+            s.db_i += 1;
+            s.cursor = b"0".to_vec();
+            if s.db_i >= s.dbs.len() {
+                s.end_pass();
+            } else {
+                s.phase = Phase::Scan;
+            }
+        } else {
+            s.phase = Phase::Scan;
+        }
+        self.mover_tick(pool_i);
+    }
+
+    /// One timer tick of every rebalancing pool: barriers, mover steps, registrations, the end.
+    pub(super) fn rebalance_tick(&mut self) {
+        for pool_i in 0..self.pools.len() {
+            if self.pools[pool_i].removed {
+                continue;
+            }
+            if self.pools[pool_i].cfg.rebalance {
+                self.keep_registrations(pool_i);
+            }
+            if self.pools[pool_i].rebalance.is_none() {
+                continue;
+            }
+            self.barrier_tick(pool_i);
+            self.mover_tick(pool_i);
+            self.maybe_finish_rebalance(pool_i);
+        }
+    }
+
+    /// Registration connections: one per server of the ring (and per source), named after the
+    /// ring this process serves, announced only once its own old-ring requests are answered.
+    fn keep_registrations(&mut self, pool_i: usize) {
+        let pool = &self.pools[pool_i];
+        let (fp, local_done) = match &pool.rebalance {
+            Some(rb) => (rb.fingerprint, rb.local_pending == 0),
+            None => (crate::rebalance::fingerprint(&pool.cfg), true),
+        };
+        let mut want: Vec<usize> = pool.order.clone();
+        if let Some(rb) = &pool.rebalance {
+            for s in &rb.sources {
+                if !want.contains(&s.slot) {
+                    want.push(s.slot);
+                }
+            }
+        }
+        let now = self.now;
+        for slot in want {
+            if self.pools[pool_i].servers[slot].is_down(now) {
+                continue;
+            }
+            let have = self.pools[pool_i]
+                .registrations
+                .iter()
+                .position(|r| r.0 == slot);
+            let (ck, announced) = match have {
+                Some(i) => {
+                    let r = self.pools[pool_i].registrations[i];
+                    (r.1, r.2)
+                }
+                None => {
+                    let db = self.pools[pool_i].cfg.redis_db;
+                    let Ok(ck) = self.open_conn(pool_i, slot, 0, 0, true, db) else {
+                        continue;
+                    };
+                    self.pools[pool_i].registrations.push((slot, ck, 0));
+                    (ck, 0)
+                }
+            };
+            // Until this process's old-ring requests are answered, it keeps announcing the old
+            // ring (a fresh connection announces the new one only then).
+            if announced != fp && local_done {
+                let name = crate::rebalance::registration_name(&self.pools[pool_i].cfg.name, fp);
+                let mut bytes = Vec::new();
+                resp::write_command(&mut bytes, [&b"CLIENT"[..], b"SETNAME", name.as_bytes()]);
+                self.push_request(ck, Pending::internal(Owner::Swallow, self.now_us), &bytes);
+                if let Some(r) = self.pools[pool_i]
+                    .registrations
+                    .iter_mut()
+                    .find(|r| r.1 == ck)
+                {
+                    r.2 = fp;
+                }
+            }
+        }
+    }
+
+    /// Barrier 2: every registered process serves the new ring (checked on the old ring's
+    /// servers, where processes still on the old ring are registered).
+    fn barrier_tick(&mut self, pool_i: usize) {
+        let now = self.now;
+        let name = self.pools[pool_i].cfg.name.clone();
+        let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
+            return;
+        };
+        if rb.others_ready || rb.local_pending > 0 {
+            return;
+        }
+        if rb.checking {
+            if rb.check_pending > 0 {
+                return;
+            }
+            rb.checking = false;
+            if rb.check_stale > 0 {
+                rb.next_check = now + CHECK_EVERY;
+                return;
+            }
+            rb.others_ready = true;
+            info!(
+                "pool {name}: rebalance {}: every proxy process serves the new ring; moving keys",
+                rb.epoch
+            );
+            let waiters = std::mem::take(&mut rb.waiters);
+            for (k, id) in waiters {
+                if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
+                    c.draining = false;
+                    if !self.again.contains(&k) {
+                        self.again.push(k);
+                    }
+                }
+            }
+            return;
+        }
+        if rb.next_check > now {
+            return;
+        }
+        // A round of checks; this process's own announcement is queued ahead of them on the
+        // same connections (`keep_registrations` ran first in this tick).
+        let slots: Vec<usize> = rb.old.order.clone();
+        rb.check_stale = 0;
+        rb.checking = true;
+        let mut sent = 0;
+        for slot in slots {
+            if self.pools[pool_i].servers[slot].is_down(now) {
+                continue;
+            }
+            let Some(ck) = self.pools[pool_i]
+                .registrations
+                .iter()
+                .find(|r| r.0 == slot)
+                .map(|r| r.1)
+            else {
+                continue;
+            };
+            let owner = Owner::Barrier { pool: pool_i };
+            let p = Pending::new(owner, 0, BARRIER_CHECK, false, self.now_us);
+            self.push_request(ck, p, b"*2\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n");
+            sent += 1;
+        }
+        if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+            rb.check_pending = sent;
+        }
+    }
+
+    /// Background mover: one step per source whose last step is answered, within the rate.
+    fn mover_tick(&mut self, pool_i: usize) {
+        let now = self.now;
+        let pool = &mut self.pools[pool_i];
+        let (rate, batch) = (pool.cfg.rebalance_rate, pool.cfg.rebalance_batch);
+        let Some(rb) = pool.rebalance.as_mut() else {
+            return;
+        };
+        if !rb.ready() || rb.paused {
+            rb.refilled = now;
+            return;
+        }
+        rb.refill(now, rate);
+        let n = rb.sources.len();
+        for i in 0..n {
+            let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
+                return;
+            };
+            if rb.tokens < 0.0 {
+                return;
+            }
+            let s = &mut rb.sources[i];
+            if s.done || s.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            s.retry_at = None;
+            let slot = s.slot;
+            let owner = Owner::Mover { pool: pool_i, slot };
+            match s.phase {
+                Phase::ListDbs => {
+                    s.phase = Phase::Listing;
+                    let db = self.pools[pool_i].cfg.redis_db;
+                    match self.mover_conn(pool_i, slot, db) {
+                        Ok(ck) => {
+                            let p = Pending::new(owner, 0, MOVER_KEYSPACE, false, self.now_us);
+                            self.push_request(ck, p, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
+                        }
+                        Err(e) => {
+                            if let Some(s) = self.source_mut(pool_i, slot) {
+                                s.failed(now, &e);
+                            }
+                        }
+                    }
+                }
+                Phase::Scan => {
+                    s.phase = Phase::Busy;
+                    s.outstanding = 1;
+                    let db = s.dbs.get(s.db_i).copied().unwrap_or(0);
+                    let cursor = s.cursor.clone();
+                    match self.mover_conn(pool_i, slot, db) {
+                        Ok(ck) => {
+                            let count = batch.to_string();
+                            let mut bytes = Vec::new();
+                            resp::write_command(
+                                &mut bytes,
+                                [&b"SCAN"[..], &cursor, b"COUNT", count.as_bytes()],
+                            );
+                            let p = Pending::new(owner, 0, MOVER_SCAN, false, self.now_us);
+                            self.push_request(ck, p, &bytes);
+                        }
+                        Err(e) => {
+                            if let Some(s) = self.source_mut(pool_i, slot) {
+                                s.failed(now, &e);
+                            }
+                        }
+                    }
+                }
+                Phase::Listing | Phase::Busy | Phase::Done => {}
+            }
+        }
+    }
+
+    /// Every source done: the old ring is dropped, removed servers close.
+    fn maybe_finish_rebalance(&mut self, pool_i: usize) {
+        let pool = &mut self.pools[pool_i];
+        let Some(rb) = pool.rebalance.as_ref() else {
+            return;
+        };
+        if rb.state() != State::Idle {
+            return;
+        }
+        let Some(rb) = pool.rebalance.take() else {
+            return;
+        };
+        info!(
+            "pool {}: rebalance {} done: scanned={} moved={} failed={} in {:.1}s",
+            pool.cfg.name,
+            rb.epoch,
+            rb.scanned,
+            rb.moved,
+            rb.failed,
+            self.now.duration_since(rb.started).as_secs_f64()
+        );
+        let mut close: Vec<usize> = rb.sources.iter().filter_map(|s| s.conn).collect();
+        // Removed servers were kept as sources: nothing is left on them now.
+        let retired: Vec<usize> = rb
+            .sources
+            .iter()
+            .map(|s| s.slot)
+            .filter(|&slot| pool.servers[slot].retired)
+            .collect();
+        pool.registrations.retain(|r| {
+            if retired.contains(&r.0) {
+                close.push(r.1);
+                false
+            } else {
+                true
+            }
+        });
+        pool.last_rebalance = Some(rb);
+        for ck in close {
+            self.retire_conn(ck);
+        }
+    }
+
+    // ----- control and observability --------------------------------------------------
+
+    /// `PROXY REBALANCE STATUS|PAUSE|RESUME` for the client's pool.
+    pub(super) fn rebalance_cmd(&mut self, pool_i: usize, sub: &[u8]) -> Result<String, String> {
+        let pool = &mut self.pools[pool_i];
+        let name = pool.cfg.name.clone();
+        if !pool.cfg.rebalance {
+            return Err(format!("pool {name} has rebalance no"));
+        }
+        let pause = match sub.to_ascii_uppercase().as_slice() {
+            b"STATUS" => return Ok(rebalance_fields(pool)),
+            b"PAUSE" => true,
+            b"RESUME" => false,
+            _ => return Err("usage: PROXY REBALANCE STATUS|PAUSE|RESUME".into()),
+        };
+        let Some(rb) = pool.rebalance.as_mut() else {
+            return Err(format!("pool {name} is not rebalancing"));
+        };
+        rb.paused = pause;
+        info!(
+            "pool {name}: rebalance {} {}",
+            rb.epoch,
+            if pause { "paused" } else { "resumed" }
+        );
+        Ok(rebalance_fields(pool))
+    }
+
+    /// `INFO rebalance`: one line per pool with `rebalance yes`.
+    pub(super) fn rebalance_info(&self) -> String {
+        let mut o = String::from("# Rebalance\r\n");
+        for p in self.pools.iter().filter(|p| !p.removed && p.cfg.rebalance) {
+            o.push_str(&format!("{}:{}\r\n", p.cfg.name, rebalance_fields(p)));
+        }
+        o
+    }
+}
+
+/// A pool's rebalance fields (`state=idle` with the last rebalance's figures when none runs).
+pub(super) fn rebalance_fields(p: &Pool) -> String {
+    match (&p.rebalance, &p.last_rebalance) {
+        (Some(rb), _) | (None, Some(rb)) => rb.fields(),
+        (None, None) => "state=idle,epoch=0,scanned=0,moved=0,failed=0,backends_left=0".into(),
+    }
+}

@@ -1,0 +1,690 @@
+//! Issue 19: online rebalancing of static pools (`rebalance yes`). Real redis-servers, the real
+//! binary (one or two processes), 20,000+ keys of every type written through the proxy, and
+//! writer threads that keep writing, deleting and reading their own keys (checked against a
+//! model) while servers are added, removed or reweighted, a backend is killed, or the mover is
+//! paused. After each: every key reads back as the model says through the proxy (0 misses, 0
+//! wrong values, 0 lost acknowledged writes, 0 resurrected deletes), and a SCAN of every backend
+//! finds each key exactly once, on the backend BACKENDNUM names.
+//!
+//! Waits are bounded polls; no duration is asserted.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    bulk, enc, enc_many, int, ms, poll_until, signal, strings, text, tmp_dir, Raw, Redis,
+};
+
+const QUICK: Duration = Duration::from_secs(10);
+/// Keys written before the change (every type), plus the writers' own.
+const KEYS: usize = 21_000;
+
+fn raw(port: u16) -> Raw {
+    let mut r = Raw::connect(port);
+    r.set_timeout(QUICK);
+    r
+}
+
+/// A proxy process started on a config file the test rewrites (killed on drop).
+struct Proc {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pool: its config file and the servers in it, by (name, backend index, weight).
+struct Setup {
+    backends: Vec<Redis>,
+    conf: PathBuf,
+    port: u16,
+    extra: String,
+}
+
+impl Setup {
+    fn new(n: usize, redis_extra: &[&str], extra: &str) -> Setup {
+        let backends = (0..n).map(|_| Redis::start_with(redis_extra)).collect();
+        let dir = tmp_dir("rebalance");
+        Setup {
+            backends,
+            conf: dir.join("proxy.conf"),
+            port: common::free_port(),
+            extra: extra.to_string(),
+        }
+    }
+
+    /// Write the config with these servers (backend index, weight).
+    fn write(&self, servers: &[(usize, u32)]) {
+        let mut t = format!(
+            "pool p\n  listen 127.0.0.1:{}\n  rebalance yes\n  rebalance_rate 50000\n  timeout 5000\n  reuseport yes\n{}",
+            self.port, self.extra
+        );
+        for &(i, w) in servers {
+            t.push_str(&format!(
+                "  server 127.0.0.1:{}:{w} s{i}\n",
+                self.backends[i].port
+            ));
+        }
+        std::fs::write(&self.conf, t).expect("write config");
+    }
+
+    fn start(&self) -> Proc {
+        let log = std::fs::File::create(self.conf.with_extension(format!(
+            "{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )))
+        .unwrap();
+        let child = std::process::Command::new(common::bin())
+            .args(["-c", self.conf.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rustproxy");
+        common::wait_listening(self.port, "rustproxy");
+        Proc {
+            port: self.port,
+            child,
+        }
+    }
+
+    fn reload(&self, procs: &[&Proc]) {
+        for p in procs {
+            signal(p.child.id(), "HUP");
+        }
+    }
+}
+
+/// The value each key must hold, as the command that reads it answers.
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Str(String),
+    Hash(Vec<String>),
+    List(Vec<String>),
+    Set(BTreeSet<String>),
+    Zset(Vec<String>),
+    Stream(usize),
+}
+
+fn key_of(i: usize) -> (String, Val, Vec<Vec<u8>>) {
+    let v = format!("v{i}");
+    match i % 7 {
+        0 => {
+            let k = format!("str:{i}");
+            let cmd = vec![
+                b"SET".to_vec(),
+                k.clone().into(),
+                v.clone().into(),
+                b"EX".to_vec(),
+                b"100000".to_vec(),
+            ];
+            (k, Val::Str(v), cmd)
+        }
+        1 => {
+            let k = format!("hash:{i}");
+            let cmd = vec![
+                b"HSET".to_vec(),
+                k.clone().into(),
+                b"a".to_vec(),
+                v.clone().into(),
+                b"b".to_vec(),
+                b"2".to_vec(),
+            ];
+            (
+                k,
+                Val::Hash(vec!["a".into(), v, "b".into(), "2".into()]),
+                cmd,
+            )
+        }
+        2 => {
+            let k = format!("list:{i}");
+            let cmd = vec![
+                b"RPUSH".to_vec(),
+                k.clone().into(),
+                b"x".to_vec(),
+                v.clone().into(),
+            ];
+            (k, Val::List(vec!["x".into(), v]), cmd)
+        }
+        3 => {
+            let k = format!("set:{i}");
+            let cmd = vec![
+                b"SADD".to_vec(),
+                k.clone().into(),
+                b"m1".to_vec(),
+                v.clone().into(),
+            ];
+            (
+                k,
+                Val::Set(["m1".to_string(), v].into_iter().collect()),
+                cmd,
+            )
+        }
+        4 => {
+            let k = format!("zset:{i}");
+            let cmd = vec![
+                b"ZADD".to_vec(),
+                k.clone().into(),
+                b"1".to_vec(),
+                b"one".to_vec(),
+                b"2".to_vec(),
+                v.clone().into(),
+            ];
+            (
+                k,
+                Val::Zset(vec!["one".into(), "1".into(), v, "2".into()]),
+                cmd,
+            )
+        }
+        5 => {
+            let k = format!("stream:{i}");
+            let cmd = vec![
+                b"XADD".to_vec(),
+                k.clone().into(),
+                b"1-1".to_vec(),
+                b"f".to_vec(),
+                v.into(),
+            ];
+            (k, Val::Stream(1), cmd)
+        }
+        _ => {
+            // Hash-tag groups: ten keys per tag, kept together.
+            let k = format!("{{g{}}}:m{i}", i / 70);
+            let cmd = vec![b"SET".to_vec(), k.clone().into(), v.clone().into()];
+            (k, Val::Str(v), cmd)
+        }
+    }
+}
+
+fn read_cmd(key: &str, v: &Val) -> Vec<u8> {
+    let k = key.as_bytes();
+    match v {
+        Val::Str(_) => enc(&[b"GET", k]),
+        Val::Hash(_) => enc(&[b"HGETALL", k]),
+        Val::List(_) => enc(&[b"LRANGE", k, b"0", b"-1"]),
+        Val::Set(_) => enc(&[b"SMEMBERS", k]),
+        Val::Zset(_) => enc(&[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]),
+        Val::Stream(_) => enc(&[b"XLEN", k]),
+    }
+}
+
+fn matches(v: &Val, reply: &[u8]) -> bool {
+    match v {
+        Val::Str(s) => reply == bulk(s.as_bytes()),
+        Val::Hash(f) | Val::List(f) | Val::Zset(f) => {
+            reply.first() == Some(&b'*') && strings(reply) == *f
+        }
+        Val::Set(m) => {
+            reply.first() == Some(&b'*')
+                && strings(reply).into_iter().collect::<BTreeSet<_>>() == *m
+        }
+        Val::Stream(n) => reply == format!(":{n}\r\n").as_bytes(),
+    }
+}
+
+/// Write the initial keys through the proxy.
+fn populate(port: u16) -> BTreeMap<String, Val> {
+    let mut model = BTreeMap::new();
+    let mut r = raw(port);
+    let all: Vec<(String, Val, Vec<Vec<u8>>)> = (0..KEYS).map(key_of).collect();
+    for chunk in all.chunks(500) {
+        let cmds: Vec<&Vec<Vec<u8>>> = chunk.iter().map(|c| &c.2).collect();
+        let bytes = enc_many(&cmds.iter().map(|c| c.as_slice()).collect::<Vec<_>>());
+        for rep in r.exchange(bytes, chunk.len()) {
+            assert!(!rep.starts_with(b"-"), "populate: {}", common::show(&rep));
+        }
+        for (k, v, _) in chunk {
+            model.insert(k.clone(), v.clone());
+        }
+    }
+    model
+}
+
+/// Every key of the model reads back through the proxy as the model says; strings with TTL
+/// kept theirs. Returns the number of keys checked.
+fn check_model(port: u16, model: &BTreeMap<String, Val>) -> usize {
+    let mut r = raw(port);
+    let items: Vec<(&String, &Val)> = model.iter().collect();
+    let mut bad = Vec::new();
+    for chunk in items.chunks(500) {
+        let mut bytes = Vec::new();
+        for (k, v) in chunk {
+            bytes.extend(read_cmd(k, v));
+        }
+        for ((k, v), rep) in chunk.iter().zip(r.exchange(bytes, chunk.len())) {
+            if !matches(v, &rep) {
+                bad.push(format!("{k}: want {v:?}, got {}", common::show(&rep)));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} keys wrong, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let ttl = int(&r.call_str(&["TTL", "str:0"]));
+    assert!(ttl > 0, "TTL of str:0 survived the move: {ttl}");
+    items.len()
+}
+
+/// SCAN of every backend in the config: each key exactly once, on the backend BACKENDNUM
+/// (through the proxy) names, and nothing else. `positions`: backend index -> config position.
+fn audit(port: u16, backends: &[Redis], positions: &BTreeMap<usize, usize>, expected: usize) {
+    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for (i, b) in backends.iter().enumerate() {
+        let mut c = raw(b.port);
+        let mut cursor = b"0".to_vec();
+        for _ in 0..100_000 {
+            let rep = c.call(&[b"SCAN", &cursor, b"COUNT", b"1000"]);
+            let (next, keys) = rustproxy::rebalance::scan_reply(&rep).expect("scan reply");
+            for k in keys {
+                if let Some(prev) = seen.insert(k.clone(), i) {
+                    panic!(
+                        "key {} on backend {prev} and {i}",
+                        String::from_utf8_lossy(&k)
+                    );
+                }
+            }
+            cursor = next;
+            if cursor == b"0" {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), expected, "keys on the backends");
+    let mut p = raw(port);
+    let items: Vec<(&Vec<u8>, &usize)> = seen.iter().collect();
+    for chunk in items.chunks(500) {
+        let cmds: Vec<Vec<&[u8]>> = chunk
+            .iter()
+            .map(|(k, _)| vec![&b"BACKENDNUM"[..], k.as_slice()])
+            .collect();
+        let reps = p.exchange(enc_many(&cmds), chunk.len());
+        for ((k, &i), rep) in chunk.iter().zip(reps) {
+            let want = positions.get(&i).copied().map(|p| p as i64);
+            assert_eq!(
+                Some(int(&rep)),
+                want,
+                "{} is on backend {i}, not on its owner",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+}
+
+/// Writer threads: each owns 150 keys, and sets, deletes and reads them in a loop, checking
+/// every read against its own model (acknowledged writes must be there; deletes must stay
+/// deleted). A write that got an error may or may not have happened: the key becomes uncertain
+/// until the next acknowledged write.
+/// A writer's model (None: deleted), operations and errors.
+type WriterResult = (BTreeMap<String, Option<String>>, usize, usize);
+
+struct Writers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<WriterResult>>,
+}
+
+fn writers(port: u16, n: usize) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..n)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+                let mut uncertain: BTreeSet<String> = BTreeSet::new();
+                let mut r = raw(port);
+                let (mut ops, mut errors) = (0usize, 0usize);
+                let mut seq = 0u64;
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ w as u64;
+                while !stop.load(Ordering::Relaxed) && ops < 400_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = format!("w{w}:{}", x % 150);
+                    seq += 1;
+                    let op = (x >> 32) % 10;
+                    ops += 1;
+                    if op < 5 {
+                        let v = format!("{w}:{seq}");
+                        match r.try_call(&[b"SET", key.as_bytes(), v.as_bytes()]) {
+                            Ok(rep) if rep == b"+OK\r\n" => {
+                                model.insert(key.clone(), Some(v));
+                                uncertain.remove(&key);
+                            }
+                            _ => {
+                                errors += 1;
+                                uncertain.insert(key.clone());
+                                r = raw(port);
+                            }
+                        }
+                    } else if op < 7 {
+                        match r.try_call(&[b"DEL", key.as_bytes()]) {
+                            Ok(rep) if rep.starts_with(b":") => {
+                                model.insert(key.clone(), None);
+                                uncertain.remove(&key);
+                            }
+                            _ => {
+                                errors += 1;
+                                uncertain.insert(key.clone());
+                                r = raw(port);
+                            }
+                        }
+                    } else {
+                        let rep = match r.try_call(&[b"GET", key.as_bytes()]) {
+                            Ok(rep) if !rep.starts_with(b"-") => rep,
+                            _ => {
+                                errors += 1;
+                                r = raw(port);
+                                continue;
+                            }
+                        };
+                        if uncertain.contains(&key) {
+                            continue;
+                        }
+                        let want = match model.get(&key) {
+                            Some(Some(v)) => bulk(v.as_bytes()),
+                            _ => b"$-1\r\n".to_vec(),
+                        };
+                        assert_eq!(
+                            common::show(&rep),
+                            common::show(&want),
+                            "writer {w}: {key} read back wrong (lost write or resurrected delete)"
+                        );
+                    }
+                }
+                // Settle uncertain keys with a final acknowledged write.
+                for key in uncertain {
+                    for _ in 0..100 {
+                        if let Ok(rep) = r.try_call(&[b"SET", key.as_bytes(), b"final"]) {
+                            if rep == b"+OK\r\n" {
+                                model.insert(key.clone(), Some("final".into()));
+                                break;
+                            }
+                        }
+                        std::thread::sleep(ms(50));
+                        r = raw(port);
+                    }
+                }
+                (model, ops, errors)
+            })
+        })
+        .collect();
+    Writers { stop, handles }
+}
+
+impl Writers {
+    /// Stop; fold their models into `model` (deleted keys left out). (ops, errors).
+    fn finish(self, model: &mut BTreeMap<String, Val>) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ops, mut errors) = (0, 0);
+        for h in self.handles {
+            let (m, o, e) = h.join().expect("writer panicked");
+            ops += o;
+            errors += e;
+            for (k, v) in m {
+                if let Some(v) = v {
+                    model.insert(k, Val::Str(v));
+                }
+            }
+        }
+        (ops, errors)
+    }
+}
+
+fn info_rebalance(port: u16) -> String {
+    text(&raw(port).call_str(&["INFO", "rebalance"]))
+}
+
+fn wait_idle(port: u16, epoch: u64) -> String {
+    poll_until(
+        "rebalance to finish",
+        Duration::from_secs(120),
+        ms(100),
+        || {
+            let t = info_rebalance(port);
+            if t.contains("state=idle") && t.contains(&format!("epoch={epoch},")) {
+                Ok(t)
+            } else {
+                Err(t)
+            }
+        },
+    )
+}
+
+fn moved(info: &str) -> u64 {
+    info.split([',', '\r', '\n'])
+        .find_map(|f| f.strip_prefix("moved="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Let the writers work a little with the new ring before stopping them.
+fn settle(port: u16) {
+    let mut r = raw(port);
+    for _ in 0..200 {
+        assert_eq!(r.call_str(&["PING"]), b"+PONG\r\n");
+    }
+}
+
+/// The common scenario: populate on `before`, start writers, switch the config to `after`,
+/// wait for idle, check everything.
+fn scenario(n: usize, before: &[(usize, u32)], after: &[(usize, u32)]) {
+    let s = Setup::new(n, &[], "");
+    s.write(before);
+    let p = s.start();
+    let mut model = populate(p.port);
+    let w = writers(p.port, 3);
+    s.write(after);
+    s.reload(&[&p]);
+    let info = wait_idle(p.port, 1);
+    assert!(moved(&info) > 0, "{info}");
+    settle(p.port);
+    let (ops, _errors) = w.finish(&mut model);
+    assert!(ops > 0);
+    let checked = check_model(p.port, &model);
+    let positions: BTreeMap<usize, usize> = after
+        .iter()
+        .enumerate()
+        .map(|(pos, &(i, _))| (i, pos))
+        .collect();
+    audit(p.port, &s.backends, &positions, checked);
+}
+
+#[test]
+fn growing_from_one_server_to_four_loses_nothing() {
+    scenario(4, &[(0, 1)], &[(0, 1), (1, 1), (2, 1), (3, 1)]);
+}
+
+#[test]
+fn removing_a_server_moves_its_keys_to_the_others() {
+    scenario(
+        4,
+        &[(0, 1), (1, 1), (2, 1), (3, 1)],
+        &[(0, 1), (1, 1), (3, 1)],
+    );
+}
+
+#[test]
+fn a_weight_change_moves_keys_too() {
+    scenario(3, &[(0, 1), (1, 1), (2, 1)], &[(0, 1), (1, 3), (2, 1)]);
+}
+
+/// Two processes behind reuseport, reloaded one after the other: the first waits (barrier)
+/// until the second serves the new ring; clients of both see every key.
+#[test]
+fn two_processes_move_keys_only_once_both_serve_the_new_ring() {
+    let s = Setup::new(3, &[], "");
+    s.write(&[(0, 1)]);
+    let a = s.start();
+    let b = s.start();
+    let mut model = populate(s.port);
+    let w = writers(s.port, 4);
+    s.write(&[(0, 1), (1, 1), (2, 1)]);
+    s.reload(&[&a]);
+    // `a` waits for `b`: nothing moves while `b` still serves the old ring.
+    poll_until("a to announce the change", QUICK, ms(20), || {
+        let t = info_rebalance(a.port);
+        if t.contains("epoch=1") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    std::thread::sleep(ms(300));
+    // (Connections land on either process; ask until one is `a`'s.)
+    let state_a = (0..50)
+        .map(|_| info_rebalance(s.port))
+        .find(|t| t.contains("epoch=1"))
+        .unwrap_or_default();
+    assert!(
+        state_a.contains("state=waiting") && state_a.contains("moved=0,"),
+        "a moved keys before b reloaded: {state_a}"
+    );
+    s.reload(&[&b]);
+    for _ in 0..20 {
+        wait_idle(s.port, 1);
+    }
+    settle(s.port);
+    let (ops, _) = w.finish(&mut model);
+    assert!(ops > 0);
+    let checked = check_model(s.port, &model);
+    let positions: BTreeMap<usize, usize> = [(0, 0), (1, 1), (2, 2)].into_iter().collect();
+    audit(s.port, &s.backends, &positions, checked);
+    drop((a, b));
+}
+
+/// A destination killed in the middle and restarted from its append-only file: the mover
+/// retries; no acknowledged write is lost.
+#[test]
+fn a_backend_killed_mid_rebalance_and_restarted() {
+    let dirs: Vec<PathBuf> = (0..3).map(|_| tmp_dir("rebalance-aof")).collect();
+    let mut s = Setup::new(0, &[], "  rebalance_batch 50\n");
+    for d in &dirs {
+        s.backends.push(Redis::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            d.to_str().unwrap(),
+        ]));
+    }
+    s.write(&[(0, 1)]);
+    let p = s.start();
+    let mut model = populate(p.port);
+    let w = writers(p.port, 2);
+    s.write(&[(0, 1), (1, 1), (2, 1)]);
+    // Lower rate for this one: rewrite with a small rate.
+    let conf = std::fs::read_to_string(&s.conf)
+        .unwrap()
+        .replace("rebalance_rate 50000", "rebalance_rate 3000");
+    std::fs::write(&s.conf, conf).unwrap();
+    s.reload(&[&p]);
+    poll_until("some keys moved", QUICK, ms(20), || {
+        let t = info_rebalance(p.port);
+        if moved(&t) > 500 {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let port2 = s.backends[2].port;
+    s.backends[2].kill();
+    std::thread::sleep(ms(500));
+    let dir2 = dirs[2].to_str().unwrap().to_string();
+    let restarted = Redis::start_on(
+        port2,
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir2,
+        ],
+    );
+    // The killed server's handle is replaced by the restarted one (dropped at the end).
+    drop(std::mem::replace(&mut s.backends[2], restarted));
+    wait_idle(p.port, 1);
+    settle(p.port);
+    w.finish(&mut model);
+    let checked = check_model(p.port, &model);
+    let positions: BTreeMap<usize, usize> = [(0, 0), (1, 1), (2, 2)].into_iter().collect();
+    audit(p.port, &s.backends, &positions, checked);
+}
+
+/// PROXY REBALANCE PAUSE stops the mover (moving keys are still moved on access); RESUME
+/// finishes it.
+#[test]
+fn pause_and_resume() {
+    let s = Setup::new(2, &[], "");
+    s.write(&[(0, 1)]);
+    let p = s.start();
+    let mut model = populate(p.port);
+    let mut c = raw(p.port);
+    assert_eq!(
+        text(&c.call_str(&["PROXY", "REBALANCE", "STATUS"])),
+        "state=idle,epoch=0,scanned=0,moved=0,failed=0,backends_left=0"
+    );
+    // Rate 1 key/s: the mover crawls; pause it at once.
+    let conf_slow = |servers: &[(usize, u32)]| {
+        s.write(servers);
+        let t = std::fs::read_to_string(&s.conf)
+            .unwrap()
+            .replace("rebalance_rate 50000", "rebalance_rate 1");
+        std::fs::write(&s.conf, t).unwrap();
+    };
+    conf_slow(&[(0, 1), (1, 1)]);
+    s.reload(&[&p]);
+    poll_until("rebalance started", QUICK, ms(20), || {
+        let t = info_rebalance(p.port);
+        if t.contains("epoch=1") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+    let before = moved(&info_rebalance(p.port));
+    // Reads of moving keys still work while paused: they are moved on access.
+    let w = writers(p.port, 2);
+    for i in (0..2000).step_by(7) {
+        let (k, v, _) = key_of(i);
+        let rep = c.exchange(read_cmd(&k, &v), 1).remove(0);
+        assert!(
+            matches(&v, &rep),
+            "{k} while paused: {}",
+            common::show(&rep)
+        );
+    }
+    let t = info_rebalance(p.port);
+    assert!(t.contains("state=paused"), "{t}");
+    assert!(moved(&t) > before, "reads of moving keys moved them: {t}");
+    let resumed = text(&c.call_str(&["PROXY", "REBALANCE", "RESUME"]));
+    assert!(!resumed.contains("paused"), "{resumed}");
+    // Speed it up for the rest (a reload with only the rate changed is not a ring change).
+    s.write(&[(0, 1), (1, 1)]);
+    s.reload(&[&p]);
+    wait_idle(p.port, 1);
+    settle(p.port);
+    w.finish(&mut model);
+    let checked = check_model(p.port, &model);
+    let positions: BTreeMap<usize, usize> = [(0, 0), (1, 1)].into_iter().collect();
+    audit(p.port, &s.backends, &positions, checked);
+    // A second ring change while rebalancing is refused; once idle it is accepted.
+    assert!(text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"])).contains("not rebalancing"));
+}
