@@ -2,8 +2,8 @@
 //! validators and exercised against real processes.
 //!
 //! 1. The stats port for load balancers: `/health`, `/ready` (200, then 503 once the only backend
-//!    of a pool is killed, 200 again once it is back), 404 and 405, and nutcracker's bare JSON
-//!    for a plain connect.
+//!    of a pool is killed, 200 again once it is back, 503 while draining after SIGTERM), 404 and
+//!    405, and nutcracker's bare JSON for a plain connect.
 //! 2. `rustproxy --top ADDR --top-count N` against a proxy with traffic.
 //! 3. The systemd unit: `systemd-analyze verify`; its ExecStart command line run as two
 //!    instances sharing one port (reuseport), each with its own stats port, pid file and log;
@@ -25,7 +25,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,66 +69,81 @@ fn need(name: &str, test: &str) -> Option<PathBuf> {
     t
 }
 
-/// Run a command to completion (bounded: these validators finish by themselves; a hang fails
-/// the test after `limit`): (success, stdout + stderr).
-fn run(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
+/// A child process, killed (by PID) and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run a command to completion with `input` on its stdin, for at most `limit` (these
+/// validators finish by themselves: a hang fails the test): (status, stdout, stderr).
+fn run_full(cmd: &mut Command, input: &[u8], limit: Duration) -> (ExitStatus, String, String) {
+    let child = cmd
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+    let mut child = Reaped(child);
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let t_in = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
     });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let t_out = drain(Box::new(child.0.stdout.take().expect("stdout")));
+    let t_err = drain(Box::new(child.0.stderr.take().expect("stderr")));
     let what = format!("{cmd:?} to finish");
-    let status = try_poll_until(limit, ms(20), || match child.try_wait() {
+    let status = poll_until(&what, limit, ms(20), || match child.0.try_wait() {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err("still running".to_string()),
         Err(e) => Err(e.to_string()),
     });
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("waited for {what}: {e}");
-        }
-    };
-    let text = format!(
-        "{}{}",
-        t_out.join().unwrap_or_default(),
-        t_err.join().unwrap_or_default()
-    );
-    (status.success(), text)
+    let _ = t_in.join();
+    let out = t_out.join().unwrap_or_default();
+    let err = t_err.join().unwrap_or_default();
+    (status, out, err)
+}
+
+/// `run_full` with nothing on stdin: (success, stdout and stderr).
+fn run(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let (status, out, err) = run_full(cmd, b"", limit);
+    (status.success(), format!("{out}{err}"))
 }
 
 /// One HTTP/1.0 request to 127.0.0.1:`port`: (status code, headers, body). The server closes.
 fn http(port: u16, method: &str, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_http(port, method, path).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// `http`, with the failures (connect refused, reset, no header end) as `Err`.
+fn try_http(port: u16, method: &str, path: &str) -> Result<(u16, String, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(secs(20))).expect("timeout");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = raw
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP header end in {raw:?}"));
+        .ok_or_else(|| format!("no HTTP header end in {raw:?}"))?;
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    (code, head.to_string(), body.to_string())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    Ok((code, head.to_string(), body.to_string()))
 }
 
 /// A plain connect to the stats port: what it sends before closing.
@@ -328,7 +343,7 @@ fn full_proxy() -> Full {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn ready_turns_503_when_a_pool_loses_its_only_backend_and_200_when_it_is_back() {
+fn ready_is_503_while_a_pool_has_no_backend_up_or_the_proxy_drains() {
     let ra = Redis::start();
     let mut rb = Redis::start();
     let rb_port = rb.port;
@@ -417,43 +432,31 @@ fn ready_turns_503_when_a_pool_loses_its_only_backend_and_200_when_it_is_back() 
             Err(format!("{code} {body:?}"))
         }
     });
+
+    // SIGTERM: while the proxy drains (here: a BLOCKing request in flight) its listeners are
+    // closed and /ready says so, so that a load balancer stops sending; /health still answers.
+    let mut blocked = p.raw();
+    blocked.cmd(&[b"BLPOP", b"ops-nothing", b"3"]);
+    signal(p.pid(), "TERM");
+    poll_until(
+        "GET /ready to answer 503 while draining",
+        secs(10),
+        ms(20),
+        || match try_http(sp, "GET", "/ready")? {
+            (503, _, body) if body.contains("pool a: not listening") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(try_http(sp, "GET", "/health").map(|r| r.0), Ok(200));
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. The live view
 // ---------------------------------------------------------------------------------------------
 
-/// A `rustproxy --top` process, killed on drop.
-struct Top(Child);
-
-impl Drop for Top {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Run `rustproxy ARGS` to completion (bounded): (exit code, stdout, stderr).
 fn run_rustproxy(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
-    let dir = tmp_dir("top");
-    let child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("out")).expect("out"))
-        .stderr(std::fs::File::create(dir.join("err")).expect("err"))
-        .spawn()
-        .expect("start rustproxy");
-    let mut top = Top(child);
-    let status = poll_until("rustproxy to exit", limit, ms(20), || {
-        match top.0.try_wait() {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) => Err("still running".to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    });
-    let out = read(&dir.join("out"));
-    let err = read(&dir.join("err"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (status, out, err) = run_full(Command::new(bin()).args(args), b"", limit);
     (status.code(), out, err)
 }
 
@@ -810,27 +813,14 @@ fn promtool_checks_the_exposition_the_rules_and_the_rule_tests() {
     };
     let f = full_proxy();
     let (_, _, exposition) = http(f.stats, "GET", "/metrics");
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write exposition");
-    let out = child.wait_with_output().expect("promtool check metrics");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (status, out, err) = run_full(
+        Command::new(&promtool).args(["check", "metrics"]),
+        exposition.as_bytes(),
+        secs(60),
     );
+    let text = format!("{out}{err}");
     assert!(
-        out.status.success(),
+        status.success(),
         "promtool check metrics: {text}\n{exposition}"
     );
     assert!(
