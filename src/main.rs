@@ -110,7 +110,7 @@ fn options() -> Options {
     o.optopt(
         "",
         "top",
-        "live view of a running proxy (host:port, port or socket path) and exit",
+        "show a live view of a running proxy (host:port, port or socket path)",
         "ADDR",
     );
     o.optopt("", "top-count", "with --top: stop after N views", "N");
