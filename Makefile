@@ -3,7 +3,7 @@ CARGO ?= cargo
 BACKEND_PORTS := 7001 7002 7003 7004
 RUN_DIR := target/run
 
-.PHONY: all build release run deps test check fmt clippy bench fuzz soak readme-table clean stop-backends
+.PHONY: all build release run deps test check fmt clippy bench fuzz soak readme-table clean stop-backends ops-check
 
 all: build
 
@@ -38,6 +38,12 @@ test: deps
 	$(CARGO) test
 
 check: fmt clippy test
+
+# The operations examples (systemd unit, logrotate, Prometheus rules and dashboard, /ready, --top)
+# through their validators and a real prometheus, with the validators' output shown (README
+# "Operations"). Part of `make test` too.
+ops-check: deps
+	$(CARGO) test --test ops -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use getopts::Options;
 use rustproxy::{config, proxy};
 
+mod top;
+
 const EXIT_CONFIG: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
@@ -105,6 +107,13 @@ fn options() -> Options {
         "accepted for nutcracker compatibility, ignored",
         "N",
     );
+    o.optopt(
+        "",
+        "top",
+        "show a live view of a running proxy (host:port, port or socket path)",
+        "ADDR",
+    );
+    o.optopt("", "top-count", "with --top: stop after N views", "N");
     for (key, hint, help) in config::POOL_OPTIONS {
         o.optopt("", &key.replace('_', "-"), help, hint);
     }
@@ -152,6 +161,11 @@ fn main() -> ExitCode {
     }
     if let Some(extra) = m.free.first() {
         return usage_error(format!("unexpected argument '{extra}'"));
+    }
+    match m.opt_str("top") {
+        Some(addr) => return top::main(&addr, m.opt_str("top-count").as_deref()),
+        None if m.opt_present("top-count") => return usage_error("--top-count needs --top"),
+        None => {}
     }
 
     // Command-line overrides (usage errors before touching the config).
