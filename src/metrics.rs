@@ -41,6 +41,9 @@ pub struct PoolView<'a> {
     /// Clients connected to this pool's listener.
     pub clients: usize,
     pub servers: Vec<ServerView<'a>>,
+    /// `rebalance yes` pools: (state code: 0 idle, 1 running, 2 waiting, 3 paused, 4 failed;
+    /// epoch, scanned, moved, failed, backends left) of the current or last rebalance.
+    pub rebalance: Option<[u64; 6]>,
 }
 
 pub struct View<'a> {
@@ -723,6 +726,33 @@ pub fn prometheus(view: &View) -> String {
             pool.clients,
         );
     }
+    let rebalancing: Vec<(String, [u64; 6])> = view
+        .pools
+        .iter()
+        .filter_map(|pool| {
+            let r = pool.rebalance?;
+            Some((format!("pool=\"{}\"", esc_label(pool.name)), r))
+        })
+        .collect();
+    if !rebalancing.is_empty() {
+        let fams: [(&str, &str); 6] = [
+            (
+                "rustproxy_rebalance_state",
+                "Online rebalancing state: 0 idle, 1 running, 2 waiting (barrier), 3 paused, 4 failed (retrying).",
+            ),
+            ("rustproxy_rebalance_epoch", "Rebalances this process started for the pool."),
+            ("rustproxy_rebalance_scanned_keys", "Keys the mover scanned in the current (or last) rebalance."),
+            ("rustproxy_rebalance_moved_keys", "Keys moved to their new owner in the current (or last) rebalance."),
+            ("rustproxy_rebalance_failed_keys", "Keys whose MIGRATE failed (retried) in the current (or last) rebalance."),
+            ("rustproxy_rebalance_backends_left", "Old owners that may still hold keys to move."),
+        ];
+        for (i, (name, help)) in fams.iter().enumerate() {
+            p.family(name, "gauge", help);
+            for (l, r) in &rebalancing {
+                p.sample(name, l, r[i]);
+            }
+        }
+    }
     let backs: Vec<(String, &ServerView)> = view
         .pools
         .iter()
@@ -1174,6 +1204,7 @@ mod tests {
             stats: s,
             pools: vec![
                 PoolView {
+                    rebalance: None,
                     name: "main",
                     listen: "127.0.0.1:6380".into(),
                     hash: "fnv1a_64",
@@ -1201,6 +1232,7 @@ mod tests {
                     ],
                 },
                 PoolView {
+                    rebalance: None,
                     name: "we\"ird\\pool",
                     listen: "/tmp/x.sock".into(),
                     hash: "md5",
@@ -1757,6 +1789,7 @@ mod tests {
         v.connected_clients = 1;
         v.pools = vec![
             PoolView {
+                rebalance: None,
                 name: "beta",
                 listen: "127.0.0.1:1".into(),
                 hash: "fnv1a_64",
@@ -1773,6 +1806,7 @@ mod tests {
                 }],
             },
             PoolView {
+                rebalance: None,
                 name: "alpha",
                 listen: "127.0.0.1:2".into(),
                 hash: "fnv1a_64",

@@ -703,6 +703,26 @@ impl Proxy {
                 hash: p.cfg.hash.name(),
                 distribution: p.cfg.distribution.name(),
                 clients: p.clients,
+                rebalance: p.cfg.rebalance.then(|| {
+                    let (rb, last) = (p.rebalance.as_deref(), p.last_rebalance.as_deref());
+                    match rb.or(last) {
+                        Some(r) => [
+                            match r.state() {
+                                crate::rebalance::State::Idle => 0,
+                                crate::rebalance::State::Running => 1,
+                                crate::rebalance::State::Waiting => 2,
+                                crate::rebalance::State::Paused => 3,
+                                crate::rebalance::State::Failed => 4,
+                            },
+                            r.epoch,
+                            r.scanned,
+                            r.moved,
+                            r.failed,
+                            r.backends_left() as u64,
+                        ],
+                        None => [0; 6],
+                    }
+                }),
                 servers: p
                     .order
                     .iter()

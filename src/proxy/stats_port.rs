@@ -286,7 +286,7 @@ impl Proxy {
                 if s.retired || s.is_down(now) || s.conns[0].iter().any(Option::is_some) {
                     continue;
                 }
-                let _ = self.conn_for(pi, si, 0, None);
+                let _ = self.conn_for(pi, si, 0, None, None);
             }
         }
     }
