@@ -45,6 +45,10 @@ pub enum Owner {
     Refresh,
     /// Its client stopped waiting (the request timed out): the late reply is read and dropped.
     Orphan,
+    /// `CLIENT ID` asked on a private connection before its first blocking command: the
+    /// integer is kept as the connection's `backend_id` (CLIENT UNBLOCK names the backend's
+    /// client by it); an error is ignored.
+    BackendId,
 }
 
 /// One request written to a backend connection, waiting for its reply.
@@ -337,6 +341,9 @@ pub struct Conn {
     pub returning: bool,
     /// A private connection blocked for its owner: the key the blocking command waits on.
     pub blocked_key: Option<Vec<u8>>,
+    /// The backend's client id of this connection (`CLIENT ID`): 0 not asked, `u64::MAX`
+    /// asked (answer pending, or refused), else the id.
+    pub backend_id: u64,
     /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
     pub pubsub: bool,
     /// Cluster pools: the bytes of each in-flight request, aligned with `inflight`, so a

@@ -351,7 +351,29 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
                 resp::write_int(out, n);
             }
         }
+        Merge::Kill => kill(parts, out),
         Merge::Scan => unexpected(out),
+    }
+}
+
+/// SCRIPT KILL / FUNCTION KILL over backends, as one Redis would answer: `+OK` when any backend
+/// killed a script; else the first error other than NOTBUSY that names the script's state
+/// (UNKILLABLE, BUSY: a script of the other kind runs); else NOTBUSY when a backend said so
+/// (a backend that could not be reached runs no script for us); else the first error.
+fn kill(parts: &[Vec<u8>], out: &mut Vec<u8>) {
+    let found = parts
+        .iter()
+        .find(|p| p.starts_with(b"+"))
+        .or_else(|| {
+            parts
+                .iter()
+                .find(|p| p.starts_with(b"-UNKILLABLE") || p.starts_with(b"-BUSY"))
+        })
+        .or_else(|| parts.iter().find(|p| p.starts_with(b"-NOTBUSY")))
+        .or_else(|| parts.first());
+    match found {
+        Some(p) => out.extend_from_slice(p),
+        None => unexpected(out),
     }
 }
 
@@ -608,6 +630,23 @@ mod tests {
         p.extend_from_slice(&[10, 0]);
         p.extend_from_slice(&[crc; 8]);
         bulk(&p)
+    }
+
+    #[test]
+    fn kill_merges_like_one_redis() {
+        let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+        let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
+        let down: &[u8] = b"-ERR backend b2 (127.0.0.1:1) connect failed\r\n";
+        assert_eq!(
+            merge(Merge::Kill, &[notbusy, b"+OK\r\n", unkillable]),
+            b"+OK\r\n"
+        );
+        assert_eq!(
+            merge(Merge::Kill, &[notbusy, unkillable, notbusy]),
+            unkillable
+        );
+        assert_eq!(merge(Merge::Kill, &[down, notbusy]), notbusy);
+        assert_eq!(merge(Merge::Kill, &[down]), down);
     }
 
     #[test]

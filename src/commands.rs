@@ -96,6 +96,10 @@ pub enum Merge {
     RandomKey,
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` arrays, counts summed per name.
     SumPairs,
+    /// SCRIPT KILL / FUNCTION KILL (sent on separate connections): `+OK` when any backend
+    /// killed a script, else an error other than NOTBUSY (UNKILLABLE, BUSY) when one said so,
+    /// else NOTBUSY.
+    Kill,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +190,6 @@ const R_DB: &str = "only database 0 is available";
 const R_CLUSTER: &str = "rustproxy is not a Redis Cluster node";
 const R_TRACKING: &str = "client-side caching needs a dedicated backend connection";
 const R_CLIENT_ADMIN: &str = "backend connections are shared by all clients";
-const R_KILL_BUSY: &str = "a busy backend can only be reached on a separate connection";
 const R_DEBUGGER: &str = "the Lua debugger needs a dedicated backend connection";
 const R_ACL: &str = "it would change the users the proxy itself logs in with";
 const R_MODULE: &str = "modules belong in each backend's configuration";
@@ -231,6 +234,9 @@ pub static NOTES: &[(u8, &str)] = &[
     (35, "The proxy's own slow log: requests slower than `slowlog-log-slower-than` (10 ms) from arrival to reply, Redis's reply shape plus a 7th element naming the backend. A backend's own slow log: `FORWARD n SLOWLOG GET`."),
     (36, "Sent to every backend; all must hold the same libraries (compared whatever order each backend lists its libraries and functions in), otherwise an error; the reply is the first backend's."),
     (37, "Answered in Redis's shape (parameter -> value) with the first backend's values; when backends are configured differently, `FORWARD n CONFIG GET ...` shows each one's. CONFIG SET goes to every backend."),
+    (38, "Answered by the proxy about its own clients: the old form `CLIENT KILL addr:port` (`+OK` or `-ERR No such client`) and the filters ID, ADDR, LADDR, USER, TYPE (normal, pubsub; master and replica match none), SKIPME, with Redis's errors; the reply is the number of clients closed."),
+    (39, "A client blocked on its private backend connection is unblocked there: the proxy sends `CLIENT UNBLOCK` for that connection's backend client id on a separate connection, so the blocked client gets Redis's own timeout reply or `-UNBLOCKED` error; the reply is the backend's 1 or 0."),
+    (40, "Sent on a separate, new connection to every backend (the shared ones wait behind the busy script): `+OK` when any backend killed a script, an UNKILLABLE (or BUSY) error when a backend gave one, else `-NOTBUSY No scripts in execution right now.`"),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -278,7 +284,7 @@ pub static COMMANDS: &[Spec] = &[
     row("CLIENT HELP", 2, NO_KEYS, ANY, "connection", &[15]),
     row("CLIENT ID", 2, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT INFO", 2, NO_KEYS, LOCAL, "connection", &[16]),
-    row("CLIENT KILL", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT KILL", -3, NO_KEYS, LOCAL, "connection", &[38]),
     row("CLIENT LIST", -2, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT NO-EVICT", 3, NO_KEYS, LOCAL, "connection", &[17]),
     row("CLIENT NO-TOUCH", 3, NO_KEYS, LOCAL, "connection", &[17, 27]),
@@ -288,7 +294,7 @@ pub static COMMANDS: &[Spec] = &[
     row("CLIENT SETNAME", 3, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT TRACKING", -3, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
     row("CLIENT TRACKINGINFO", 2, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
-    row("CLIENT UNBLOCK", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT UNBLOCK", -3, NO_KEYS, LOCAL, "connection", &[39]),
     row("CLIENT UNPAUSE", 2, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
     row("CLUSTER", -2, NO_KEYS, CONTAINER, "cluster", &[]),
     row("CLUSTER ADDSLOTS", -3, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
@@ -364,7 +370,7 @@ pub static COMMANDS: &[Spec] = &[
     row("FUNCTION DUMP", 2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION FLUSH", -2, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("FUNCTION HELP", 2, NO_KEYS, ANY, "scripting", &[15]),
-    row("FUNCTION KILL", 2, NO_KEYS, Class::Refused(R_KILL_BUSY), "scripting", &[]),
+    row("FUNCTION KILL", 2, NO_KEYS, LOCAL, "scripting", &[40]),
     row("FUNCTION LIST", -2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION LOAD", -3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("FUNCTION RESTORE", -3, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
@@ -515,7 +521,7 @@ pub static COMMANDS: &[Spec] = &[
     row("SCRIPT EXISTS", -3, NO_KEYS, Class::FanOut(Merge::AndInts), "scripting", &[10]),
     row("SCRIPT FLUSH", -2, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("SCRIPT HELP", 2, NO_KEYS, ANY, "scripting", &[15]),
-    row("SCRIPT KILL", 2, NO_KEYS, Class::Refused(R_KILL_BUSY), "scripting", &[]),
+    row("SCRIPT KILL", 2, NO_KEYS, LOCAL, "scripting", &[40]),
     row("SCRIPT LOAD", 3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("SDIFF", -2, K_ALL, KEYED, "set", &[1]),
     row("SDIFFSTORE", -3, K_ALL, KEYED, "set", &[1]),
@@ -1418,10 +1424,7 @@ mod tests {
             "MOVE",
             "CLUSTER SLOTS",
             "SHUTDOWN",
-            "CLIENT KILL",
             "CLIENT TRACKING",
-            "SCRIPT KILL",
-            "FUNCTION KILL",
             "ACL SETUSER",
             "MODULE LOAD",
             "READONLY",
@@ -1443,6 +1446,10 @@ mod tests {
             "COMMAND DOCS",
             "CLIENT SETNAME",
             "CLIENT NO-TOUCH",
+            "CLIENT KILL",
+            "CLIENT UNBLOCK",
+            "SCRIPT KILL",
+            "FUNCTION KILL",
             "CONFIG RESETSTAT",
             "BACKEND",
             "FORWARD",

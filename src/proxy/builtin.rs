@@ -228,6 +228,7 @@ impl Proxy {
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
             "PROXY" => return self.proxy_cmd(k, frame, args),
+            "SCRIPT KILL" | "FUNCTION KILL" => return self.script_kill(k, frame, args),
             "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
                 return self.txn_cmd(k, spec, frame, args)
             }
@@ -284,7 +285,7 @@ impl Proxy {
                             }
                         }
                     }
-                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 2 {
+                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 3 {
                     self.command_getkeys(args, frame, &mut out);
                 } else {
                     // Arity, flags and docs of the real commands: the backends know them best.
@@ -388,20 +389,29 @@ impl Proxy {
         } else {
             spec
         };
+        // Redis's order of checks (`getKeysSubcommandImpl`): no keys at all, arity, then the
+        // keys themselves; EVAL/FCALL and their variants (`no-mandatory-keys`) may have none.
+        if spec.keys == crate::commands::Keys::None {
+            return reply_error(out, "ERR The command has no key arguments");
+        }
         if !crate::commands::arity_ok(spec, argc - 2) {
             return reply_error(out, "ERR Invalid number of arguments specified for command");
         }
+        let optional = matches!(
+            spec.name,
+            "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO"
+        );
         let mut keys = std::mem::take(&mut self.keys);
         match crate::commands::key_positions(spec, argc - 2, &|i| args.get(frame, i + 2), &mut keys)
         {
-            Ok(()) if keys.is_empty() => reply_error(out, "ERR The command has no key arguments"),
-            Ok(()) => {
+            Ok(()) if !keys.is_empty() => {
                 resp::write_array_len(out, keys.len());
                 for &i in &keys {
                     resp::write_bulk(out, args.get(frame, i + 2));
                 }
             }
-            Err(e) => reply_error(out, e),
+            _ if optional => resp::write_array_len(out, 0),
+            _ => reply_error(out, "ERR Invalid arguments specified for command"),
         }
         self.keys = keys;
     }
@@ -606,7 +616,17 @@ impl Proxy {
                     reply_error(&mut out, "ERR syntax error");
                 }
             }
-            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" => resp::write_simple(&mut out, b"OK"),
+            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" => {
+                // Redis's reply shape; no effect (backend connections are shared).
+                let v = args.get(frame, 2);
+                if v.eq_ignore_ascii_case(b"on") || v.eq_ignore_ascii_case(b"off") {
+                    resp::write_simple(&mut out, b"OK");
+                } else {
+                    reply_error(&mut out, "ERR syntax error");
+                }
+            }
+            "CLIENT KILL" => return self.client_kill(k, frame, args),
+            "CLIENT UNBLOCK" => return self.client_unblock(k, frame, args),
             other => reply_error(
                 &mut out,
                 &format!("ERR {other} is not supported by rustproxy"),
@@ -880,25 +900,33 @@ pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
+/// A client's `addr` and `laddr` as CLIENT LIST shows them (and CLIENT KILL matches them).
+pub(super) fn client_addrs(c: &Client, pool: &Pool) -> (String, String) {
+    match &c.stream {
+        Stream::Unix(_) => {
+            let name = format!("{}:0", listen_name(&pool.cfg.listen));
+            (name.clone(), name)
+        }
+        other => (
+            c.peer.to_string(),
+            other
+                .tcp()
+                .and_then(|s| s.local_addr().ok())
+                .map_or_else(|| listen_name(&pool.cfg.listen), |a| a.to_string()),
+        ),
+    }
+}
+
 pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
     use std::fmt::Write as _;
     use std::os::fd::AsRawFd;
     let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
     let meta = c.meta.as_deref();
-    let (fd, laddr) = match &c.stream {
-        Stream::Unix(s) => (
-            s.as_raw_fd(),
-            format!("{}:0", listen_name(&pool.cfg.listen)),
-        ),
-        other => match other.tcp() {
-            Some(s) => (
-                s.as_raw_fd(),
-                s.local_addr()
-                    .map_or_else(|_| listen_name(&pool.cfg.listen), |a| a.to_string()),
-            ),
-            None => (-1, listen_name(&pool.cfg.listen)),
-        },
+    let fd = match &c.stream {
+        Stream::Unix(s) => s.as_raw_fd(),
+        other => other.tcp().map_or(-1, |s| s.as_raw_fd()),
     };
+    let (addr, laddr) = client_addrs(c, pool);
     let unix = matches!(c.stream, Stream::Unix(_));
     let sub = c.sub.as_deref();
     let counts = sub.map_or((0, 0, 0), |s| {
@@ -968,11 +996,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
          rbs={} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={events} cmd={} user={} \
          redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
-        if unix {
-            format!("{}:0", listen_name(&pool.cfg.listen))
-        } else {
-            c.peer.to_string()
-        },
+        addr,
         lossy(c.name()),
         since(now, c.created) / 1_000_000,
         since(now, c.last_active) / 1_000_000,

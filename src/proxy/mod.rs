@@ -68,6 +68,7 @@ macro_rules! sink {
 mod builtin;
 mod cluster;
 mod exec;
+mod kill;
 mod offload;
 mod pubsub;
 mod reload;

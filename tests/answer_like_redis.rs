@@ -1,0 +1,331 @@
+//! Issue #18, "Answer like Redis": behaviours the proxy must share with one redis-server 7.0,
+//! each tested against real redis-server processes (loopback only; every wait bounded; no
+//! duration asserted; servers and the proxy killed by PID on drop).
+//!
+//! 1. SCRIPT KILL / FUNCTION KILL reach a busy backend on separate connections.
+//! 2. CLIENT KILL (old and new forms) and CLIENT UNBLOCK over the proxy's own clients.
+//! 3. COMMAND GETKEYS: Redis's order of checks and its texts.
+//! 4. Transactions: nested MULTI, WATCH inside MULTI.
+//! 5. XGROUP DESTROY unblocks XREADGROUP with -NOGROUP.
+
+mod common;
+
+use common::*;
+
+fn call(r: &mut Raw, args: &[&str]) -> Vec<u8> {
+    r.call_str(args)
+}
+
+fn send(r: &mut Raw, args: &[&str]) {
+    let a: Vec<&[u8]> = args.iter().map(|x| x.as_bytes()).collect();
+    r.cmd(&a);
+}
+
+/// Send `args` until the reply is `want` (bounded); the replies seen before must be `retry`.
+fn until(r: &mut Raw, args: &[&str], want: &[u8], retry: &[u8]) {
+    poll_until(
+        &format!("{args:?} -> {}", show(want)),
+        secs(20),
+        ms(20),
+        || {
+            let got = call(r, args);
+            if got == want {
+                Ok(())
+            } else {
+                assert_eq!(show(&got), show(retry), "{args:?}");
+                Err(show(&got))
+            }
+        },
+    );
+}
+
+const NOTBUSY: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+
+/// Backends that report a long script after 20 ms (so SCRIPT KILL may stop it).
+fn busy_backends(n: usize) -> Vec<Redis> {
+    (0..n)
+        .map(|_| Redis::start_with(&["--busy-reply-threshold", "20"]))
+        .collect()
+}
+
+// ------------------------------------------------------------------- 1. SCRIPT / FUNCTION KILL
+
+#[test]
+fn script_kill_reaches_a_busy_backend_on_a_separate_connection() {
+    let servers = busy_backends(2);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut a = proxy.raw();
+    let mut b = proxy.raw();
+    let mut direct = Raw::connect(servers[1].port);
+    // Nothing runs: NOTBUSY, Redis's text.
+    assert_eq!(show(&call(&mut b, &["SCRIPT", "KILL"])), show(NOTBUSY));
+    assert_eq!(show(&call(&mut b, &["FUNCTION", "KILL"])), show(NOTBUSY));
+    assert_eq!(show(&call(&mut direct, &["SCRIPT", "KILL"])), show(NOTBUSY));
+
+    // A runaway script on backend 0 (numkeys 0); the shared connection waits behind it.
+    send(&mut a, &["EVAL", "while true do end", "0"]);
+    until(&mut b, &["SCRIPT", "KILL"], b"+OK\r\n", NOTBUSY);
+    let killed = a.expect_reply("the killed script's reply");
+    assert!(
+        killed.starts_with(b"-ERR ")
+            && show(&killed).contains("Script killed by user with SCRIPT KILL"),
+        "{}",
+        show(&killed)
+    );
+    // The backend serves again, through the proxy.
+    assert_eq!(call(&mut a, &["SET", "k", "v"]), b"+OK\r\n");
+    assert_eq!(show(&call(&mut b, &["SCRIPT", "KILL"])), show(NOTBUSY));
+
+    // FUNCTION KILL: a function looping forever (no-writes).
+    let lib = "#!lua name=spin\nredis.register_function{function_name='spin', callback=function() while true do end end, flags={'no-writes'}}";
+    assert_eq!(
+        show(&call(&mut a, &["FUNCTION", "LOAD", lib])),
+        show(b"$4\r\nspin\r\n")
+    );
+    send(&mut a, &["FCALL", "spin", "0"]);
+    until(&mut b, &["FUNCTION", "KILL"], b"+OK\r\n", NOTBUSY);
+    let killed = a.expect_reply("the killed function's reply");
+    assert!(
+        killed.starts_with(b"-ERR ") && show(&killed).contains("killed by user"),
+        "{}",
+        show(&killed)
+    );
+    assert_eq!(show(&call(&mut b, &["FUNCTION", "KILL"])), show(NOTBUSY));
+
+    // A script that wrote cannot be killed: Redis's UNKILLABLE text, from the busy backend.
+    send(
+        &mut a,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'x') while true do end",
+            "1",
+            "w",
+        ],
+    );
+    poll_until("UNKILLABLE", secs(20), ms(20), || {
+        let got = call(&mut b, &["SCRIPT", "KILL"]);
+        if got.starts_with(b"-UNKILLABLE Sorry the script already executed write commands") {
+            Ok(())
+        } else {
+            assert_eq!(show(&got), show(NOTBUSY));
+            Err(show(&got))
+        }
+    });
+}
+
+// ------------------------------------------------------------------- 2. CLIENT KILL / UNBLOCK
+
+/// The reply of one redis-server and of the proxy to the same command, byte for byte.
+fn same(p: &mut Raw, d: &mut Raw, args: &[&str]) {
+    assert_eq!(show(&call(p, args)), show(&call(d, args)), "{args:?}");
+}
+
+#[test]
+fn client_kill_acts_on_the_proxys_clients_with_redis_texts() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    for args in [
+        vec!["CLIENT", "KILL", "1.2.3.4:5"],
+        vec!["CLIENT", "KILL", "id"],
+        vec!["CLIENT", "KILL", "ID", "99999"],
+        vec!["CLIENT", "KILL", "ID", "abc"],
+        vec!["CLIENT", "KILL", "ID", "0"],
+        vec!["CLIENT", "KILL", "foo", "bar"],
+        vec!["CLIENT", "KILL", "TYPE", "foo"],
+        vec!["CLIENT", "KILL", "TYPE", "master"],
+        vec!["CLIENT", "KILL", "TYPE", "replica"],
+        vec!["CLIENT", "KILL", "SKIPME", "maybe"],
+        vec!["CLIENT", "KILL", "USER", "nosuch"],
+        vec!["CLIENT", "KILL", "ID", "1", "TYPE"],
+        vec!["CLIENT", "KILL", "ADDR", "1.2.3.4:5", "SKIPME", "no"],
+        vec!["CLIENT", "NO-EVICT", "maybe"],
+        vec!["CLIENT", "NO-EVICT", "on"],
+        vec!["CLIENT", "NO-EVICT", "off"],
+        vec!["CLIENT", "UNBLOCK", "abc"],
+        vec!["CLIENT", "UNBLOCK", "1", "foo"],
+        vec!["CLIENT", "UNBLOCK", "99999"],
+        vec!["CLIENT", "UNBLOCK", "99999", "ERROR"],
+    ] {
+        same(&mut p, &mut d, &args);
+    }
+
+    // By ID: the victim's connection closes; the count is 1.
+    let mut victim = proxy.raw();
+    let vid = int(&call(&mut victim, &["CLIENT", "ID"]));
+    let got = call(&mut p, &["CLIENT", "KILL", "ID", &vid.to_string()]);
+    assert_eq!(show(&got), ":1\\r\\n");
+    victim.assert_closed("killed by id");
+
+    // Old form by address: +OK, then closed.
+    let mut victim = proxy.raw();
+    assert_eq!(call(&mut victim, &["PING"]), b"+PONG\r\n");
+    let addr = victim.stream.local_addr().unwrap().to_string();
+    assert_eq!(call(&mut p, &["CLIENT", "KILL", &addr]), b"+OK\r\n");
+    victim.assert_closed("killed by addr");
+
+    // TYPE pubsub kills subscribers only; SKIPME no kills the caller too (after its reply).
+    let mut sub = proxy.raw();
+    let _ = call(&mut sub, &["SUBSCRIBE", "ch"]);
+    let mut other = proxy.raw();
+    assert_eq!(call(&mut other, &["PING"]), b"+PONG\r\n");
+    assert_eq!(
+        show(&call(&mut p, &["CLIENT", "KILL", "TYPE", "pubsub"])),
+        ":1\\r\\n"
+    );
+    sub.assert_closed("pubsub killed");
+    assert_eq!(call(&mut other, &["PING"]), b"+PONG\r\n");
+    let got = call(
+        &mut p,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no"],
+    );
+    // The caller, `other` and the direct-comparison-free rest: every normal client.
+    assert!(int(&got) >= 2, "{}", show(&got));
+    p.assert_closed("the caller killed itself");
+    other.assert_closed("normal killed");
+}
+
+#[test]
+fn client_unblock_ends_a_blocked_command_like_redis() {
+    let servers = redises(2);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut admin = proxy.raw();
+    for (reason, want) in [
+        (None, "*-1\r\n"),
+        (Some("TIMEOUT"), "*-1\r\n"),
+        (
+            Some("ERROR"),
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        ),
+    ] {
+        let mut blocked = proxy.raw();
+        let id = int(&call(&mut blocked, &["CLIENT", "ID"]));
+        send(&mut blocked, &["BLPOP", "empty{t}", "0"]);
+        let mut args = vec!["CLIENT".to_string(), "UNBLOCK".into(), id.to_string()];
+        args.extend(reason.map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // 0 until the backend has the client blocked, then 1.
+        until(&mut admin, &args, b":1\r\n", b":0\r\n");
+        assert_eq!(
+            show(&blocked.expect_reply("unblocked")),
+            show(want.as_bytes())
+        );
+        // The client is served again.
+        assert_eq!(call(&mut blocked, &["PING"]), b"+PONG\r\n");
+        assert_eq!(show(&call(&mut admin, &args)), ":0\\r\\n");
+    }
+    // XREAD BLOCK too.
+    let mut blocked = proxy.raw();
+    let id = int(&call(&mut blocked, &["CLIENT", "ID"]));
+    send(
+        &mut blocked,
+        &["XREAD", "BLOCK", "0", "STREAMS", "s{t}", "$"],
+    );
+    until(
+        &mut admin,
+        &["CLIENT", "UNBLOCK", &id.to_string()],
+        b":1\r\n",
+        b":0\r\n",
+    );
+    assert_eq!(show(&blocked.expect_reply("unblocked xread")), "*-1\\r\\n");
+}
+
+// ------------------------------------------------------------------- 3. COMMAND GETKEYS
+
+#[test]
+fn command_getkeys_matches_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    for args in [
+        vec!["COMMAND", "GETKEYS", "EVAL", "return 1", "0"],
+        vec!["COMMAND", "GETKEYS", "EVAL", "return 1", "1", "a"],
+        vec!["COMMAND", "GETKEYS", "EVAL", "return 1", "-1"],
+        vec!["COMMAND", "GETKEYS", "EVAL", "return 1", "5", "a"],
+        vec!["COMMAND", "GETKEYS", "FCALL", "f", "0"],
+        vec!["COMMAND", "GETKEYS", "ZUNION", "0", "a"],
+        vec!["COMMAND", "GETKEYS", "ZUNIONSTORE", "d", "0"],
+        vec!["COMMAND", "GETKEYS", "PING", "x"],
+        vec!["COMMAND", "GETKEYS", "PING", "x", "y", "z"],
+        vec!["COMMAND", "GETKEYS", "CONFIG", "GET", "x"],
+        vec!["COMMAND", "GETKEYS", "LCS", "a", "b"],
+        vec!["COMMAND", "GETKEYS", "SET", "a"],
+        vec!["COMMAND", "GETKEYS", "NOSUCH", "a"],
+        vec!["COMMAND", "GETKEYS", "GET"],
+    ] {
+        same(&mut p, &mut d, &args);
+    }
+}
+
+// ------------------------------------------------------------------- 4. transactions
+
+#[test]
+fn nested_multi_and_watch_inside_multi_answer_like_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    for args in [
+        vec!["MULTI"],
+        vec!["MULTI"],
+        vec!["WATCH", "x"],
+        vec!["SET", "x", "1"],
+        vec!["EXEC"],
+    ] {
+        same(&mut p, &mut d, &args);
+    }
+}
+
+// ------------------------------------------------------------------- 5. XGROUP DESTROY
+
+#[test]
+fn xgroup_destroy_unblocks_xreadgroup_with_nogroup() {
+    let servers = redises(2);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut admin = proxy.raw();
+    assert_eq!(
+        call(
+            &mut admin,
+            &["XGROUP", "CREATE", "st", "g", "$", "MKSTREAM"]
+        ),
+        b"+OK\r\n"
+    );
+    let mut blocked = proxy.raw();
+    let id = int(&call(&mut blocked, &["CLIENT", "ID"]));
+    send(
+        &mut blocked,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "st",
+            ">",
+        ],
+    );
+    // Wait until the backend has it blocked (CLIENT UNBLOCK with a bad id answers 0 and
+    // INFO blocked_clients of the backend counts it).
+    let holder = holder(&servers, b"st");
+    let mut direct = Raw::connect(servers[holder].port);
+    poll_until("blocked on the backend", secs(20), ms(20), || {
+        let info = String::from_utf8_lossy(&call(&mut direct, &["INFO", "clients"])).into_owned();
+        if info.contains("blocked_clients:1\r\n") {
+            Ok(())
+        } else {
+            Err(info)
+        }
+    });
+    let _ = id;
+    assert_eq!(
+        call(&mut admin, &["XGROUP", "DESTROY", "st", "g"]),
+        b":1\r\n"
+    );
+    let got = blocked.expect_reply("XREADGROUP after XGROUP DESTROY");
+    assert!(got.starts_with(b"-NOGROUP "), "{}", show(&got));
+    assert_eq!(call(&mut blocked, &["PING"]), b"+PONG\r\n");
+}
