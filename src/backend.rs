@@ -341,8 +341,8 @@ pub struct Conn {
     pub returning: bool,
     /// A private connection blocked for its owner: the key the blocking command waits on.
     pub blocked_key: Option<Vec<u8>>,
-    /// The backend's client id of this connection (`CLIENT ID`): 0 not asked, `u64::MAX`
-    /// asked (answer pending, or refused), else the id.
+    /// The backend's client id of this connection (`CLIENT ID`), or one of the markers of
+    /// `proxy::kill` (not asked, answer pending, refused).
     pub backend_id: u64,
     /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
     pub pubsub: bool,

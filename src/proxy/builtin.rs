@@ -751,7 +751,19 @@ impl Proxy {
                 .map_or(0, |d| d.as_secs()),
             connected_clients: self.clients.len(),
             max_clients: self.pools.iter().map(|p| p.cfg.max_clients).sum(),
-            blocked_clients: self.clients.iter().filter(|(_, c)| c.blocked).count(),
+            // Blocked as the backend sees it: a blocking command goes after the `CLIENT ID` of
+            // its connection, so once that answered the backend holds the command (tools wait
+            // on this count before they push, or CLIENT UNBLOCK).
+            blocked_clients: self
+                .clients
+                .iter()
+                .filter(|(_, c)| {
+                    c.blocked
+                        && c.private.and_then(|ck| self.conns.get(ck)).is_none_or(|cn| {
+                            cn.backend_id != super::kill::ID_PENDING
+                        })
+                })
+                .count(),
             stats: &self.stats,
             pools,
             slowlog_len: self.slowlog.len(),

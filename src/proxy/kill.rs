@@ -17,14 +17,21 @@ use crate::backend::Owner;
 /// `CLIENT ID`, asked once on a private connection before its first blocking command.
 const CLIENT_ID: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
 
-/// The backend client id in a reply to `CLIENT ID` (`u64::MAX` when it is not an id).
+/// `Conn::backend_id` before `CLIENT ID` was asked.
+pub(super) const ID_UNKNOWN: u64 = 0;
+/// `Conn::backend_id` while the answer to `CLIENT ID` is on its way.
+pub(super) const ID_PENDING: u64 = u64::MAX;
+/// `Conn::backend_id` when the backend refused `CLIENT ID` (renamed away, say).
+pub(super) const ID_REFUSED: u64 = u64::MAX - 1;
+
+/// The backend client id in a reply to `CLIENT ID` (`ID_REFUSED` when it is not an id).
 pub(super) fn backend_id_of(reply: &[u8]) -> u64 {
     reply
         .strip_prefix(b":")
         .and_then(|r| r.strip_suffix(b"\r\n"))
         .and_then(router::parse_u64)
-        .filter(|&id| id > 0)
-        .unwrap_or(u64::MAX)
+        .filter(|&id| id != ID_UNKNOWN && id < ID_REFUSED)
+        .unwrap_or(ID_REFUSED)
 }
 
 /// Redis's client types (`getClientTypeByName`) as the proxy's clients can be: None for an
@@ -57,10 +64,10 @@ impl Proxy {
         let Some(conn) = self.conns.get_mut(ck) else {
             return;
         };
-        if conn.backend_id != 0 {
+        if conn.backend_id != ID_UNKNOWN {
             return;
         }
-        conn.backend_id = u64::MAX;
+        conn.backend_id = ID_PENDING;
         let p = Pending::internal(Owner::BackendId, self.now_us);
         self.push_request(ck, p, CLIENT_ID);
     }
@@ -253,7 +260,7 @@ impl Proxy {
             .find(|(_, c)| c.id as i64 == id && c.blocked)
             .and_then(|(_, c)| c.private)
             .and_then(|ck| self.conns.get(ck))
-            .filter(|cn| cn.backend_id != 0 && cn.backend_id != u64::MAX)
+            .filter(|cn| !matches!(cn.backend_id, ID_UNKNOWN | ID_PENDING | ID_REFUSED))
             .map(|cn| (cn.pool, cn.server, cn.backend_id));
         let Some((tpool, slot, bid)) = target else {
             return self.reply(k, b":0\r\n");
