@@ -342,3 +342,67 @@ fn xgroup_destroy_unblocks_xreadgroup_with_nogroup() {
     assert!(got.starts_with(b"-NOGROUP "), "{}", show(&got));
     assert_eq!(call(&mut blocked, &["PING"]), b"+PONG\r\n");
 }
+
+// ------------------------------------------------------------------- 6. INFO sections
+
+/// INFO's section selection as Redis 7.0 selects (the suite's info-command unit): Redis's
+/// sections carry Redis's fields only; the proxy's own fields are in `# Proxy`, not in the
+/// default, and in `all` / `everything`.
+#[test]
+fn info_selects_sections_like_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    let info = |r: &mut Raw, args: &[&str]| -> String {
+        let mut a = vec!["INFO"];
+        a.extend_from_slice(args);
+        text(&call(r, &a))
+    };
+    let heads = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# "))
+            .map(String::from)
+            .collect()
+    };
+    // The same sections as one redis-server, in its order, for each selection.
+    for args in [
+        &[][..],
+        &["default"][..],
+        &["cpu", "default"][..],
+        &["cpu", "sentinel"][..],
+        &["commandSTATS"][..],
+        &["replication", "server"][..],
+        &["nosuch"][..],
+    ] {
+        assert_eq!(
+            heads(&info(&mut p, args)),
+            heads(&info(&mut d, args)),
+            "{args:?}"
+        );
+    }
+    for arg in ["", "default", "all", "everything"] {
+        let args: &[&str] = if arg.is_empty() { &[] } else { &[arg] };
+        let t = info(&mut p, args);
+        assert!(
+            t.contains("redis_version:") && t.contains("used_cpu_user:"),
+            "{arg}"
+        );
+        assert!(
+            t.contains("used_memory:") && !t.contains("sentinel_tilt"),
+            "{arg}"
+        );
+        assert_eq!(
+            t.contains("rejected_calls"),
+            arg == "all" || arg == "everything",
+            "INFO {arg}"
+        );
+    }
+    let all = info(&mut p, &["cpu", "all"]);
+    assert!(all.contains("master_repl_offset:0\r\n"), "{all}");
+    assert_eq!(all.matches("used_cpu_user_children").count(), 1);
+    assert!(all.contains("# Proxy\r\nrustproxy_version:"), "{all}");
+    let proxy_sec = info(&mut p, &["proxy"]);
+    assert!(proxy_sec.contains("total_rejected_calls:"), "{proxy_sec}");
+    assert!(!info(&mut p, &["stats"]).contains("total_rejected_calls"));
+}

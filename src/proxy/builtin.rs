@@ -759,9 +759,9 @@ impl Proxy {
                 .iter()
                 .filter(|(_, c)| {
                     c.blocked
-                        && c.private.and_then(|ck| self.conns.get(ck)).is_none_or(|cn| {
-                            cn.backend_id != super::kill::ID_PENDING
-                        })
+                        && c.private
+                            .and_then(|ck| self.conns.get(ck))
+                            .is_none_or(|cn| cn.backend_id != super::kill::ID_PENDING)
                 })
                 .count(),
             stats: &self.stats,
