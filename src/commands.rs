@@ -189,7 +189,6 @@ const R_SHARED: &str = "it would affect backends shared by all clients";
 const R_DB: &str = "only database 0 is available";
 const R_CLUSTER: &str = "rustproxy is not a Redis Cluster node";
 const R_TRACKING: &str = "client-side caching needs a dedicated backend connection";
-const R_CLIENT_ADMIN: &str = "backend connections are shared by all clients";
 const R_DEBUGGER: &str = "the Lua debugger needs a dedicated backend connection";
 const R_ACL: &str = "it would change the users the proxy itself logs in with";
 const R_MODULE: &str = "modules belong in each backend's configuration";
@@ -237,6 +236,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (38, "Answered by the proxy about its own clients: the old form `CLIENT KILL addr:port` (`+OK` or `-ERR No such client`) and the filters ID, ADDR, LADDR, USER, TYPE (normal, pubsub; master and replica match none), SKIPME, with Redis's errors; the reply is the number of clients closed."),
     (39, "A client blocked on its private backend connection is unblocked there: the proxy sends `CLIENT UNBLOCK` for that connection's backend client id on a separate connection, so the blocked client gets Redis's own timeout reply or `-UNBLOCKED` error; the reply is the backend's 1 or 0."),
     (40, "Sent on a separate, new connection to every backend (the shared ones wait behind the busy script): `+OK` when any backend killed a script, an UNKILLABLE (or BUSY) error when a backend gave one, else `-NOTBUSY No scripts in execution right now.`"),
+    (41, "A pause of the proxy's clients, as Redis pauses its own: while it lasts, commands it covers (ALL: every command; WRITE: writes, commands that may replicate such as EVAL, FCALL, PUBLISH, PFCOUNT, and EXEC of a transaction holding one) wait in their client's input and run when it ends (timeout or CLIENT UNPAUSE); waiting clients count as blocked. Errors found before execution are answered at once. Clients of a backend not going through the proxy are not paused."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -288,14 +288,14 @@ pub static COMMANDS: &[Spec] = &[
     row("CLIENT LIST", -2, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT NO-EVICT", 3, NO_KEYS, LOCAL, "connection", &[17]),
     row("CLIENT NO-TOUCH", 3, NO_KEYS, LOCAL, "connection", &[17, 27]),
-    row("CLIENT PAUSE", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT PAUSE", -3, NO_KEYS, LOCAL, "connection", &[41]),
     row("CLIENT REPLY", 3, NO_KEYS, LOCAL, "connection", &[25]),
     row("CLIENT SETINFO", 4, NO_KEYS, LOCAL, "connection", &[16, 27]),
     row("CLIENT SETNAME", 3, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT TRACKING", -3, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
     row("CLIENT TRACKINGINFO", 2, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
     row("CLIENT UNBLOCK", -3, NO_KEYS, LOCAL, "connection", &[39]),
-    row("CLIENT UNPAUSE", 2, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT UNPAUSE", 2, NO_KEYS, LOCAL, "connection", &[41]),
     row("CLUSTER", -2, NO_KEYS, CONTAINER, "cluster", &[]),
     row("CLUSTER ADDSLOTS", -3, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
     row("CLUSTER ADDSLOTSRANGE", -4, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),

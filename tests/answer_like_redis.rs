@@ -406,3 +406,72 @@ fn info_selects_sections_like_redis() {
     assert!(proxy_sec.contains("total_rejected_calls:"), "{proxy_sec}");
     assert!(!info(&mut p, &["stats"]).contains("total_rejected_calls"));
 }
+
+// ------------------------------------------------------------------- 7. CLIENT PAUSE
+
+#[test]
+fn client_pause_holds_commands_at_the_proxy_like_redis() {
+    let servers = redises(2);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    for args in [
+        vec!["CLIENT", "PAUSE", "abc"],
+        vec!["CLIENT", "PAUSE", "-1"],
+        vec!["CLIENT", "PAUSE", "10", "foo"],
+        vec!["CLIENT", "PAUSE", "10", "ALL", "x"],
+    ] {
+        same(&mut p, &mut d, &args);
+    }
+
+    // WRITE: reads go on, writes wait (counted as blocked), syntax errors answer at once.
+    assert_eq!(
+        call(&mut p, &["CLIENT", "PAUSE", "60000", "WRITE"]),
+        b"+OK\r\n"
+    );
+    let mut w = proxy.raw();
+    send(&mut w, &["SET", "foo", "bar"]);
+    wait_blocked(&mut p, 1);
+    let mut r = proxy.raw();
+    assert_eq!(call(&mut r, &["GET", "foo"]), b"$-1\r\n");
+    assert!(call(&mut r, &["SET", "foo"]).starts_with(b"-ERR wrong number of arguments"));
+    // A read-only transaction runs; one that writes waits.
+    assert_eq!(call(&mut r, &["MULTI"]), b"+OK\r\n");
+    assert_eq!(call(&mut r, &["GET", "foo"]), b"+QUEUED\r\n");
+    assert_eq!(call(&mut r, &["EXEC"]), b"*1\r\n$-1\r\n");
+    let mut t = proxy.raw();
+    assert_eq!(call(&mut t, &["MULTI"]), b"+OK\r\n");
+    assert_eq!(call(&mut t, &["INCR", "n"]), b"+QUEUED\r\n");
+    send(&mut t, &["EXEC"]);
+    wait_blocked(&mut p, 2);
+    assert_eq!(call(&mut p, &["CLIENT", "UNPAUSE"]), b"+OK\r\n");
+    assert_eq!(w.expect_reply("SET after UNPAUSE"), b"+OK\r\n");
+    assert_eq!(t.expect_reply("EXEC after UNPAUSE"), b"*1\r\n:1\r\n");
+    assert_eq!(call(&mut r, &["GET", "foo"]), b"$3\r\nbar\r\n");
+
+    // ALL, ended by its timeout: every command waits, then runs in order.
+    assert_eq!(call(&mut p, &["CLIENT", "PAUSE", "300", "ALL"]), b"+OK\r\n");
+    send(&mut r, &["GET", "foo"]);
+    send(&mut r, &["PING"]);
+    assert_eq!(r.expect_reply("GET after the pause"), b"$3\r\nbar\r\n");
+    assert_eq!(r.expect_reply("PING after the pause"), b"+PONG\r\n");
+}
+
+#[test]
+fn client_tracking_redirect_is_refused_at_once() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut other = proxy.raw();
+    let id = int(&call(&mut other, &["CLIENT", "ID"]));
+    let mut p = proxy.raw();
+    let got = call(
+        &mut p,
+        &["CLIENT", "TRACKING", "on", "REDIRECT", &id.to_string()],
+    );
+    assert!(
+        got.starts_with(b"-ERR CLIENT TRACKING is not supported by rustproxy"),
+        "{}",
+        show(&got)
+    );
+    assert_eq!(call(&mut p, &["PING"]), b"+PONG\r\n");
+}

@@ -626,6 +626,8 @@ impl Proxy {
                 }
             }
             "CLIENT KILL" => return self.client_kill(k, frame, args),
+            "CLIENT PAUSE" => return self.client_pause(k, frame, args),
+            "CLIENT UNPAUSE" => return self.client_unpause(k),
             "CLIENT UNBLOCK" => return self.client_unblock(k, frame, args),
             other => reply_error(
                 &mut out,

@@ -70,6 +70,7 @@ mod cluster;
 mod exec;
 mod kill;
 mod offload;
+mod pause;
 mod pubsub;
 mod reload;
 mod session;
@@ -211,6 +212,8 @@ pub struct Proxy {
     parked: Vec<offload::Parked>,
     /// This machine's name for nutcracker's stats document, read once at start.
     hostname: String,
+    /// CLIENT PAUSE in force, and the clients it holds.
+    pause: pause::Pause,
 }
 
 fn reply_error(out: &mut Vec<u8>, msg: &str) {
@@ -333,6 +336,7 @@ impl Proxy {
             stats_listener: None,
             stats_conns: Slab::new(),
             last_auth_log: None,
+            pause: Default::default(),
         };
         if let Some(addr) = p.config.stats_listen {
             let mut l = TcpListener::bind(addr)?;
@@ -592,6 +596,7 @@ impl Proxy {
     // ----- sending to backends ----------------------------------------------------------
 
     fn check_timers(&mut self) {
+        self.pause_tick();
         let now = self.now;
         let now_us = self.now_us;
         let mut failed: Vec<(usize, String)> = Vec::new();
