@@ -352,7 +352,41 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
             }
         }
         Merge::Kill => kill(parts, out),
+        Merge::FunctionStats => function_stats(parts, first_error, out),
         Merge::Scan => unexpected(out),
+    }
+}
+
+/// FUNCTION STATS over backends: the reply of the first backend whose `running_script` is not
+/// nil, else the first backend's; any error fails the whole reply.
+fn function_stats(parts: &[Vec<u8>], first_error: Option<&Vec<u8>>, out: &mut Vec<u8>) {
+    if let Some(e) = first_error {
+        out.extend_from_slice(e);
+        return;
+    }
+    let running = |p: &Vec<u8>| -> bool {
+        let pairs: Vec<(Reply, Reply)> = match resp::parse_reply(p) {
+            Ok(Some((Reply::Map(m), _))) => m,
+            Ok(Some((Reply::Array(a), _))) => {
+                let mut it = a.into_iter();
+                let mut v = Vec::new();
+                while let (Some(k), Some(x)) = (it.next(), it.next()) {
+                    v.push((k, x));
+                }
+                v
+            }
+            _ => return false,
+        };
+        pairs.iter().any(|(k, v)| {
+            matches!(
+                k,
+                Reply::Bulk(b"running_script") | Reply::Simple(b"running_script")
+            ) && !matches!(v, Reply::Nil)
+        })
+    };
+    match parts.iter().find(|p| running(p)).or_else(|| parts.first()) {
+        Some(p) => out.extend_from_slice(p),
+        None => unexpected(out),
     }
 }
 
@@ -630,6 +664,23 @@ mod tests {
         p.extend_from_slice(&[10, 0]);
         p.extend_from_slice(&[crc; 8]);
         bulk(&p)
+    }
+
+    #[test]
+    fn function_stats_shows_the_running_function() {
+        let engines = b"$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:2\r\n";
+        let idle = [&b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n"[..], engines].concat();
+        let busy = [
+            &b"*4\r\n$14\r\nrunning_script\r\n*2\r\n$4\r\nname\r\n$4\r\ntest\r\n"[..],
+            engines,
+        ]
+        .concat();
+        assert_eq!(merge(Merge::FunctionStats, &[&idle, &idle]), idle);
+        assert_eq!(merge(Merge::FunctionStats, &[&idle, &busy, &idle]), busy);
+        assert_eq!(
+            merge(Merge::FunctionStats, &[&idle, b"-ERR down\r\n"]),
+            b"-ERR down\r\n"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub enum Merge {
     /// SCRIPT EXISTS: element-wise, 1 only where every backend answered 1.
     AndInts,
     /// CONFIG GET, LASTSAVE, SLOWLOG GET/LEN, MEMORY STATS/DOCTOR/MALLOC-STATS,
-    /// LATENCY (except RESET), FUNCTION STATS, ACL LIST/USERS/GETUSER/LOG/DRYRUN,
+    /// LATENCY (except RESET), ACL LIST/USERS/GETUSER/LOG/DRYRUN,
     /// MODULE LIST: an array with one element per backend, in pool order; each
     /// element is a 2-element array `[backend name, that backend's reply]`
     /// (an error reply stays an error element).
@@ -100,6 +100,10 @@ pub enum Merge {
     /// killed a script, else an error other than NOTBUSY (UNKILLABLE, BUSY) when one said so,
     /// else NOTBUSY.
     Kill,
+    /// FUNCTION STATS: Redis's shape (`running_script`, `engines`): the reply of a backend
+    /// running a function when one is, else the first backend's (the libraries, loaded
+    /// everywhere, are counted once).
+    FunctionStats,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +241,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (39, "A client blocked on its private backend connection is unblocked there: the proxy sends `CLIENT UNBLOCK` for that connection's backend client id on a separate connection, so the blocked client gets Redis's own timeout reply or `-UNBLOCKED` error; the reply is the backend's 1 or 0."),
     (40, "Sent on a separate, new connection to every backend (the shared ones wait behind the busy script): `+OK` when any backend killed a script, an UNKILLABLE (or BUSY) error when a backend gave one, else `-NOTBUSY No scripts in execution right now.`"),
     (41, "A pause of the proxy's clients, as Redis pauses its own: while it lasts, commands it covers (ALL: every command; WRITE: writes, commands that may replicate such as EVAL, FCALL, PUBLISH, PFCOUNT, and EXEC of a transaction holding one) wait in their client's input and run when it ends (timeout or CLIENT UNPAUSE); waiting clients count as blocked. Errors found before execution are answered at once. Clients of a backend not going through the proxy are not paused."),
+    (42, "Sent to every backend; answered in Redis's shape: the `running_script` of a backend running a function (else nil), and the engines' library and function counts of the first backend (libraries are loaded on every backend, so these are the counts one Redis would give)."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -374,7 +379,7 @@ pub static COMMANDS: &[Spec] = &[
     row("FUNCTION LIST", -2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION LOAD", -3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("FUNCTION RESTORE", -3, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
-    row("FUNCTION STATS", 2, NO_KEYS, Class::FanOut(Merge::PerBackend), "scripting", &[5]),
+    row("FUNCTION STATS", 2, NO_KEYS, Class::FanOut(Merge::FunctionStats), "scripting", &[42]),
     row("GEOADD", -5, K1, KEYED, "geo", &[]),
     row("GEODIST", -4, K1, KEYED, "geo", &[]),
     row("GEOHASH", -2, K1, KEYED, "geo", &[]),

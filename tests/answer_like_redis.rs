@@ -475,3 +475,20 @@ fn client_tracking_redirect_is_refused_at_once() {
     );
     assert_eq!(call(&mut p, &["PING"]), b"+PONG\r\n");
 }
+
+// ------------------------------------------------------------------- 8. FUNCTION STATS
+
+/// FUNCTION STATS in Redis's shape (one reply, not one per backend): the libraries are loaded
+/// on every backend, so one backend's counts are what one Redis would say.
+#[test]
+fn function_stats_answers_in_redis_shape() {
+    let servers = redises(3);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let lib = "#!lua name=lib1\nredis.register_function('f1', function() return 1 end)\nredis.register_function('f2', function() return 2 end)";
+    assert_eq!(call(&mut p, &["FUNCTION", "LOAD", lib]), b"$4\r\nlib1\r\n");
+    let mut d = Raw::connect(servers[2].port);
+    same(&mut p, &mut d, &["FUNCTION", "STATS"]);
+    assert_eq!(call(&mut p, &["FUNCTION", "FLUSH"]), b"+OK\r\n");
+    same(&mut p, &mut d, &["FUNCTION", "STATS"]);
+}
