@@ -307,7 +307,11 @@ fn sec_stats(v: &View, o: &mut String) {
         s.instantaneous_output_kbps()
     );
     line!(o, "rejected_connections:{}", s.rejected_connections);
-    line!(o, "total_error_replies:{}", s.errors);
+    // Redis's meaning: every error reply sent to clients (the backends' included), as counted
+    // by errorstats; the errors the proxy itself produced are `proxy_error_replies` (# Proxy).
+    let all_errors: u64 =
+        s.error_codes.iter().map(|(_, n)| n).sum::<u64>() + s.error_codes_overflow;
+    line!(o, "total_error_replies:{all_errors}");
 }
 
 /// The proxy's own fields (not Redis's): its version and configuration, and counters Redis
@@ -322,6 +326,7 @@ fn sec_proxy(v: &View, o: &mut String) {
         line!(o, "config_reload_status:{}", if *ok { "ok" } else { "err" });
         line!(o, "config_reload_message:{}", one_line(msg));
     }
+    line!(o, "proxy_error_replies:{}", s.errors);
     line!(o, "total_timeouts:{}", s.timeouts);
     line!(o, "auth_failures:{}", s.auth_failures);
     line!(o, "unknown_commands:{}", s.unknown_commands);

@@ -492,3 +492,45 @@ fn function_stats_answers_in_redis_shape() {
     assert_eq!(call(&mut p, &["FUNCTION", "FLUSH"]), b"+OK\r\n");
     same(&mut p, &mut d, &["FUNCTION", "STATS"]);
 }
+
+// ------------------------------------------------------------------- 9. introspection details
+
+/// COMMAND LIST names subcommands as Redis does (`config|get`); CLIENT INFO counts the command
+/// being run in the caller's qbuf; total_error_replies counts every error reply sent, the
+/// backends' included (Redis's meaning).
+#[test]
+fn introspection_details_match_redis() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    let list = strings(&call(&mut p, &["COMMAND", "LIST"]));
+    for name in ["client|list", "config|get", "get", "command|getkeys"] {
+        assert!(list.iter().any(|n| n == name), "{name} in COMMAND LIST");
+    }
+    let sorted = |v: Vec<u8>| {
+        let mut s = strings(&v);
+        s.sort();
+        s
+    };
+    let args = ["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*"];
+    assert_eq!(sorted(call(&mut p, &args)), sorted(call(&mut d, &args)));
+
+    let field = |line: &str, f: &str| -> String {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+            .unwrap_or_else(|| panic!("{f} in {line}"))
+            .to_string()
+    };
+    for r in [&mut p, &mut d] {
+        let line = text(&call(r, &["CLIENT", "INFO"]));
+        assert_eq!(field(&line, "qbuf"), "26", "{line}");
+        assert_eq!(field(&line, "flags"), "N", "{line}");
+    }
+
+    assert_eq!(call(&mut p, &["CONFIG", "RESETSTAT"]), b"+OK\r\n");
+    assert_eq!(call(&mut p, &["SET", "s", "x"]), b"+OK\r\n");
+    assert!(call(&mut p, &["LPUSH", "s", "x"]).starts_with(b"-WRONGTYPE"));
+    let stats = text(&call(&mut p, &["INFO", "stats"]));
+    assert!(stats.contains("total_error_replies:1\r\n"), "{stats}");
+}

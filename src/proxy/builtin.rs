@@ -268,10 +268,11 @@ impl Proxy {
                             return self.forward(k, 0, &bytes);
                         }
                         Some(filter) => {
+                            // Commands and subcommands, the latter as Redis names them
+                            // (`config|get`).
                             let names: Vec<String> = crate::commands::COMMANDS
                                 .iter()
-                                .filter(|c| !c.name.contains(' '))
-                                .map(|c| c.name.to_ascii_lowercase())
+                                .map(|c| c.name.to_ascii_lowercase().replace(' ', "|"))
                                 .filter(|n| match &filter {
                                     None => true,
                                     // The proxy loads no modules.
@@ -577,14 +578,15 @@ impl Proxy {
             }
             "CLIENT INFO" => {
                 if let Some(c) = self.clients.get(k) {
-                    let line = client_line(c, now, &self.pools[c.pool]);
+                    let line = client_line(c, now, &self.pools[c.pool], frame.len());
                     resp::write_verbatim(&mut out, b"txt", line.as_bytes(), resp3);
                 }
             }
             "CLIENT LIST" => {
                 let mut text = String::new();
-                for (_, c) in self.clients.iter() {
-                    text.push_str(&client_line(c, now, &self.pools[c.pool]));
+                for (key, c) in self.clients.iter() {
+                    let current = if key == k { frame.len() } else { 0 };
+                    text.push_str(&client_line(c, now, &self.pools[c.pool], current));
                 }
                 resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
             }
@@ -931,7 +933,9 @@ pub(super) fn client_addrs(c: &Client, pool: &Pool) -> (String, String) {
     }
 }
 
-pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
+/// `current`: the length of the command being executed when `c` is the caller (Redis counts
+/// it in the caller's `qbuf`: the proxy parses it in place, outside `rbuf`).
+pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool, current: usize) -> String {
     use std::fmt::Write as _;
     use std::os::fd::AsRawFd;
     let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
@@ -1017,7 +1021,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
         counts.0,
         counts.1,
         counts.2,
-        c.rbuf.len(),
+        c.rbuf.len() + current,
         c.rbuf.capacity() - c.rbuf.len(),
         c.rbuf.capacity(),
         c.rbuf.capacity(),
