@@ -534,3 +534,38 @@ fn introspection_details_match_redis() {
     let stats = text(&call(&mut p, &["INFO", "stats"]));
     assert!(stats.contains("total_error_replies:1\r\n"), "{stats}");
 }
+
+// ------------------------------------------------------------------- 10. CLIENT REPLY OFF
+
+/// Subscription confirmations are pushes: Redis sends them even under CLIENT REPLY OFF (the
+/// suite's "PubSub messages with CLIENT REPLY OFF"); byte for byte like one redis-server.
+#[test]
+fn subscribe_confirmations_ignore_client_reply_off() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    let mut pubp = proxy.raw();
+    let mut pubd = Raw::connect(servers[0].port);
+    for (r, publisher) in [(&mut p, &mut pubp), (&mut d, &mut pubd)] {
+        let _ = call(r, &["HELLO", "3"]);
+        send(r, &["CLIENT", "REPLY", "OFF"]);
+        send(r, &["SUBSCRIBE", "channel"]);
+        send(r, &["PSUBSCRIBE", "ch*"]);
+        let confirms = r.expect_replies(2, "confirmations under REPLY OFF");
+        assert_eq!(
+            show(&confirms.concat()),
+            show(b">3\r\n$9\r\nsubscribe\r\n$7\r\nchannel\r\n:1\r\n>3\r\n$10\r\npsubscribe\r\n$3\r\nch*\r\n:2\r\n")
+        );
+        assert_eq!(call(publisher, &["PUBLISH", "channel", "hello"]), b":2\r\n");
+        let msgs = r.expect_replies(2, "messages under REPLY OFF");
+        assert!(show(&msgs[0]).contains("message"), "{}", show(&msgs[0]));
+        send(r, &["UNSUBSCRIBE", "channel"]);
+        send(r, &["PUNSUBSCRIBE", "ch*"]);
+        let confirms = r.expect_replies(2, "unsubscribe confirmations under REPLY OFF");
+        assert_eq!(
+            show(&confirms.concat()),
+            show(b">3\r\n$11\r\nunsubscribe\r\n$7\r\nchannel\r\n:1\r\n>3\r\n$12\r\npunsubscribe\r\n$3\r\nch*\r\n:0\r\n")
+        );
+    }
+}

@@ -233,7 +233,11 @@ impl Proxy {
                 return self.txn_cmd(k, spec, frame, args)
             }
             "SUBSCRIBE" | "SSUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "SUNSUBSCRIBE"
-            | "PUNSUBSCRIBE" => return self.pubsub_cmd(k, spec, frame, args),
+            | "PUNSUBSCRIBE" => {
+                // Confirmations are pushes: Redis sends them whatever CLIENT REPLY says.
+                self.cur.quiet = false;
+                return self.pubsub_cmd(k, spec, frame, args);
+            }
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }
