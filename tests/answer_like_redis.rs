@@ -147,6 +147,7 @@ fn client_kill_acts_on_the_proxys_clients_with_redis_texts() {
         vec!["CLIENT", "UNBLOCK", "1", "foo"],
         vec!["CLIENT", "UNBLOCK", "99999"],
         vec!["CLIENT", "UNBLOCK", "99999", "ERROR"],
+        vec!["CLIENT", "UNBLOCK", "1", "TIMEOUT", "x"],
     ] {
         same(&mut p, &mut d, &args);
     }

@@ -225,19 +225,25 @@ impl Proxy {
         }
     }
 
+    /// Redis's answer to a CLIENT subcommand given too many arguments (its own arity allows
+    /// them, the subcommand does not).
+    pub(super) fn client_syntax_error(&mut self, k: usize, frame: &[u8], args: &Args) {
+        let sub = String::from_utf8_lossy(args.get(frame, 1));
+        self.reply_err(
+            k,
+            &format!(
+                "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+            ),
+        );
+    }
+
     /// CLIENT UNBLOCK id [TIMEOUT|ERROR]: a proxy client blocked on its private connection is
     /// unblocked by its backend (`CLIENT UNBLOCK <backend id>` on a separate connection), so
     /// it gets Redis's own timeout reply or `-UNBLOCKED` error; the reply is the backend's.
     pub(super) fn client_unblock(&mut self, k: usize, frame: &[u8], args: &Args) {
         let argc = args.len();
         if argc > 4 {
-            let sub = String::from_utf8_lossy(args.get(frame, 1));
-            return self.reply_err(
-                k,
-                &format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
-                ),
-            );
+            return self.client_syntax_error(k, frame, args);
         }
         let reason: &[u8] = if argc == 4 {
             let r = args.get(frame, 3);

@@ -86,13 +86,7 @@ impl Proxy {
     pub(super) fn client_pause(&mut self, k: usize, frame: &[u8], args: &Args) {
         let argc = args.len();
         if argc > 4 {
-            let sub = String::from_utf8_lossy(args.get(frame, 1));
-            return self.reply_err(
-                k,
-                &format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
-                ),
-            );
+            return self.client_syntax_error(k, frame, args);
         }
         let mut all = true;
         if argc == 4 {
