@@ -690,6 +690,7 @@ impl Proxy {
                 && c.chain.is_empty()
                 && c.sub.is_none()
                 && !c.blocked
+                && c.pending_output() == 0
                 && since(now_us, c.last_active) >= crate::clock::ms(t)
             {
                 idle.push(k);
@@ -791,7 +792,14 @@ impl Proxy {
             return;
         }
         match c.stream.write_out(&c.wbuf, &mut c.wpos, &mut c.writable) {
-            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Ok(n) => {
+                self.stats.net_output_bytes += n as u64;
+                if n > 0 {
+                    // Like Redis's last interaction: a reply written counts (a blocked client's
+                    // reply must not be followed at once by an idle-timeout close).
+                    c.last_active = self.now_us;
+                }
+            }
             Err(e) => {
                 debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
                 return self.close_client(k);
