@@ -103,6 +103,10 @@ impl Proxy {
         };
         let pool = &self.pools[pool_i];
         let slots: Vec<usize> = pool.order.clone();
+        if slots.is_empty() {
+            // No backend (a cluster pool before its first slot map): nothing runs.
+            return self.reply_err(k, "NOTBUSY No scripts in execution right now.");
+        }
         let combine = Combine::Merge {
             merge: Merge::Kill,
             names: pool.names.clone(),
