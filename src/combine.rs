@@ -35,6 +35,22 @@ pub enum Combine {
     },
     /// The parts one after another (subscription confirmations).
     Concat,
+    /// COMMAND and its INFO / DOCS / LIST / COUNT: backend 0's reply with the proxy's own
+    /// commands put in.
+    Splice(Splice),
+}
+
+/// How the proxy's own entries join a backend's reply (one part).
+#[derive(Debug)]
+pub enum Splice {
+    /// An array of `slots.len()` elements, in order: a `None` slot takes the backend array's
+    /// next element, a `Some` one is the proxy's (already encoded).
+    Fill(Vec<Option<Vec<u8>>>),
+    /// The backend's aggregate with `n` more encoded elements (`extra`) after its own; for a map
+    /// (RESP3), `n` counts pairs.
+    Append { extra: Vec<u8>, n: usize },
+    /// The backend's integer plus `n`.
+    Add(i64),
 }
 
 fn is_error(reply: &[u8]) -> bool {
@@ -125,6 +141,11 @@ impl Combine {
                     out.extend_from_slice(p);
                 }
             }
+            Combine::Splice(how) => match (parts.first(), first_error) {
+                (_, Some(e)) => out.extend_from_slice(e),
+                (Some(p), None) => splice(how, p, out),
+                (None, None) => unexpected(out),
+            },
             Combine::Scan { server, nservers } => {
                 if let Some(e) = first_error {
                     out.extend_from_slice(e);
@@ -354,6 +375,51 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
         Merge::Kill => kill(parts, out),
         Merge::FunctionStats => function_stats(parts, first_error, out),
         Merge::Scan => unexpected(out),
+    }
+}
+
+/// One backend reply `p` with the proxy's entries put in (see [`Splice`]).
+fn splice(how: &Splice, p: &[u8], out: &mut Vec<u8>) {
+    if let Splice::Add(n) = how {
+        return match int_of(p) {
+            Some(v) => resp::write_int(out, v + n),
+            None => unexpected(out),
+        };
+    }
+    let mut r = Vec::new();
+    let Ok(Some(ty)) = resp::aggregate_elements(p, &mut r) else {
+        return unexpected(out);
+    };
+    match how {
+        Splice::Fill(slots) => {
+            let start = out.len();
+            let mut theirs = r.iter();
+            resp::write_array_len(out, slots.len());
+            for slot in slots {
+                match slot {
+                    Some(mine) => out.extend_from_slice(mine),
+                    None => match theirs.next() {
+                        Some(&(s, e)) => out.extend_from_slice(&p[s..e]),
+                        None => {
+                            out.truncate(start);
+                            return unexpected(out);
+                        }
+                    },
+                }
+            }
+        }
+        Splice::Append { extra, n } => {
+            match ty {
+                b'%' => resp::write_map_len(out, r.len() / 2 + n, true),
+                b'~' => resp::write_set_len(out, r.len() + n, true),
+                _ => resp::write_array_len(out, r.len() + n),
+            }
+            for &(s, e) in &r {
+                out.extend_from_slice(&p[s..e]);
+            }
+            out.extend_from_slice(extra);
+        }
+        Splice::Add(_) => {}
     }
 }
 
@@ -681,6 +747,41 @@ mod tests {
             merge(Merge::FunctionStats, &[&idle, b"-ERR down\r\n"]),
             b"-ERR down\r\n"
         );
+    }
+
+    #[test]
+    fn splice_puts_the_proxys_entries_in() {
+        let run = |how: Splice, p: &[u8]| {
+            let mut out = Vec::new();
+            Combine::Splice(how).combine(&[p.to_vec()], false, &mut out);
+            out
+        };
+        let theirs = b"*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+        let fill = Splice::Fill(vec![None, Some(b"$1\r\nX\r\n".to_vec()), None]);
+        assert_eq!(
+            run(fill, theirs),
+            b"*3\r\n$1\r\na\r\n$1\r\nX\r\n$1\r\nb\r\n"
+        );
+        let short = Splice::Fill(vec![None, None, None]);
+        assert!(run(short, theirs).starts_with(b"-ERR unexpected"));
+        let append = Splice::Append {
+            extra: b"$1\r\nX\r\n".to_vec(),
+            n: 1,
+        };
+        assert_eq!(
+            run(append, theirs),
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nX\r\n"
+        );
+        let map = Splice::Append {
+            extra: b"$1\r\nk\r\n$1\r\nv\r\n".to_vec(),
+            n: 1,
+        };
+        assert_eq!(
+            run(map, b"%1\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            b"%2\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        );
+        assert_eq!(run(Splice::Add(5), b":240\r\n"), b":245\r\n");
+        assert_eq!(run(Splice::Add(5), b"-ERR x\r\n"), b"-ERR x\r\n");
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (18, "Answered by the proxy; databases other than 0 are refused."),
     (19, "Answered by the proxy with its own information; use FORWARD to ask a backend."),
     (20, "The proxy's own clock."),
-    (21, "COMMAND COUNT, COMMAND LIST and COMMAND GETKEYS are answered by the proxy from this table (so they agree with how it routes): COUNT and LIST cover Redis 7.0's commands, the later ones the proxy forwards as-is and its own (LIST names subcommands as Redis does, `config|get`); COMMAND, COMMAND INFO/DOCS/HELP/GETKEYSANDFLAGS come from backend 0 and describe the commands that backend knows (nil for the proxy's own)."),
+    (21, "COMMAND, COMMAND COUNT, COMMAND LIST [FILTERBY ...], COMMAND INFO and COMMAND DOCS describe one command set: backend 0's commands, as it describes them (so later Redis commands appear when the backends have them), plus the proxy's own (BACKEND, BACKENDNUM, BACKENDS, FORWARD, PROXY), which the proxy adds in Redis's shapes; COUNT is the number of COMMAND's entries and of LIST's top-level names. COMMAND GETKEYS answers from this table, so it agrees with how the proxy routes; COMMAND HELP and GETKEYSANDFLAGS come from backend 0."),
     (22, "rustproxy's own command (see the README section on proxy commands)."),
     (23, "The keys must be on one backend; host and port are as seen from that backend."),
     (24, "Resets the proxy's own statistics only."),

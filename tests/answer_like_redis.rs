@@ -570,3 +570,76 @@ fn subscribe_confirmations_ignore_client_reply_off() {
         );
     }
 }
+
+// ------------------------------------------------------------------- 11. COMMAND consistency
+
+/// COMMAND, COMMAND COUNT, COMMAND LIST and COMMAND INFO describe one command set: backend
+/// 0's commands (as that redis-server describes them) plus the proxy's own.
+#[test]
+fn command_count_list_and_info_agree() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut p = proxy.raw();
+    let mut d = Raw::connect(servers[0].port);
+    let own = ["backend", "backendnum", "backends", "forward", "proxy"];
+    let count = int(&call(&mut p, &["COMMAND", "COUNT"]));
+    assert_eq!(
+        count,
+        int(&call(&mut d, &["COMMAND", "COUNT"])) + own.len() as i64
+    );
+    let all = call(&mut p, &["COMMAND"]);
+    let rustproxy::resp::Reply::Array(entries) = parsed(&all) else {
+        panic!("COMMAND: {}", brief(&all));
+    };
+    assert_eq!(entries.len() as i64, count);
+    let list = strings(&call(&mut p, &["COMMAND", "LIST"]));
+    let top: Vec<&String> = list.iter().filter(|n| !n.contains('|')).collect();
+    assert_eq!(top.len() as i64, count);
+    for name in own {
+        assert!(list.iter().any(|n| n == name), "{name} in COMMAND LIST");
+    }
+    // INFO: the backend's entries as they are, the proxy's own in Redis's shape, in order.
+    let got = call(
+        &mut p,
+        &["COMMAND", "INFO", "get", "backend", "nosuch", "set"],
+    );
+    let rustproxy::resp::Reply::Array(items) = parsed(&got) else {
+        panic!("COMMAND INFO: {}", brief(&got));
+    };
+    assert_eq!(items.len(), 4);
+    let want = call(&mut d, &["COMMAND", "INFO", "get", "nosuch", "set"]);
+    let rustproxy::resp::Reply::Array(want) = parsed(&want) else {
+        panic!("direct COMMAND INFO");
+    };
+    assert_eq!(format!("{:?}", items[0]), format!("{:?}", want[0]));
+    assert_eq!(format!("{:?}", items[2]), format!("{:?}", want[1]));
+    assert_eq!(format!("{:?}", items[3]), format!("{:?}", want[2]));
+    let rustproxy::resp::Reply::Array(mine) = &items[1] else {
+        panic!("COMMAND INFO backend: {:?}", items[1]);
+    };
+    assert_eq!(
+        format!("{:?}", mine[0]),
+        format!("{:?}", rustproxy::resp::Reply::Bulk(b"backend"))
+    );
+    assert_eq!(mine.len(), 10);
+    // Only the proxy's own: answered without the backend's full list.
+    let docs = call(&mut p, &["COMMAND", "DOCS", "forward"]);
+    assert!(
+        docs.starts_with(b"*2\r\n$7\r\nforward\r\n"),
+        "{}",
+        brief(&docs)
+    );
+    let info = call(&mut p, &["COMMAND", "INFO", "proxy"]);
+    assert!(
+        info.starts_with(b"*1\r\n*10\r\n$5\r\nproxy\r\n"),
+        "{}",
+        brief(&info)
+    );
+    // PATTERN matches the proxy's own too; the backend's syntax errors stay Redis's.
+    let back = strings(&call(
+        &mut p,
+        &["COMMAND", "LIST", "FILTERBY", "PATTERN", "back*"],
+    ));
+    assert_eq!(back, ["backend", "backendnum", "backends"]);
+    same(&mut p, &mut d, &["COMMAND", "LIST", "FILTERBY", "PATTERN"]);
+}

@@ -1,5 +1,6 @@
 //! Commands the proxy answers itself: PING/ECHO/QUIT/SELECT/HELLO/AUTH/RESET, INFO, SLOWLOG,
-//! CLIENT, COMMAND, BACKEND/BACKENDNUM/BACKENDS, FORWARD and PROXY.
+//! CLIENT (KILL, UNBLOCK: kill.rs; PAUSE: pause.rs), BACKEND/BACKENDNUM/BACKENDS, FORWARD and PROXY
+//! (COMMAND: introspect.rs).
 //!
 //! Invariants: every answer goes through the client's chain (`reply`), in request order;
 //! FORWARD never runs a command that would change the state of a shared backend connection.
@@ -241,63 +242,7 @@ impl Proxy {
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }
-            "COMMAND" => {
-                let sub = if argc > 1 { arg(1) } else { b"" };
-                if sub.eq_ignore_ascii_case(b"COUNT") {
-                    let n = crate::commands::COMMANDS
-                        .iter()
-                        .filter(|c| !c.name.contains(' '))
-                        .count();
-                    resp::write_int(&mut out, n as i64);
-                } else if sub.eq_ignore_ascii_case(b"LIST") {
-                    // COMMAND LIST [FILTERBY MODULE name | ACLCAT cat | PATTERN glob], with
-                    // Redis's syntax error for any other shape.
-                    let filter = match argc {
-                        2 => Some(None),
-                        5 if arg(2).eq_ignore_ascii_case(b"FILTERBY") => {
-                            let kind = arg(3).to_ascii_uppercase();
-                            match kind.as_slice() {
-                                b"PATTERN" | b"MODULE" | b"ACLCAT" => Some(Some(kind)),
-                                _ => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    match filter {
-                        None => reply_error(&mut out, "ERR syntax error"),
-                        Some(Some(kind)) if kind == b"ACLCAT" => {
-                            // ACL categories are the backends' knowledge (the proxy's own
-                            // commands belong to none).
-                            let bytes = encode_args(args, frame, 0..argc);
-                            return self.forward(k, 0, &bytes);
-                        }
-                        Some(filter) => {
-                            // Commands and subcommands, the latter as Redis names them
-                            // (`config|get`).
-                            let names: Vec<String> = crate::commands::COMMANDS
-                                .iter()
-                                .map(|c| c.name.to_ascii_lowercase().replace(' ', "|"))
-                                .filter(|n| match &filter {
-                                    None => true,
-                                    // The proxy loads no modules.
-                                    Some(kind) if kind == b"MODULE" => false,
-                                    Some(_) => glob_match(arg(4), n.as_bytes()),
-                                })
-                                .collect();
-                            resp::write_array_len(&mut out, names.len());
-                            for n in names {
-                                resp::write_bulk(&mut out, n.as_bytes());
-                            }
-                        }
-                    }
-                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 3 {
-                    self.command_getkeys(args, frame, &mut out);
-                } else {
-                    // Arity, flags and docs of the real commands: the backends know them best.
-                    let bytes = encode_args(args, frame, 0..argc);
-                    return self.forward(k, 0, &bytes);
-                }
-            }
+            "COMMAND" => return self.command_cmd(k, frame, args),
             "ROLE" => {
                 resp::write_array_len(&mut out, 3);
                 resp::write_bulk(&mut out, b"master");
@@ -378,47 +323,6 @@ impl Proxy {
                 Err("WRONGPASS invalid username-password pair or user is disabled.")
             }
         }
-    }
-
-    /// COMMAND GETKEYS cmd args...: the keys the proxy routes by, from its own table.
-    pub(super) fn command_getkeys(&mut self, args: &Args, frame: &[u8], out: &mut Vec<u8>) {
-        let argc = args.len();
-        let Some(spec) = crate::commands::lookup(args.get(frame, 2)) else {
-            return reply_error(out, "ERR Invalid command specified");
-        };
-        let spec = if spec.class == crate::commands::Class::Container && argc > 3 {
-            match crate::commands::lookup_sub(spec, args.get(frame, 3)) {
-                Some(s) => s,
-                None => return reply_error(out, "ERR Invalid command specified"),
-            }
-        } else {
-            spec
-        };
-        // Redis's order of checks (`getKeysSubcommandImpl`): no keys at all, arity, then the
-        // keys themselves; EVAL/FCALL and their variants (`no-mandatory-keys`) may have none.
-        if spec.keys == crate::commands::Keys::None {
-            return reply_error(out, "ERR The command has no key arguments");
-        }
-        if !crate::commands::arity_ok(spec, argc - 2) {
-            return reply_error(out, "ERR Invalid number of arguments specified for command");
-        }
-        let optional = matches!(
-            spec.name,
-            "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO"
-        );
-        let mut keys = std::mem::take(&mut self.keys);
-        match crate::commands::key_positions(spec, argc - 2, &|i| args.get(frame, i + 2), &mut keys)
-        {
-            Ok(()) if !keys.is_empty() => {
-                resp::write_array_len(out, keys.len());
-                for &i in &keys {
-                    resp::write_bulk(out, args.get(frame, i + 2));
-                }
-            }
-            _ if optional => resp::write_array_len(out, 0),
-            _ => reply_error(out, "ERR Invalid arguments specified for command"),
-        }
-        self.keys = keys;
     }
 
     pub(super) fn hello(&mut self, k: usize, frame: &[u8], args: &Args) {

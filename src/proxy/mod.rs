@@ -68,6 +68,7 @@ macro_rules! sink {
 mod builtin;
 mod cluster;
 mod exec;
+mod introspect;
 mod kill;
 mod offload;
 mod pause;
