@@ -100,6 +100,11 @@ impl Users {
         }
     }
 
+    /// Whether a user of that name exists (`default` always does).
+    pub fn exists(&self, user: &[u8]) -> bool {
+        user == b"default" || self.named.iter().any(|(n, _, _)| n.as_slice() == user)
+    }
+
     /// Level of the `default` user (`default_level`, default Admin): what clients have when no
     /// password is required (so `default_level readonly` without passwords makes a read-only
     /// pool), and what `AUTH <password>` grants.

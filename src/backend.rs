@@ -58,6 +58,10 @@ pub enum Owner {
     /// A rebalance barrier request (`Pending::part`: `BARRIER_MARKER` behind requests sent
     /// under the old ring, or `BARRIER_CHECK`, a CLIENT LIST of registered proxy processes).
     Barrier { pool: usize },
+    /// `CLIENT ID` asked on a private connection before its first blocking command: the
+    /// integer is kept as the connection's `backend_id` (CLIENT UNBLOCK names the backend's
+    /// client by it); an error is ignored.
+    BackendId,
 }
 
 /// One request written to a backend connection, waiting for its reply.
@@ -376,6 +380,9 @@ pub struct Conn {
     pub returning: bool,
     /// A private connection blocked for its owner: the key the blocking command waits on.
     pub blocked_key: Option<Vec<u8>>,
+    /// The backend's client id of this connection (`CLIENT ID`), or one of the markers of
+    /// `proxy::kill` (not asked, answer pending, refused).
+    pub backend_id: u64,
     /// Lent for subscriptions: messages (pushes) on it go to the owner, not to `inflight`.
     pub pubsub: bool,
     /// Cluster pools: the bytes of each in-flight request, aligned with `inflight`, so a

@@ -35,6 +35,22 @@ pub enum Combine {
     },
     /// The parts one after another (subscription confirmations).
     Concat,
+    /// COMMAND and its INFO / DOCS / LIST / COUNT: backend 0's reply with the proxy's own
+    /// commands put in.
+    Splice(Splice),
+}
+
+/// How the proxy's own entries join a backend's reply (one part).
+#[derive(Debug)]
+pub enum Splice {
+    /// An array of `slots.len()` elements, in order: a `None` slot takes the backend array's
+    /// next element, a `Some` one is the proxy's (already encoded).
+    Fill(Vec<Option<Vec<u8>>>),
+    /// The backend's aggregate with `n` more encoded elements (`extra`) after its own; for a map
+    /// (RESP3), `n` counts pairs.
+    Append { extra: Vec<u8>, n: usize },
+    /// The backend's integer plus `n`.
+    Add(i64),
 }
 
 fn is_error(reply: &[u8]) -> bool {
@@ -125,6 +141,11 @@ impl Combine {
                     out.extend_from_slice(p);
                 }
             }
+            Combine::Splice(how) => match (parts.first(), first_error) {
+                (_, Some(e)) => out.extend_from_slice(e),
+                (Some(p), None) => splice(how, p, out),
+                (None, None) => unexpected(out),
+            },
             Combine::Scan { server, nservers } => {
                 if let Some(e) = first_error {
                     out.extend_from_slice(e);
@@ -351,7 +372,108 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
                 resp::write_int(out, n);
             }
         }
+        Merge::Kill => kill(parts, out),
+        Merge::FunctionStats => function_stats(parts, first_error, out),
         Merge::Scan => unexpected(out),
+    }
+}
+
+/// One backend reply `p` with the proxy's entries put in (see [`Splice`]).
+fn splice(how: &Splice, p: &[u8], out: &mut Vec<u8>) {
+    if let Splice::Add(n) = how {
+        return match int_of(p) {
+            Some(v) => resp::write_int(out, v + n),
+            None => unexpected(out),
+        };
+    }
+    let mut r = Vec::new();
+    let Ok(Some(ty)) = resp::aggregate_elements(p, &mut r) else {
+        return unexpected(out);
+    };
+    match how {
+        Splice::Fill(slots) => {
+            let start = out.len();
+            let mut theirs = r.iter();
+            resp::write_array_len(out, slots.len());
+            for slot in slots {
+                match slot {
+                    Some(mine) => out.extend_from_slice(mine),
+                    None => match theirs.next() {
+                        Some(&(s, e)) => out.extend_from_slice(&p[s..e]),
+                        None => {
+                            out.truncate(start);
+                            return unexpected(out);
+                        }
+                    },
+                }
+            }
+        }
+        Splice::Append { extra, n } => {
+            match ty {
+                b'%' => resp::write_map_len(out, r.len() / 2 + n, true),
+                b'~' => resp::write_set_len(out, r.len() + n, true),
+                _ => resp::write_array_len(out, r.len() + n),
+            }
+            for &(s, e) in &r {
+                out.extend_from_slice(&p[s..e]);
+            }
+            out.extend_from_slice(extra);
+        }
+        Splice::Add(_) => {}
+    }
+}
+
+/// FUNCTION STATS over backends: the reply of the first backend whose `running_script` is not
+/// nil, else the first backend's; any error fails the whole reply.
+fn function_stats(parts: &[Vec<u8>], first_error: Option<&Vec<u8>>, out: &mut Vec<u8>) {
+    if let Some(e) = first_error {
+        out.extend_from_slice(e);
+        return;
+    }
+    let running = |p: &Vec<u8>| -> bool {
+        let pairs: Vec<(Reply, Reply)> = match resp::parse_reply(p) {
+            Ok(Some((Reply::Map(m), _))) => m,
+            Ok(Some((Reply::Array(a), _))) => {
+                let mut it = a.into_iter();
+                let mut v = Vec::new();
+                while let (Some(k), Some(x)) = (it.next(), it.next()) {
+                    v.push((k, x));
+                }
+                v
+            }
+            _ => return false,
+        };
+        pairs.iter().any(|(k, v)| {
+            matches!(
+                k,
+                Reply::Bulk(b"running_script") | Reply::Simple(b"running_script")
+            ) && !matches!(v, Reply::Nil)
+        })
+    };
+    match parts.iter().find(|p| running(p)).or_else(|| parts.first()) {
+        Some(p) => out.extend_from_slice(p),
+        None => unexpected(out),
+    }
+}
+
+/// SCRIPT KILL / FUNCTION KILL over backends, as one Redis would answer: `+OK` when any backend
+/// killed a script; else the first error other than NOTBUSY that names the script's state
+/// (UNKILLABLE, BUSY: a script of the other kind runs); else NOTBUSY when a backend said so
+/// (a backend that could not be reached runs no script for us); else the first error.
+fn kill(parts: &[Vec<u8>], out: &mut Vec<u8>) {
+    let found = parts
+        .iter()
+        .find(|p| p.starts_with(b"+"))
+        .or_else(|| {
+            parts
+                .iter()
+                .find(|p| p.starts_with(b"-UNKILLABLE") || p.starts_with(b"-BUSY"))
+        })
+        .or_else(|| parts.iter().find(|p| p.starts_with(b"-NOTBUSY")))
+        .or_else(|| parts.first());
+    match found {
+        Some(p) => out.extend_from_slice(p),
+        None => unexpected(out),
     }
 }
 
@@ -608,6 +730,75 @@ mod tests {
         p.extend_from_slice(&[10, 0]);
         p.extend_from_slice(&[crc; 8]);
         bulk(&p)
+    }
+
+    #[test]
+    fn function_stats_shows_the_running_function() {
+        let engines = b"$7\r\nengines\r\n*2\r\n$3\r\nLUA\r\n*4\r\n$15\r\nlibraries_count\r\n:1\r\n$15\r\nfunctions_count\r\n:2\r\n";
+        let idle = [&b"*4\r\n$14\r\nrunning_script\r\n$-1\r\n"[..], engines].concat();
+        let busy = [
+            &b"*4\r\n$14\r\nrunning_script\r\n*2\r\n$4\r\nname\r\n$4\r\ntest\r\n"[..],
+            engines,
+        ]
+        .concat();
+        assert_eq!(merge(Merge::FunctionStats, &[&idle, &idle]), idle);
+        assert_eq!(merge(Merge::FunctionStats, &[&idle, &busy, &idle]), busy);
+        assert_eq!(
+            merge(Merge::FunctionStats, &[&idle, b"-ERR down\r\n"]),
+            b"-ERR down\r\n"
+        );
+    }
+
+    #[test]
+    fn splice_puts_the_proxys_entries_in() {
+        let run = |how: Splice, p: &[u8]| {
+            let mut out = Vec::new();
+            Combine::Splice(how).combine(&[p.to_vec()], false, &mut out);
+            out
+        };
+        let theirs = b"*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+        let fill = Splice::Fill(vec![None, Some(b"$1\r\nX\r\n".to_vec()), None]);
+        assert_eq!(
+            run(fill, theirs),
+            b"*3\r\n$1\r\na\r\n$1\r\nX\r\n$1\r\nb\r\n"
+        );
+        let short = Splice::Fill(vec![None, None, None]);
+        assert!(run(short, theirs).starts_with(b"-ERR unexpected"));
+        let append = Splice::Append {
+            extra: b"$1\r\nX\r\n".to_vec(),
+            n: 1,
+        };
+        assert_eq!(
+            run(append, theirs),
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nX\r\n"
+        );
+        let map = Splice::Append {
+            extra: b"$1\r\nk\r\n$1\r\nv\r\n".to_vec(),
+            n: 1,
+        };
+        assert_eq!(
+            run(map, b"%1\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            b"%2\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        );
+        assert_eq!(run(Splice::Add(5), b":240\r\n"), b":245\r\n");
+        assert_eq!(run(Splice::Add(5), b"-ERR x\r\n"), b"-ERR x\r\n");
+    }
+
+    #[test]
+    fn kill_merges_like_one_redis() {
+        let notbusy: &[u8] = b"-NOTBUSY No scripts in execution right now.\r\n";
+        let unkillable: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands\r\n";
+        let down: &[u8] = b"-ERR backend b2 (127.0.0.1:1) connect failed\r\n";
+        assert_eq!(
+            merge(Merge::Kill, &[notbusy, b"+OK\r\n", unkillable]),
+            b"+OK\r\n"
+        );
+        assert_eq!(
+            merge(Merge::Kill, &[notbusy, unkillable, notbusy]),
+            unkillable
+        );
+        assert_eq!(merge(Merge::Kill, &[down, notbusy]), notbusy);
+        assert_eq!(merge(Merge::Kill, &[down]), down);
     }
 
     #[test]

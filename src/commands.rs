@@ -82,7 +82,7 @@ pub enum Merge {
     /// SCRIPT EXISTS: element-wise, 1 only where every backend answered 1.
     AndInts,
     /// CONFIG GET, LASTSAVE, SLOWLOG GET/LEN, MEMORY STATS/DOCTOR/MALLOC-STATS,
-    /// LATENCY (except RESET), FUNCTION STATS, ACL LIST/USERS/GETUSER/LOG/DRYRUN,
+    /// LATENCY (except RESET), ACL LIST/USERS/GETUSER/LOG/DRYRUN,
     /// MODULE LIST: an array with one element per backend, in pool order; each
     /// element is a 2-element array `[backend name, that backend's reply]`
     /// (an error reply stays an error element).
@@ -96,6 +96,14 @@ pub enum Merge {
     RandomKey,
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, ...]` arrays, counts summed per name.
     SumPairs,
+    /// SCRIPT KILL / FUNCTION KILL (sent on separate connections): `+OK` when any backend
+    /// killed a script, else an error other than NOTBUSY (UNKILLABLE, BUSY) when one said so,
+    /// else NOTBUSY.
+    Kill,
+    /// FUNCTION STATS: Redis's shape (`running_script`, `engines`): the reply of a backend
+    /// running a function when one is, else the first backend's (the libraries, loaded
+    /// everywhere, are counted once).
+    FunctionStats,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,8 +192,6 @@ const R_REPL: &str = "replication needs a direct connection to the backend";
 const R_SHARED: &str = "it would affect backends shared by all clients";
 const R_CLUSTER: &str = "rustproxy is not a Redis Cluster node";
 const R_TRACKING: &str = "client-side caching needs a dedicated backend connection";
-const R_CLIENT_ADMIN: &str = "backend connections are shared by all clients";
-const R_KILL_BUSY: &str = "a busy backend can only be reached on a separate connection";
 const R_DEBUGGER: &str = "the Lua debugger needs a dedicated backend connection";
 const R_ACL: &str = "it would change the users the proxy itself logs in with";
 const R_MODULE: &str = "modules belong in each backend's configuration";
@@ -213,7 +219,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (18, "Answered by the proxy: the client's later commands run in that database on every backend (pool key `databases`, default 16; cluster pools accept only 0)."),
     (19, "Answered by the proxy with its own information; use FORWARD to ask a backend."),
     (20, "The proxy's own clock."),
-    (21, "COMMAND COUNT, COMMAND LIST and COMMAND GETKEYS are answered by the proxy from this table (so they agree with how it routes); COMMAND, COMMAND INFO/DOCS/HELP/GETKEYSANDFLAGS come from backend 0."),
+    (21, "COMMAND, COMMAND COUNT, COMMAND LIST [FILTERBY ...], COMMAND INFO and COMMAND DOCS describe one command set: backend 0's commands, as it describes them (so later Redis commands appear when the backends have them), plus the proxy's own (BACKEND, BACKENDNUM, BACKENDS, FORWARD, PROXY), which the proxy adds in Redis's shapes; COUNT is the number of COMMAND's entries and of LIST's top-level names. COMMAND GETKEYS answers from this table, so it agrees with how the proxy routes; COMMAND HELP and GETKEYSANDFLAGS come from backend 0."),
     (22, "rustproxy's own command (see the README section on proxy commands)."),
     (23, "The keys must be on one backend; host and port are as seen from that backend."),
     (24, "Resets the proxy's own statistics only."),
@@ -230,6 +236,11 @@ pub static NOTES: &[(u8, &str)] = &[
     (35, "The proxy's own slow log: requests slower than `slowlog-log-slower-than` (10 ms) from arrival to reply, Redis's reply shape plus a 7th element naming the backend. A backend's own slow log: `FORWARD n SLOWLOG GET`."),
     (36, "Sent to every backend; all must hold the same libraries (compared whatever order each backend lists its libraries and functions in), otherwise an error; the reply is the first backend's."),
     (37, "Answered in Redis's shape (parameter -> value) with the first backend's values; when backends are configured differently, `FORWARD n CONFIG GET ...` shows each one's. CONFIG SET goes to every backend."),
+    (38, "Answered by the proxy about its own clients: the old form `CLIENT KILL addr:port` (`+OK` or `-ERR No such client`) and the filters ID, ADDR, LADDR, USER, TYPE (normal, pubsub; master and replica match none), SKIPME, with Redis's errors; the reply is the number of clients closed."),
+    (39, "A client blocked on its private backend connection is unblocked there: the proxy sends `CLIENT UNBLOCK` for that connection's backend client id on a separate connection, so the blocked client gets Redis's own timeout reply or `-UNBLOCKED` error; the reply is the backend's 1 or 0."),
+    (40, "Sent on a separate, new connection to every backend (the shared ones wait behind the busy script): `+OK` when any backend killed a script, an UNKILLABLE (or BUSY) error when a backend gave one, else `-NOTBUSY No scripts in execution right now.`"),
+    (41, "A pause of the proxy's clients, as Redis pauses its own: while it lasts, commands it covers (ALL: every command; WRITE: writes, commands that may replicate such as EVAL, FCALL, PUBLISH, PFCOUNT, and EXEC of a transaction holding one) wait in their client's input and run when it ends (timeout or CLIENT UNPAUSE); waiting clients count as blocked. Errors found before execution are answered at once. Clients of a backend not going through the proxy are not paused."),
+    (42, "Sent to every backend; answered in Redis's shape: the `running_script` of a backend running a function (else nil), and the engines' library and function counts of the first backend (libraries are loaded on every backend, so these are the counts one Redis would give)."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -277,18 +288,18 @@ pub static COMMANDS: &[Spec] = &[
     row("CLIENT HELP", 2, NO_KEYS, ANY, "connection", &[15]),
     row("CLIENT ID", 2, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT INFO", 2, NO_KEYS, LOCAL, "connection", &[16]),
-    row("CLIENT KILL", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT KILL", -3, NO_KEYS, LOCAL, "connection", &[38]),
     row("CLIENT LIST", -2, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT NO-EVICT", 3, NO_KEYS, LOCAL, "connection", &[17]),
     row("CLIENT NO-TOUCH", 3, NO_KEYS, LOCAL, "connection", &[17, 27]),
-    row("CLIENT PAUSE", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT PAUSE", -3, NO_KEYS, LOCAL, "connection", &[41]),
     row("CLIENT REPLY", 3, NO_KEYS, LOCAL, "connection", &[25]),
     row("CLIENT SETINFO", 4, NO_KEYS, LOCAL, "connection", &[16, 27]),
     row("CLIENT SETNAME", 3, NO_KEYS, LOCAL, "connection", &[16]),
     row("CLIENT TRACKING", -3, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
     row("CLIENT TRACKINGINFO", 2, NO_KEYS, Class::Refused(R_TRACKING), "connection", &[]),
-    row("CLIENT UNBLOCK", -3, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
-    row("CLIENT UNPAUSE", 2, NO_KEYS, Class::Refused(R_CLIENT_ADMIN), "connection", &[]),
+    row("CLIENT UNBLOCK", -3, NO_KEYS, LOCAL, "connection", &[39]),
+    row("CLIENT UNPAUSE", 2, NO_KEYS, LOCAL, "connection", &[41]),
     row("CLUSTER", -2, NO_KEYS, CONTAINER, "cluster", &[]),
     row("CLUSTER ADDSLOTS", -3, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
     row("CLUSTER ADDSLOTSRANGE", -4, NO_KEYS, Class::Refused(R_CLUSTER), "cluster", &[]),
@@ -363,11 +374,11 @@ pub static COMMANDS: &[Spec] = &[
     row("FUNCTION DUMP", 2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION FLUSH", -2, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("FUNCTION HELP", 2, NO_KEYS, ANY, "scripting", &[15]),
-    row("FUNCTION KILL", 2, NO_KEYS, Class::Refused(R_KILL_BUSY), "scripting", &[]),
+    row("FUNCTION KILL", 2, NO_KEYS, LOCAL, "scripting", &[40]),
     row("FUNCTION LIST", -2, NO_KEYS, Class::FanOut(Merge::SameLibraries), "scripting", &[36]),
     row("FUNCTION LOAD", -3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("FUNCTION RESTORE", -3, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
-    row("FUNCTION STATS", 2, NO_KEYS, Class::FanOut(Merge::PerBackend), "scripting", &[5]),
+    row("FUNCTION STATS", 2, NO_KEYS, Class::FanOut(Merge::FunctionStats), "scripting", &[42]),
     row("GEOADD", -5, K1, KEYED, "geo", &[]),
     row("GEODIST", -4, K1, KEYED, "geo", &[]),
     row("GEOHASH", -2, K1, KEYED, "geo", &[]),
@@ -514,7 +525,7 @@ pub static COMMANDS: &[Spec] = &[
     row("SCRIPT EXISTS", -3, NO_KEYS, Class::FanOut(Merge::AndInts), "scripting", &[10]),
     row("SCRIPT FLUSH", -2, NO_KEYS, Class::FanOut(Merge::AllOk), "scripting", &[4]),
     row("SCRIPT HELP", 2, NO_KEYS, ANY, "scripting", &[15]),
-    row("SCRIPT KILL", 2, NO_KEYS, Class::Refused(R_KILL_BUSY), "scripting", &[]),
+    row("SCRIPT KILL", 2, NO_KEYS, LOCAL, "scripting", &[40]),
     row("SCRIPT LOAD", 3, NO_KEYS, Class::FanOut(Merge::SameReply), "scripting", &[9]),
     row("SDIFF", -2, K_ALL, KEYED, "set", &[1]),
     row("SDIFFSTORE", -3, K_ALL, KEYED, "set", &[1]),
@@ -1416,10 +1427,7 @@ mod tests {
             "PSYNC",
             "CLUSTER SLOTS",
             "SHUTDOWN",
-            "CLIENT KILL",
             "CLIENT TRACKING",
-            "SCRIPT KILL",
-            "FUNCTION KILL",
             "ACL SETUSER",
             "MODULE LOAD",
             "READONLY",
@@ -1441,6 +1449,10 @@ mod tests {
             "COMMAND DOCS",
             "CLIENT SETNAME",
             "CLIENT NO-TOUCH",
+            "CLIENT KILL",
+            "CLIENT UNBLOCK",
+            "SCRIPT KILL",
+            "FUNCTION KILL",
             "CONFIG RESETSTAT",
             "BACKEND",
             "FORWARD",

@@ -131,43 +131,52 @@ fn tcp_port(listen: &str) -> &str {
 // ---------------------------------------------------------------------------------------------
 // INFO
 
-/// Sections in output order: (name, in default, renderer).
+/// Sections in output order: (name, in `default`, in `all`, renderer). Redis 7.0's sections
+/// come first, in its order, with only Redis's field names; then the proxy's own (`proxy`,
+/// `backends`), which are not in `default` (so a default INFO reads like one Redis) but are in
+/// `all` and `everything` and can be asked by name.
 type Section = fn(&View, &mut String);
-const SECTIONS: &[(&str, bool, Section)] = &[
-    ("server", true, sec_server),
-    ("clients", true, sec_clients),
-    ("memory", true, sec_memory),
-    ("stats", true, sec_stats),
-    ("replication", true, sec_replication),
-    ("cpu", true, sec_cpu),
-    ("backends", true, sec_backends),
-    ("commandstats", false, sec_commandstats),
-    ("errorstats", true, sec_errorstats),
-    ("latencystats", false, sec_latencystats),
-    ("keyspace", true, sec_keyspace),
+const SECTIONS: &[(&str, bool, bool, Section)] = &[
+    ("server", true, true, sec_server),
+    ("clients", true, true, sec_clients),
+    ("memory", true, true, sec_memory),
+    ("persistence", true, true, sec_persistence),
+    ("stats", true, true, sec_stats),
+    ("replication", true, true, sec_replication),
+    ("cpu", true, true, sec_cpu),
+    ("modules", true, true, sec_modules),
+    ("commandstats", false, true, sec_commandstats),
+    ("errorstats", true, true, sec_errorstats),
+    ("latencystats", false, true, sec_latencystats),
+    ("cluster", true, true, sec_cluster),
+    ("keyspace", true, true, sec_keyspace),
+    ("proxy", false, true, sec_proxy),
+    ("backends", false, true, sec_backends),
 ];
 
-/// Redis-format INFO text. `section`: `None`, "default" = server, clients, memory, stats,
-/// replication, cpu, backends, errorstats, keyspace (empty, as Redis prints it for an empty
-/// server); "all"/"everything" = also commandstats and latencystats; otherwise section names
-/// (case-insensitive, several may be given separated by spaces, as Redis 7 accepts). Sections
-/// come out in Redis's fixed order; unknown names give nothing (an empty string if none is
+/// Redis-format INFO text. `section`: `None` or "default" = Redis 7.0's default sections
+/// (server, clients, memory, persistence, stats, replication, cpu, modules, errorstats,
+/// cluster, keyspace); "all"/"everything" = also commandstats, latencystats and the proxy's
+/// `proxy` and `backends`; otherwise section names (case-insensitive; several may be given
+/// separated by spaces, mixed with default/all/everything, as Redis 7 accepts). Sections come
+/// out once each, in the fixed order; unknown names give nothing (an empty string if none is
 /// known, like Redis).
 pub fn info(view: &View, section: Option<&str>) -> String {
     let mut want = [false; SECTIONS.len()];
     let spec = section.unwrap_or("default");
     for word in spec.split_ascii_whitespace() {
         let w = word.to_ascii_lowercase();
-        for (i, (name, default, _)) in SECTIONS.iter().enumerate() {
+        for (i, (name, default, all, _)) in SECTIONS.iter().enumerate() {
             want[i] |= match w.as_str() {
-                "all" | "everything" => true,
+                "everything" => true,
+                "all" => *all,
                 "default" => *default,
                 _ => w == *name,
             };
         }
     }
     let mut out = String::new();
-    for (i, (_, _, render)) in SECTIONS.iter().enumerate() {
+    for (i, (_, _, _, render)) in SECTIONS.iter().enumerate() {
         if want[i] {
             if !out.is_empty() {
                 out.push_str("\r\n");
@@ -188,7 +197,6 @@ macro_rules! line {
 fn sec_server(v: &View, o: &mut String) {
     o.push_str("# Server\r\n");
     line!(o, "redis_version:{}", v.redis_version);
-    line!(o, "rustproxy_version:{}", v.version);
     line!(o, "redis_mode:standalone");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     line!(
@@ -215,12 +223,6 @@ fn sec_server(v: &View, o: &mut String) {
         "config_file:{}",
         one_line(v.config_file.as_deref().unwrap_or(""))
     );
-    line!(o, "pools:{}", v.pools.len());
-    if let Some((t, ok, msg)) = &v.last_reload {
-        line!(o, "config_reload_time:{t}");
-        line!(o, "config_reload_status:{}", if *ok { "ok" } else { "err" });
-        line!(o, "config_reload_message:{}", one_line(msg));
-    }
 }
 
 fn sec_clients(v: &View, o: &mut String) {
@@ -308,7 +310,26 @@ fn sec_stats(v: &View, o: &mut String) {
         s.instantaneous_output_kbps()
     );
     line!(o, "rejected_connections:{}", s.rejected_connections);
-    line!(o, "total_error_replies:{}", s.errors);
+    // Redis's meaning: every error reply sent to clients (the backends' included), as counted
+    // by errorstats; the errors the proxy itself produced are `proxy_error_replies` (# Proxy).
+    let all_errors: u64 =
+        s.error_codes.iter().map(|(_, n)| n).sum::<u64>() + s.error_codes_overflow;
+    line!(o, "total_error_replies:{all_errors}");
+}
+
+/// The proxy's own fields (not Redis's): its version and configuration, and counters Redis
+/// does not keep under these names.
+fn sec_proxy(v: &View, o: &mut String) {
+    let s = v.stats;
+    o.push_str("# Proxy\r\n");
+    line!(o, "rustproxy_version:{}", v.version);
+    line!(o, "pools:{}", v.pools.len());
+    if let Some((t, ok, msg)) = &v.last_reload {
+        line!(o, "config_reload_time:{t}");
+        line!(o, "config_reload_status:{}", if *ok { "ok" } else { "err" });
+        line!(o, "config_reload_message:{}", one_line(msg));
+    }
+    line!(o, "proxy_error_replies:{}", s.errors);
     line!(o, "total_timeouts:{}", s.timeouts);
     line!(o, "auth_failures:{}", s.auth_failures);
     line!(o, "unknown_commands:{}", s.unknown_commands);
@@ -319,10 +340,40 @@ fn sec_stats(v: &View, o: &mut String) {
     line!(o, "slowlog_len:{}", v.slowlog_len);
 }
 
-fn sec_replication(_: &View, o: &mut String) {
+/// Nothing is loaded or saved by the proxy (the backends persist their own data).
+fn sec_persistence(_: &View, o: &mut String) {
+    o.push_str("# Persistence\r\n");
+    line!(o, "loading:0");
+    line!(o, "async_loading:0");
+}
+
+fn sec_modules(_: &View, o: &mut String) {
+    o.push_str("# Modules\r\n");
+}
+
+fn sec_cluster(_: &View, o: &mut String) {
+    o.push_str("# Cluster\r\n");
+    line!(o, "cluster_enabled:0");
+}
+
+/// A master without replicas (the proxy replicates nothing), with Redis 7.0's fields; the
+/// replication id is fixed for the life of the process, like a Redis master's.
+fn sec_replication(v: &View, o: &mut String) {
     o.push_str("# Replication\r\n");
     line!(o, "role:master");
     line!(o, "connected_slaves:0");
+    line!(o, "master_failover_state:no-failover");
+    let start = v.now_unix.saturating_sub(v.uptime_secs);
+    let seed = (u128::from(v.pid) << 64 | u128::from(start))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    line!(o, "master_replid:{:032x}{:08x}", seed, v.pid);
+    line!(o, "master_replid2:{}", "0".repeat(40));
+    line!(o, "master_repl_offset:0");
+    line!(o, "second_repl_offset:-1");
+    line!(o, "repl_backlog_active:0");
+    line!(o, "repl_backlog_size:1048576");
+    line!(o, "repl_backlog_first_byte_offset:0");
+    line!(o, "repl_backlog_histlen:0");
 }
 
 fn sec_cpu(_: &View, o: &mut String) {
@@ -330,6 +381,11 @@ fn sec_cpu(_: &View, o: &mut String) {
     let (user, sys) = cpu_usec().unwrap_or((0, 0));
     line!(o, "used_cpu_sys:{}", secs_usec(sys));
     line!(o, "used_cpu_user:{}", secs_usec(user));
+    line!(o, "used_cpu_sys_children:0.000000");
+    line!(o, "used_cpu_user_children:0.000000");
+    // One thread serves every client.
+    line!(o, "used_cpu_sys_main_thread:{}", secs_usec(sys));
+    line!(o, "used_cpu_user_main_thread:{}", secs_usec(user));
 }
 
 /// Backends numbered across pools, in pool order.
@@ -1292,11 +1348,13 @@ mod tests {
                 "Server",
                 "Clients",
                 "Memory",
+                "Persistence",
                 "Stats",
                 "Replication",
                 "CPU",
-                "Backends",
+                "Modules",
                 "Errorstats",
+                "Cluster",
                 "Keyspace"
             ]
         );
@@ -1308,14 +1366,18 @@ mod tests {
                 "Server",
                 "Clients",
                 "Memory",
+                "Persistence",
                 "Stats",
                 "Replication",
                 "CPU",
-                "Backends",
+                "Modules",
                 "Commandstats",
                 "Errorstats",
                 "Latencystats",
-                "Keyspace"
+                "Cluster",
+                "Keyspace",
+                "Proxy",
+                "Backends"
             ]
         );
         // (values such as used_cpu move between two calls; compare the layout)
@@ -1339,8 +1401,29 @@ mod tests {
         assert_eq!(get("redis_version"), Some("7.0.0"));
         assert_eq!(get("tcp_port"), Some("6380"));
         assert_eq!(get("uptime_in_days"), Some("1"));
-        assert_eq!(get("config_reload_message"), Some("bad  config"));
-        assert_eq!(get("config_reload_status"), Some("err"));
+        // Redis's section carries Redis's fields only; the proxy's are in its own section.
+        assert_eq!(get("rustproxy_version"), None);
+        let proxy = parse_info(&info(&v, Some("proxy")));
+        let pget = |k: &str| {
+            proxy[0]
+                .1
+                .iter()
+                .find(|(a, _)| a == k)
+                .map(|(_, b)| b.clone())
+        };
+        assert_eq!(
+            pget("config_reload_message").as_deref(),
+            Some("bad  config")
+        );
+        assert_eq!(pget("config_reload_status").as_deref(), Some("err"));
+        assert!(pget("total_rejected_calls").is_some());
+        // Several at once, once each, mixed with the keywords (Redis 7).
+        assert_eq!(
+            names(&parse_info(&info(&v, Some("cpu default")))),
+            names(&d)
+        );
+        let rep = info(&v, Some("replication"));
+        assert!(rep.contains("master_repl_offset:0\r\n"), "{rep}");
         let mem = info(&v, Some("memory"));
         for line in [
             "used_memory:5242880\r\n",

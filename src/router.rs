@@ -939,9 +939,9 @@ mod tests {
         // Numbered databases are served (issue 20): SWAPDB on every backend.
         assert_eq!(fan_out(p.plan(&["SWAPDB", "0", "1"])), Merge::AllOk);
         assert_eq!(
-            error(p.plan(&["CLIENT", "KILL", "ID", "7"])),
-            "ERR CLIENT KILL is not supported by rustproxy: backend connections are shared by \
-             all clients"
+            error(p.plan(&["CLIENT", "TRACKING", "on"])),
+            "ERR CLIENT TRACKING is not supported by rustproxy: client-side caching needs a \
+             dedicated backend connection"
         );
         // Every refused row, called with its minimum arity, answers its own reason.
         let mut n = 0;

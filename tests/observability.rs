@@ -664,8 +664,13 @@ fn info_parses_with_redis_py_and_redis_rs() {
         assert_eq!(d.get::<u16>("tcp_port"), Some(p.port), "INFO {args:?}");
         assert!(d.get::<u64>("connected_clients").unwrap_or(0) >= 1);
         assert_eq!(d.get::<String>("role").as_deref(), Some("master"));
-        assert!(d.get::<String>("backend0").is_some() && d.get::<String>("backend1").is_some());
         let all = args.first().is_some_and(|a| *a != "default");
+        // The proxy's own sections are in `all`/`everything`, not in the default.
+        assert_eq!(
+            d.get::<String>("backend0").is_some() && d.get::<String>("backend1").is_some(),
+            all,
+            "INFO {args:?}"
+        );
         assert_eq!(
             d.get::<String>("cmdstat_get").is_some(),
             all,
@@ -686,11 +691,13 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# Server",
             "# Clients",
             "# Memory",
+            "# Persistence",
             "# Stats",
             "# Replication",
             "# CPU",
-            "# Backends",
+            "# Modules",
             "# Errorstats",
+            "# Cluster",
             "# Keyspace"
         ]
     );
@@ -702,14 +709,18 @@ fn info_parses_with_redis_py_and_redis_rs() {
             "# Server",
             "# Clients",
             "# Memory",
+            "# Persistence",
             "# Stats",
             "# Replication",
             "# CPU",
-            "# Backends",
+            "# Modules",
             "# Commandstats",
             "# Errorstats",
             "# Latencystats",
-            "# Keyspace"
+            "# Cluster",
+            "# Keyspace",
+            "# Proxy",
+            "# Backends"
         ]
     );
     // Several sections at once, any case; unknown section: empty.
@@ -844,7 +855,9 @@ fn counters_match_traffic_exactly() {
     assert_eq!(num(&m, "total_rejected_calls"), J as u64);
     assert_eq!(num(&m, "total_failed_calls"), W as u64);
     // Proxy-made error replies: unknown command and wrong arity (WRONGTYPE is the backend's).
-    assert_eq!(num(&m, "total_error_replies"), (K + J) as u64);
+    assert_eq!(num(&m, "proxy_error_replies"), (K + J) as u64);
+    // Redis's meaning: every error reply sent, the backends' included.
+    assert_eq!(num(&m, "total_error_replies"), (K + J + W) as u64);
     // Commands read since the reset: the traffic plus this INFO (read before it rendered).
     assert_eq!(
         num(&m, "total_commands_processed"),
@@ -1106,7 +1119,7 @@ fn metrics_endpoint_is_valid_prometheus() {
     );
     assert_eq!(
         pv("rustproxy_error_replies_total", &[]),
-        num(&m, "total_error_replies")
+        num(&m, "proxy_error_replies")
     );
     assert_eq!(
         pv("rustproxy_timeouts_total", &[]),
@@ -1406,7 +1419,7 @@ fn slowlog_records_slow_requests_len_and_reset() {
     assert_eq!(entries.len() as i64, len);
     let fw = forward_entries(&entries);
     assert_eq!(fw.len(), 1, "one FORWARD entry expected: {entries:?}");
-    let m = info_map(&info(&mut c, &["stats"]));
+    let m = info_map(&info(&mut c, &["proxy"]));
     assert_eq!(num(&m, "slowlog_len") as i64, len);
 
     // SLOWLOG GET 0 / GET 1.
@@ -1546,6 +1559,9 @@ fn info_backend_and_forwarded_info() {
     // The proxy's own INFO server: its port, not a backend's.
     let m = info_map(&info(&mut c, &["server"]));
     assert_eq!(num(&m, "tcp_port"), p.port as u64);
+    // The proxy's own fields are in its own section (Redis's carry Redis's fields only).
+    assert!(!m.contains_key("rustproxy_version"));
+    let m = info_map(&info(&mut c, &["proxy"]));
     assert!(m.contains_key("rustproxy_version"));
     // Unknown backend.
     let e = redis::cmd("INFO")

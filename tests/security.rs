@@ -45,7 +45,7 @@ fn call(raw: &mut Raw, args: &[&str]) -> String {
 
 /// The value of `key` in the proxy's INFO (queried by an authenticated raw connection).
 fn info_field(raw: &mut Raw, key: &str) -> String {
-    let text = call(raw, &["INFO", "stats"]);
+    let text = call(raw, &["INFO", "proxy"]);
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .unwrap_or_else(|| panic!("no {key} in INFO:\n{text}"))

@@ -1,5 +1,6 @@
 //! Commands the proxy answers itself: PING/ECHO/QUIT/SELECT/HELLO/AUTH/RESET, INFO, SLOWLOG,
-//! CLIENT, COMMAND, BACKEND/BACKENDNUM/BACKENDS, FORWARD and PROXY.
+//! CLIENT (KILL, UNBLOCK: kill.rs; PAUSE: pause.rs), BACKEND/BACKENDNUM/BACKENDS, FORWARD and PROXY
+//! (COMMAND: introspect.rs).
 //!
 //! Invariants: every answer goes through the client's chain (`reply`), in request order;
 //! FORWARD never runs a command that would change the state of a shared backend connection.
@@ -245,70 +246,20 @@ impl Proxy {
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
             "PROXY" => return self.proxy_cmd(k, frame, args),
+            "SCRIPT KILL" | "FUNCTION KILL" => return self.script_kill(k, frame, args),
             "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
                 return self.txn_cmd(k, spec, frame, args)
             }
             "SUBSCRIBE" | "SSUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "SUNSUBSCRIBE"
-            | "PUNSUBSCRIBE" => return self.pubsub_cmd(k, spec, frame, args),
+            | "PUNSUBSCRIBE" => {
+                // Confirmations are pushes: Redis sends them whatever CLIENT REPLY says.
+                self.cur.quiet = false;
+                return self.pubsub_cmd(k, spec, frame, args);
+            }
             name if name.starts_with("CLIENT ") => {
                 return self.client_cmd(k, spec, frame, args);
             }
-            "COMMAND" => {
-                let sub = if argc > 1 { arg(1) } else { b"" };
-                if sub.eq_ignore_ascii_case(b"COUNT") {
-                    let n = crate::commands::COMMANDS
-                        .iter()
-                        .filter(|c| !c.name.contains(' '))
-                        .count();
-                    resp::write_int(&mut out, n as i64);
-                } else if sub.eq_ignore_ascii_case(b"LIST") {
-                    // COMMAND LIST [FILTERBY MODULE name | ACLCAT cat | PATTERN glob], with
-                    // Redis's syntax error for any other shape.
-                    let filter = match argc {
-                        2 => Some(None),
-                        5 if arg(2).eq_ignore_ascii_case(b"FILTERBY") => {
-                            let kind = arg(3).to_ascii_uppercase();
-                            match kind.as_slice() {
-                                b"PATTERN" | b"MODULE" | b"ACLCAT" => Some(Some(kind)),
-                                _ => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    match filter {
-                        None => reply_error(&mut out, "ERR syntax error"),
-                        Some(Some(kind)) if kind == b"ACLCAT" => {
-                            // ACL categories are the backends' knowledge (the proxy's own
-                            // commands belong to none).
-                            let bytes = encode_args(args, frame, 0..argc);
-                            return self.forward(k, 0, &bytes);
-                        }
-                        Some(filter) => {
-                            let names: Vec<String> = crate::commands::COMMANDS
-                                .iter()
-                                .filter(|c| !c.name.contains(' '))
-                                .map(|c| c.name.to_ascii_lowercase())
-                                .filter(|n| match &filter {
-                                    None => true,
-                                    // The proxy loads no modules.
-                                    Some(kind) if kind == b"MODULE" => false,
-                                    Some(_) => glob_match(arg(4), n.as_bytes()),
-                                })
-                                .collect();
-                            resp::write_array_len(&mut out, names.len());
-                            for n in names {
-                                resp::write_bulk(&mut out, n.as_bytes());
-                            }
-                        }
-                    }
-                } else if sub.eq_ignore_ascii_case(b"GETKEYS") && argc > 2 {
-                    self.command_getkeys(args, frame, &mut out);
-                } else {
-                    // Arity, flags and docs of the real commands: the backends know them best.
-                    let bytes = encode_args(args, frame, 0..argc);
-                    return self.forward(k, 0, &bytes);
-                }
-            }
+            "COMMAND" => return self.command_cmd(k, frame, args),
             "ROLE" => {
                 resp::write_array_len(&mut out, 3);
                 resp::write_bulk(&mut out, b"master");
@@ -389,38 +340,6 @@ impl Proxy {
                 Err("WRONGPASS invalid username-password pair or user is disabled.")
             }
         }
-    }
-
-    /// COMMAND GETKEYS cmd args...: the keys the proxy routes by, from its own table.
-    pub(super) fn command_getkeys(&mut self, args: &Args, frame: &[u8], out: &mut Vec<u8>) {
-        let argc = args.len();
-        let Some(spec) = crate::commands::lookup(args.get(frame, 2)) else {
-            return reply_error(out, "ERR Invalid command specified");
-        };
-        let spec = if spec.class == crate::commands::Class::Container && argc > 3 {
-            match crate::commands::lookup_sub(spec, args.get(frame, 3)) {
-                Some(s) => s,
-                None => return reply_error(out, "ERR Invalid command specified"),
-            }
-        } else {
-            spec
-        };
-        if !crate::commands::arity_ok(spec, argc - 2) {
-            return reply_error(out, "ERR Invalid number of arguments specified for command");
-        }
-        let mut keys = std::mem::take(&mut self.keys);
-        match crate::commands::key_positions(spec, argc - 2, &|i| args.get(frame, i + 2), &mut keys)
-        {
-            Ok(()) if keys.is_empty() => reply_error(out, "ERR The command has no key arguments"),
-            Ok(()) => {
-                resp::write_array_len(out, keys.len());
-                for &i in &keys {
-                    resp::write_bulk(out, args.get(frame, i + 2));
-                }
-            }
-            Err(e) => reply_error(out, e),
-        }
-        self.keys = keys;
     }
 
     pub(super) fn hello(&mut self, k: usize, frame: &[u8], args: &Args) {
@@ -584,14 +503,15 @@ impl Proxy {
             }
             "CLIENT INFO" => {
                 if let Some(c) = self.clients.get(k) {
-                    let line = client_line(c, now, &self.pools[c.pool]);
+                    let line = client_line(c, now, &self.pools[c.pool], frame.len());
                     resp::write_verbatim(&mut out, b"txt", line.as_bytes(), resp3);
                 }
             }
             "CLIENT LIST" => {
                 let mut text = String::new();
-                for (_, c) in self.clients.iter() {
-                    text.push_str(&client_line(c, now, &self.pools[c.pool]));
+                for (key, c) in self.clients.iter() {
+                    let current = if key == k { frame.len() } else { 0 };
+                    text.push_str(&client_line(c, now, &self.pools[c.pool], current));
                 }
                 resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
             }
@@ -623,7 +543,19 @@ impl Proxy {
                     reply_error(&mut out, "ERR syntax error");
                 }
             }
-            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" => resp::write_simple(&mut out, b"OK"),
+            "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" => {
+                // Redis's reply shape; no effect (backend connections are shared).
+                let v = args.get(frame, 2);
+                if v.eq_ignore_ascii_case(b"on") || v.eq_ignore_ascii_case(b"off") {
+                    resp::write_simple(&mut out, b"OK");
+                } else {
+                    reply_error(&mut out, "ERR syntax error");
+                }
+            }
+            "CLIENT KILL" => return self.client_kill(k, frame, args),
+            "CLIENT PAUSE" => return self.client_pause(k, frame, args),
+            "CLIENT UNPAUSE" => return self.client_unpause(k),
+            "CLIENT UNBLOCK" => return self.client_unblock(k, frame, args),
             other => reply_error(
                 &mut out,
                 &format!("ERR {other} is not supported by rustproxy"),
@@ -768,7 +700,19 @@ impl Proxy {
                 .map_or(0, |d| d.as_secs()),
             connected_clients: self.clients.len(),
             max_clients: self.pools.iter().map(|p| p.cfg.max_clients).sum(),
-            blocked_clients: self.clients.iter().filter(|(_, c)| c.blocked).count(),
+            // Blocked as the backend sees it: a blocking command goes after the `CLIENT ID` of
+            // its connection, so once that answered the backend holds the command (tools wait
+            // on this count before they push, or CLIENT UNBLOCK).
+            blocked_clients: self
+                .clients
+                .iter()
+                .filter(|(_, c)| {
+                    c.blocked
+                        && c.private
+                            .and_then(|ck| self.conns.get(ck))
+                            .is_none_or(|cn| cn.backend_id != super::kill::ID_PENDING)
+                })
+                .count(),
             stats: &self.stats,
             pools,
             slowlog_len: self.slowlog.len(),
@@ -929,25 +873,35 @@ pub(super) fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
+/// A client's `addr` and `laddr` as CLIENT LIST shows them (and CLIENT KILL matches them).
+pub(super) fn client_addrs(c: &Client, pool: &Pool) -> (String, String) {
+    match &c.stream {
+        Stream::Unix(_) => {
+            let name = format!("{}:0", listen_name(&pool.cfg.listen));
+            (name.clone(), name)
+        }
+        other => (
+            c.peer.to_string(),
+            other
+                .tcp()
+                .and_then(|s| s.local_addr().ok())
+                .map_or_else(|| listen_name(&pool.cfg.listen), |a| a.to_string()),
+        ),
+    }
+}
+
+/// `current`: the length of the command being executed when `c` is the caller (Redis counts
+/// it in the caller's `qbuf`: the proxy parses it in place, outside `rbuf`).
+pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool, current: usize) -> String {
     use std::fmt::Write as _;
     use std::os::fd::AsRawFd;
     let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
     let meta = c.meta.as_deref();
-    let (fd, laddr) = match &c.stream {
-        Stream::Unix(s) => (
-            s.as_raw_fd(),
-            format!("{}:0", listen_name(&pool.cfg.listen)),
-        ),
-        other => match other.tcp() {
-            Some(s) => (
-                s.as_raw_fd(),
-                s.local_addr()
-                    .map_or_else(|_| listen_name(&pool.cfg.listen), |a| a.to_string()),
-            ),
-            None => (-1, listen_name(&pool.cfg.listen)),
-        },
+    let fd = match &c.stream {
+        Stream::Unix(s) => s.as_raw_fd(),
+        other => other.tcp().map_or(-1, |s| s.as_raw_fd()),
     };
+    let (addr, laddr) = client_addrs(c, pool);
     let unix = matches!(c.stream, Stream::Unix(_));
     let sub = c.sub.as_deref();
     let counts = sub.map_or((0, 0, 0), |s| {
@@ -1017,11 +971,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
          rbs={} rbp={} obl={} oll={} omem={} tot-mem={tot_mem} events={events} cmd={} user={} \
          redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
-        if unix {
-            format!("{}:0", listen_name(&pool.cfg.listen))
-        } else {
-            c.peer.to_string()
-        },
+        addr,
         lossy(c.name()),
         since(now, c.created) / 1_000_000,
         since(now, c.last_active) / 1_000_000,
@@ -1029,7 +979,7 @@ pub(super) fn client_line(c: &Client, now: Micros, pool: &Pool) -> String {
         counts.0,
         counts.1,
         counts.2,
-        c.rbuf.len(),
+        c.rbuf.len() + current,
         c.rbuf.capacity() - c.rbuf.len(),
         c.rbuf.capacity(),
         c.rbuf.capacity(),

@@ -279,6 +279,10 @@ impl Proxy {
         frame: &[u8],
         args: &Args,
     ) -> Exec {
+        // CLIENT PAUSE: the command waits in the client's input until the pause ends.
+        if self.pause_holds(k, spec, args.len()) {
+            return Exec::Deferred;
+        }
         // What the checks below need of the client, read in one lookup.
         let (pool_i, authed, level, resp2_subscribed, in_multi) = match self.clients.get_mut(k) {
             Some(c) => {

@@ -69,7 +69,10 @@ mod builtin;
 mod cluster;
 mod databases;
 mod exec;
+mod introspect;
+mod kill;
 mod offload;
+mod pause;
 mod pubsub;
 mod rebalance;
 mod reload;
@@ -212,6 +215,8 @@ pub struct Proxy {
     parked: Vec<offload::Parked>,
     /// This machine's name for nutcracker's stats document, read once at start.
     hostname: String,
+    /// CLIENT PAUSE in force, and the clients it holds.
+    pause: pause::Pause,
 }
 
 fn reply_error(out: &mut Vec<u8>, msg: &str) {
@@ -334,6 +339,7 @@ impl Proxy {
             stats_listener: None,
             stats_conns: Slab::new(),
             last_auth_log: None,
+            pause: Default::default(),
         };
         if let Some(addr) = p.config.stats_listen {
             let mut l = TcpListener::bind(addr)?;
@@ -593,6 +599,7 @@ impl Proxy {
     // ----- sending to backends ----------------------------------------------------------
 
     fn check_timers(&mut self) {
+        self.pause_tick();
         let now = self.now;
         let now_us = self.now_us;
         let mut failed: Vec<(usize, String)> = Vec::new();
@@ -688,6 +695,7 @@ impl Proxy {
                 && c.chain.is_empty()
                 && c.sub.is_none()
                 && !c.blocked
+                && c.pending_output() == 0
                 && since(now_us, c.last_active) >= crate::clock::ms(t)
             {
                 idle.push(k);
@@ -789,7 +797,14 @@ impl Proxy {
             return;
         }
         match c.stream.write_out(&c.wbuf, &mut c.wpos, &mut c.writable) {
-            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Ok(n) => {
+                self.stats.net_output_bytes += n as u64;
+                if n > 0 {
+                    // Like Redis's last interaction: a reply written counts (a blocked client's
+                    // reply must not be followed at once by an idle-timeout close).
+                    c.last_active = self.now_us;
+                }
+            }
             Err(e) => {
                 debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
                 return self.close_client(k);

@@ -154,6 +154,7 @@ impl Proxy {
         };
         match got {
             Ok(ck) => {
+                self.ask_backend_id(ck);
                 self.send_on(ck, k, bytes, seq, WHOLE, true);
                 if let Some(conn) = self.conns.get_mut(ck) {
                     conn.blocked_key = key;

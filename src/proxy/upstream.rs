@@ -202,6 +202,7 @@ impl Proxy {
             owner: None,
             returning: false,
             blocked_key: None,
+            backend_id: 0,
             pubsub: false,
             reqs: Default::default(),
             track: pool.cfg.cluster,
@@ -579,6 +580,7 @@ impl Proxy {
                     self.rebalance_reply(k, p, &reply);
                     continue;
                 }
+                Owner::BackendId => conn.backend_id = super::kill::backend_id_of(reply),
                 Owner::Client { key, id } => {
                     if !p.blocking {
                         srv.stats.latency.record(since(self.now_us, p.sent));

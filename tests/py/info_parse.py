@@ -19,8 +19,10 @@ def check(r, tag):
     assert info["connected_clients"] >= 1
     assert isinstance(info["total_commands_processed"], int)
     assert info["role"] == "master", info["role"]
+    # The proxy's own sections are not in the default INFO (it reads like one Redis's).
+    assert "backend0" not in info and "rustproxy_version" not in info, sorted(info)
     # The Backends section: backendN:k=v,... is parsed into a dict by redis-py.
-    b0 = info.get("backend0")
+    b0 = r.info("backends").get("backend0")
     assert isinstance(b0, dict), (tag, b0)
     for key in ("pool", "name", "addr", "state", "requests", "replies", "latency_p50_usec"):
         assert key in b0, (tag, key, b0)
@@ -39,6 +41,8 @@ def check(r, tag):
 
     ev = r.info("everything")
     assert "cmdstat_set" in ev, sorted(ev)
+    assert "backend0" in full and "rustproxy_version" in full, sorted(full)
+    assert "rustproxy_version" in r.info("proxy")
 
     # Named sections, one and several.
     stats = r.info("stats")
