@@ -38,6 +38,12 @@ pub enum Combine {
     /// COMMAND and its INFO / DOCS / LIST / COUNT: backend 0's reply with the proxy's own
     /// commands put in.
     Splice(Splice),
+    /// INFO with the Keyspace section: the proxy's text with the backends' `dbN:` lines,
+    /// summed per database, put in at byte `at` (see [`keyspace`]).
+    Info {
+        text: String,
+        at: usize,
+    },
 }
 
 /// How the proxy's own entries join a backend's reply (one part).
@@ -121,6 +127,11 @@ impl Combine {
                         }
                     }
                 }
+            }
+            Combine::Info { text, at } => {
+                let (head, tail) = text.split_at((*at).min(text.len()));
+                let whole = format!("{head}{}{tail}", keyspace(parts));
+                resp::write_verbatim(out, b"txt", whole.as_bytes(), resp3);
             }
             Combine::Mset => match parts.iter().find(|p| p.as_slice() != b"+OK\r\n") {
                 Some(p) if is_error(p) => out.extend_from_slice(p),
@@ -376,6 +387,58 @@ fn merge_all(merge: Merge, names: &[String], parts: &[Vec<u8>], resp3: bool, out
         Merge::FunctionStats => function_stats(parts, first_error, out),
         Merge::Scan => unexpected(out),
     }
+}
+
+/// The `dbN:keys=..,expires=..,avg_ttl=..` lines of Redis's Keyspace section, summed over the
+/// backends' `INFO keyspace` replies: keys and expires add up, avg_ttl is the mean weighted by
+/// each backend's expiring keys. Backends that failed are left out (INFO answers with what is
+/// known, as for a backend down); databases come out in numeric order, like Redis's.
+pub fn keyspace(parts: &[Vec<u8>]) -> String {
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u128)> = Default::default();
+    for p in parts {
+        let text = match resp::parse_reply(p) {
+            Ok(Some((Reply::Bulk(t), _))) => t,
+            Ok(Some((Reply::Verbatim(t), _))) => t.get(4..).unwrap_or_default(),
+            _ => continue,
+        };
+        for line in text.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let Some((db, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            let mut f = [0u64; 3];
+            for kv in fields.split(',') {
+                if let Some((name, v)) = kv.split_once('=') {
+                    let i = match name {
+                        "keys" => 0,
+                        "expires" => 1,
+                        "avg_ttl" => 2,
+                        _ => continue,
+                    };
+                    f[i] = v.parse().unwrap_or(0);
+                }
+            }
+            let e = dbs.entry(n).or_default();
+            e.0 += f[0];
+            e.1 += f[1];
+            e.2 += f[2] as u128 * f[1] as u128;
+        }
+    }
+    let mut o = String::new();
+    for (db, (keys, expires, ttl)) in dbs {
+        let avg = if expires == 0 {
+            0
+        } else {
+            ttl / expires as u128
+        };
+        o.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        ));
+    }
+    o
 }
 
 /// One backend reply `p` with the proxy's entries put in (see [`Splice`]).
@@ -681,6 +744,34 @@ mod tests {
         let mut out = Vec::new();
         resp::write_bulk(&mut out, s);
         out
+    }
+
+    #[test]
+    fn keyspace_sums_databases_over_backends() {
+        let a = bulk(b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n");
+        let mut b = Vec::new();
+        resp::write_verbatim(
+            &mut b,
+            b"txt",
+            b"# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=3000\r\n",
+            true,
+        );
+        let down = b"-ERR down\r\n".to_vec();
+        assert_eq!(
+            keyspace(&[a.clone(), b, down]),
+            "db0:keys=15,expires=4,avg_ttl=2000\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n"
+        );
+        let mut out = Vec::new();
+        let c = Combine::Info {
+            text: "# Keyspace\r\n\r\n# Rebalance\r\n".into(),
+            at: 12,
+        };
+        c.combine(&[a], false, &mut out);
+        assert_eq!(
+            out,
+            bulk(b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\ndb3:keys=1,expires=0,avg_ttl=0\r\n\r\n# Rebalance\r\n")
+        );
+        assert_eq!(keyspace(&[bulk(b"# Keyspace\r\n")]), "");
     }
 
     /// A FUNCTION LIST library entry (RESP2) with functions in the given order.

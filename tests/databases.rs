@@ -83,6 +83,63 @@ fn keys_in_a_database_are_invisible_from_another_on_every_backend() {
 }
 
 #[test]
+fn info_keyspace_sums_every_database_over_the_backends() {
+    let servers = redises(3);
+    let proxy = Proxy::start(&refs(&servers), &[]);
+    let mut c = raw(proxy.port);
+    // Before any key: the section is there and empty, as in a fresh Redis.
+    let empty = text(&c.call_str(&["INFO", "keyspace"]));
+    assert_eq!(empty.trim_end(), "# Keyspace");
+    for k in keys(400, "a") {
+        assert_eq!(c.call_str(&["SET", &k, "v"]), b"+OK\r\n");
+    }
+    for k in keys(30, "t") {
+        assert_eq!(c.call_str(&["SET", &k, "v", "EX", "1000"]), b"+OK\r\n");
+    }
+    assert_eq!(c.call_str(&["SELECT", "5"]), b"+OK\r\n");
+    for k in keys(420, "b") {
+        assert_eq!(c.call_str(&["SET", &k, "v"]), b"+OK\r\n");
+    }
+    let lines = |sec: &str| -> Vec<String> {
+        sec.lines()
+            .filter(|l| l.starts_with("db"))
+            .map(|l| l.split(",avg_ttl").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let want = vec![
+        "db0:keys=430,expires=30".to_string(),
+        "db5:keys=420,expires=0".to_string(),
+    ];
+    for section in [
+        &["INFO", "keyspace"][..],
+        &["INFO"],
+        &["INFO", "all"],
+        &["INFO", "everything"],
+    ] {
+        let got = text(&c.call_str(section));
+        assert_eq!(lines(&got), want, "{section:?}");
+        // The Keyspace section keeps its place among the others.
+        if section.len() == 1 {
+            assert!(got.find("# Cluster").unwrap() < got.find("# Keyspace").unwrap());
+        }
+    }
+    // A section list without keyspace asks no backend for it.
+    assert!(!text(&c.call_str(&["INFO", "server"])).contains("db0:"));
+    // With one backend down, INFO still answers with the others' keys.
+    let mut servers = servers;
+    let gone = servers.remove(0);
+    let lost = int(&direct(&gone, 0, &["DBSIZE"]));
+    drop(gone);
+    let got = text(&c.call_str(&["INFO", "keyspace"]));
+    let n0: i64 = lines(&got)
+        .iter()
+        .find(|l| l.starts_with("db0:"))
+        .and_then(|l| l["db0:keys=".len()..].split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(n0, 430 - lost, "{got}");
+}
+
+#[test]
 fn select_errors_are_redis_texts() {
     let servers = redises(2);
     let proxy = Proxy::start(&refs(&servers), &[]);

@@ -49,6 +49,7 @@ struct Setup {
     conf: PathBuf,
     port: u16,
     extra: String,
+    rate: std::cell::Cell<u32>,
 }
 
 impl Setup {
@@ -60,14 +61,17 @@ impl Setup {
             conf: dir.join("proxy.conf"),
             port: common::free_port(),
             extra: extra.to_string(),
+            rate: std::cell::Cell::new(50_000),
         }
     }
 
     /// Write the config with these servers (backend index, weight).
     fn write(&self, servers: &[(usize, u32)]) {
         let mut t = format!(
-            "pool p\n  listen 127.0.0.1:{}\n  rebalance yes\n  rebalance_rate 50000\n  timeout 5000\n  reuseport yes\n{}",
-            self.port, self.extra
+            "pool p\n  listen 127.0.0.1:{}\n  rebalance yes\n  rebalance_rate {}\n  timeout 5000\n  reuseport yes\n{}",
+            self.port,
+            self.rate.get(),
+            self.extra
         );
         for &(i, w) in servers {
             t.push_str(&format!(
@@ -687,4 +691,141 @@ fn pause_and_resume() {
     audit(p.port, &s.backends, &positions, checked);
     // A second ring change while rebalancing is refused; once idle it is accepted.
     assert!(text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"])).contains("not rebalancing"));
+}
+
+/// Blocked clients, transactions and subscribers across a rebalance: a blocking pop whose key
+/// stayed keeps waiting and does not hold the rebalance back (its connection is not a request
+/// sent under the old ring that must land first); one whose key moved gets an error; a
+/// transaction queued before the change either runs where its keys still are or is discarded
+/// (EXECABORT), one queued during the rebalance runs on the new owner after its keys moved;
+/// subscribers follow their channels.
+#[test]
+fn blocked_clients_transactions_and_subscribers_across_a_rebalance() {
+    let s = Setup::new(2, &[], "");
+    s.rate.set(1);
+    s.write(&[(0, 1)]);
+    let p = s.start();
+    let mut c = raw(p.port);
+    for i in 0..400 {
+        assert_eq!(c.call_str(&["SET", &format!("k:{i}"), "old"]), b"+OK\r\n");
+    }
+    // Blocked pops, a transaction queued before the change, subscribers.
+    let mut blocked: Vec<(String, Raw)> = (0..12)
+        .map(|i| {
+            let key = format!("q:{i}");
+            let mut b = raw(p.port);
+            b.set_timeout(Duration::from_secs(60));
+            b.cmd(&[b"BLPOP", key.as_bytes(), b"0"]);
+            (key, b)
+        })
+        .collect();
+    poll_until("12 blocked clients", QUICK, ms(20), || {
+        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
+        if t.contains("blocked_clients:12") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let mut tx = raw(p.port);
+    let tx_keys: Vec<String> = (0..8).map(|i| format!("k:{i}")).collect();
+    assert_eq!(tx.call_str(&["MULTI"]), b"+OK\r\n");
+    for k in &tx_keys[..1] {
+        assert_eq!(tx.call_str(&["SET", k, "tx"]), b"+QUEUED\r\n");
+    }
+    let mut subs: Vec<(String, Raw)> = (0..12)
+        .map(|i| {
+            let ch = format!("ch:{i}");
+            let mut r = raw(p.port);
+            let conf = r.call_str(&["SUBSCRIBE", &ch]);
+            assert!(conf.starts_with(b"*3\r\n$9\r\nsubscribe"), "{conf:?}");
+            (ch, r)
+        })
+        .collect();
+
+    s.write(&[(0, 1), (1, 1)]);
+    s.reload(&[&p]);
+    let owner = |key: &str| int(&raw(p.port).call_str(&["BACKENDNUM", key]));
+    poll_until("the new ring", QUICK, ms(20), || {
+        let t = info_rebalance(p.port);
+        if t.contains("epoch=1,") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+
+    // The mover is slow (1 key/s): commands on moving keys go through the serve rule.
+    // Blocked pops: moved keys got an error, the others still wait.
+    let mut waiting = Vec::new();
+    for (key, mut b) in blocked.drain(..) {
+        if owner(&key) == 1 {
+            let r = b.reply();
+            assert!(r.starts_with(b"-"), "{key}: {r:?}");
+        } else {
+            waiting.push((key, b));
+        }
+    }
+    assert!(!waiting.is_empty(), "every queue moved: pick other names");
+    // The barrier does not wait for them: a moving key is served now.
+    let moving: Vec<String> = (0..400)
+        .map(|i| format!("k:{i}"))
+        .filter(|k| owner(k) == 1)
+        .collect();
+    assert!(moving.len() > 100, "{}", moving.len());
+    assert_eq!(c.call_str(&["GET", &moving[0]]), bulk(b"old"));
+    // A transaction queued during the rebalance, on moving keys (one hash tag).
+    let mut tx2 = raw(p.port);
+    assert_eq!(tx2.call_str(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(tx2.call_str(&["INCR", &moving[1]]), b"+QUEUED\r\n");
+    let exec = tx2.call_str(&["EXEC"]);
+    assert!(exec.starts_with(b"*1\r\n-ERR"), "{exec:?}"); // "old" is not an integer
+    assert_eq!(tx2.call_str(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(tx2.call_str(&["SET", &moving[2], "tx2"]), b"+QUEUED\r\n");
+    assert_eq!(tx2.call_str(&["EXEC"]), b"*1\r\n+OK\r\n");
+    assert_eq!(c.call_str(&["GET", &moving[2]]), bulk(b"tx2"));
+    // The transaction queued before: runs if its key stayed, else discarded.
+    let exec = tx.call_str(&["EXEC"]);
+    let k0 = &tx_keys[0];
+    if owner(k0) == 0 {
+        assert_eq!(exec, b"*1\r\n+OK\r\n");
+        assert_eq!(c.call_str(&["GET", k0]), bulk(b"tx"));
+    } else {
+        assert!(exec.starts_with(b"-EXECABORT"), "{exec:?}");
+        assert_eq!(c.call_str(&["GET", k0]), bulk(b"old"));
+    }
+    // Subscribers hear what is published now, wherever their channel went.
+    for (ch, r) in subs.iter_mut() {
+        let n = int(&c.call_str(&["PUBLISH", ch, "hi"]));
+        assert_eq!(n, 1, "{ch}: subscriber lost");
+        let m = r.reply();
+        assert!(m.ends_with(b"$2\r\nhi\r\n"), "{ch}: {m:?}");
+    }
+
+    // Let the mover finish quickly, then the pops that waited are served by a push.
+    s.rate.set(50_000);
+    s.write(&[(0, 1), (1, 1)]);
+    s.reload(&[&p]);
+    let info = wait_idle(p.port, 1);
+    assert!(moved(&info) > 0, "{info}");
+    for (key, b) in waiting.iter_mut() {
+        assert_eq!(int(&c.call_str(&["LPUSH", key, "x"])), 1);
+        let r = b.reply();
+        assert_eq!(r, enc(&[key.as_bytes(), b"x"]), "{key}");
+    }
+    // Every key once, on its owner, with its value.
+    for i in 0..400 {
+        let k = format!("k:{i}");
+        let want: &[u8] = if k == moving[2] {
+            b"tx2"
+        } else if k == *k0 && owner(k0) == 0 {
+            b"tx"
+        } else {
+            b"old"
+        };
+        assert_eq!(c.call_str(&["GET", &k]), bulk(want), "{k}");
+        let on = owner(&k) as usize;
+        let other = raw(s.backends[1 - on].port).call_str(&["EXISTS", &k]);
+        assert_eq!(other, b":0\r\n", "{k} left on its old owner");
+    }
 }

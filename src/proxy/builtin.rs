@@ -790,6 +790,18 @@ impl Proxy {
             }
             text.push_str(&self.rebalance_info());
         }
+        // Keyspace: the backends' databases, summed (one INFO keyspace to each backend).
+        const HEAD: &str = "# Keyspace\r\n";
+        if let Some(at) = text.find(HEAD).map(|i| i + HEAD.len()) {
+            if !self.pools[pool_i].is_empty() {
+                let combine = crate::combine::Combine::Info { text, at };
+                let req = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
+                let reqs: Vec<(usize, Vec<u8>)> = (0..self.pools[pool_i].len())
+                    .map(|s| (s, req.to_vec()))
+                    .collect();
+                return self.send_multi(k, combine, &reqs);
+            }
+        }
         resp::write_verbatim(&mut out, b"txt", text.as_bytes(), resp3);
         self.reply(k, &out);
     }

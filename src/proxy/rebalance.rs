@@ -95,7 +95,11 @@ impl Proxy {
         // Barrier 1: a marker behind whatever this process sent under the old ring.
         let mut marked = Vec::new();
         for (ck, conn) in self.conns.iter() {
-            if conn.pool == pool_i && !conn.pubsub && !conn.inflight.is_empty() {
+            // A blocked command heading its connection is not waited for: everything sent
+            // before it is answered, and its key did not move (`follow_moves` failed it
+            // otherwise); waiting would hold the rebalance until someone pushes.
+            let blocked = conn.inflight.front().is_some_and(|p| p.blocking);
+            if conn.pool == pool_i && !conn.pubsub && !conn.inflight.is_empty() && !blocked {
                 marked.push(ck);
             }
         }
