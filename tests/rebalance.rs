@@ -829,3 +829,134 @@ fn blocked_clients_transactions_and_subscribers_across_a_rebalance() {
         assert_eq!(other, b":0\r\n", "{k} left on its old owner");
     }
 }
+
+/// Keys in several databases move to their new owners in their own database, and multi-key
+/// commands (MGET, MSET, DEL over keys moving from different sources) move all their keys first.
+#[test]
+fn databases_and_multi_key_commands_across_a_rebalance() {
+    // md5 spreads sequential names evenly (fnv1a_64's low bits cluster them).
+    let s = Setup::new(3, &[], "  hash md5\n");
+    s.rate.set(1);
+    s.write(&[(0, 1), (1, 1)]);
+    let p = s.start();
+    let mut c = raw(p.port);
+    let names: Vec<String> = (0..400).map(|i| format!("key:{i}")).collect();
+    for db in ["0", "3"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        for k in &names {
+            assert_eq!(c.call_str(&["SET", k, &format!("{db}:{k}")]), b"+OK\r\n");
+        }
+    }
+    let owner = |key: &str| int(&raw(p.port).call_str(&["BACKENDNUM", key]));
+    let before: Vec<i64> = names.iter().map(|k| owner(k)).collect();
+    s.write(&[(0, 1), (1, 1), (2, 1)]);
+    s.reload(&[&p]);
+    poll_until("the new ring", QUICK, ms(20), || {
+        let t = info_rebalance(p.port);
+        if t.contains("epoch=1,") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let moving: Vec<usize> = (0..names.len())
+        .filter(|&i| owner(&names[i]) != before[i])
+        .collect();
+    let from0: Vec<&String> = moving
+        .iter()
+        .filter(|&&i| before[i] == 0)
+        .map(|&i| &names[i])
+        .collect();
+    let from1: Vec<&String> = moving
+        .iter()
+        .filter(|&&i| before[i] == 1)
+        .map(|&i| &names[i])
+        .collect();
+    assert!(
+        from0.len() > 5 && from1.len() > 5,
+        "too few moving keys from each source: {} {}",
+        from0.len(),
+        from1.len()
+    );
+    // Database 3 (the client is still in it): MGET over keys moving from both sources and
+    // keys that stay.
+    let mut mget: Vec<&str> = vec!["MGET"];
+    let stay = names
+        .iter()
+        .find(|k| !moving.iter().any(|&i| &names[i] == *k))
+        .unwrap();
+    mget.extend([
+        from0[0].as_str(),
+        stay.as_str(),
+        from1[0].as_str(),
+        "m:none",
+    ]);
+    let want: Vec<String> = vec![
+        format!("3:{}", from0[0]),
+        format!("3:{stay}"),
+        format!("3:{}", from1[0]),
+    ];
+    let got = c.call_str(&mget);
+    let mut exp = "*4\r\n".to_string();
+    for w in &want {
+        exp.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+    }
+    exp.push_str("$-1\r\n");
+    assert_eq!(got, exp.as_bytes());
+    // MSET and DEL in database 0, pipelined with a SELECT in between.
+    let replies = c.pipeline(
+        &[
+            vec!["SELECT", "0"],
+            vec!["MSET", from0[1].as_str(), "new", from1[1].as_str(), "new"],
+            vec!["DEL", from0[2].as_str(), from1[2].as_str()],
+            vec![
+                "MGET",
+                from0[1].as_str(),
+                from1[1].as_str(),
+                from0[2].as_str(),
+            ],
+            vec!["SELECT", "3"],
+            vec!["MGET", from0[1].as_str(), from1[2].as_str()],
+        ],
+        6,
+    );
+    assert_eq!(replies[1], b"+OK\r\n");
+    assert_eq!(replies[2], b":2\r\n");
+    assert_eq!(replies[3], b"*3\r\n$3\r\nnew\r\n$3\r\nnew\r\n$-1\r\n");
+    let w1 = format!("3:{}", from0[1]);
+    let w2 = format!("3:{}", from1[2]);
+    assert_eq!(
+        replies[5],
+        format!("*2\r\n${}\r\n{w1}\r\n${}\r\n{w2}\r\n", w1.len(), w2.len()).as_bytes()
+    );
+    // Finish, then every key of both databases is once, on its owner, with its value.
+    s.rate.set(50_000);
+    s.write(&[(0, 1), (1, 1), (2, 1)]);
+    s.reload(&[&p]);
+    wait_idle(p.port, 1);
+    for db in ["0", "3"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        for k in &names {
+            let want = if db == "0" && (k == from0[1] || k == from1[1]) {
+                Some("new".to_string())
+            } else if db == "0" && (k == from0[2] || k == from1[2]) {
+                None
+            } else {
+                Some(format!("{db}:{k}"))
+            };
+            let got = c.call_str(&["GET", k]);
+            match &want {
+                Some(v) => assert_eq!(got, bulk(v.as_bytes()), "db {db} {k}"),
+                None => assert_eq!(got, b"$-1\r\n", "db {db} {k} came back"),
+            }
+            let on = owner(k) as usize;
+            for (b, r) in s.backends.iter().enumerate() {
+                let mut d = raw(r.port);
+                assert_eq!(d.call_str(&["SELECT", db]), b"+OK\r\n");
+                let n = int(&d.call_str(&["EXISTS", k]));
+                let expect = i64::from(b == on && want.is_some());
+                assert_eq!(n, expect, "db {db} {k} on backend {b} (owner {on})");
+            }
+        }
+    }
+}
