@@ -263,7 +263,9 @@ impl Chain {
         }
         if i == 0 {
             out.extend_from_slice(reply);
-            if let Some((_, meta)) = self.slots.pop_front() {
+            if let Some((slot, meta)) = self.slots.pop_front() {
+                // `Waiting` (checked above) owns nothing: no drop glue on the per-reply path.
+                std::mem::forget(slot);
                 if meta.quiet {
                     unwrite(out, reply.len());
                 }

@@ -162,6 +162,7 @@ pub fn wrong_arity(spec: &Spec) -> String {
 }
 
 /// Resolve the table row of a command (container commands by their subcommand).
+#[inline(always)]
 pub fn resolve(args: &Args, buf: &[u8]) -> Result<&'static Spec, String> {
     let Some(spec) = commands::lookup(args.get(buf, 0)) else {
         return Err(unknown_command(args, buf));

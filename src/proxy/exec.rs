@@ -496,6 +496,7 @@ impl Proxy {
 
     /// Stop reading a client with too many replies outstanding, or too many reply bytes
     /// waiting for it (high-water marks `max_pending` and `max_output`).
+    #[inline(always)]
     pub(super) fn check_pressure(&mut self, k: usize) {
         if let Some(c) = self.clients.get_mut(k) {
             let cfg = &self.pools[c.pool].cfg;

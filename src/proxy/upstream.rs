@@ -473,6 +473,7 @@ impl Proxy {
     /// Dispatch every complete reply in the connection's buffer: each is classified by
     /// `route` (a pub/sub message, a stray push, or the reply of the front in-flight entry,
     /// whose typed owner says where it goes) and then acted on.
+    #[inline(always)]
     pub(super) fn conn_replies(&mut self, k: usize) -> Result<(), (String, Fail)> {
         let Some(conn) = self.conns.get_mut(k) else {
             return Ok(());
