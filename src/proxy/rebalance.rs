@@ -375,10 +375,22 @@ impl Proxy {
                     }
                 }
                 let why = err.then(|| {
-                    format!(
-                        "TRYAGAIN rustproxy could not move this command's keys to their new backend (rebalancing): {}",
-                        text.trim_start_matches('-')
-                    )
+                    let pool = &self.pools[pool_i.unwrap_or(0)];
+                    let name = |slot: usize| {
+                        pool.servers.get(slot).map_or(String::new(), |s| s.name.clone())
+                    };
+                    let (from, to) = (name(src), name(p.seq as usize));
+                    if text.contains("BUSYKEY") {
+                        // Both copies stay: which one is right is the operator's call.
+                        format!(
+                            "BUSYKEY rustproxy cannot move a key of this command from backend {from} to {to} (rebalancing): it exists on both; keep one (FORWARD {from} DEL key or FORWARD {to} DEL key) and retry"
+                        )
+                    } else {
+                        format!(
+                            "TRYAGAIN rustproxy could not move this command's keys from backend {from} to {to} (rebalancing): {}",
+                            text.trim_start_matches('-')
+                        )
+                    }
                 });
                 self.move_answered(key, id, why);
             }
