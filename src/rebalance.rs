@@ -499,16 +499,7 @@ id=6 addr=127.0.0.1:4 name= db=0\n";
     #[test]
     fn token_bucket_banks_at_most_one_second() {
         let now = Instant::now();
-        let old = OldRing {
-            ring: Ring::build(
-                crate::hash::HashKind::Fnv1a_64,
-                crate::ring::Distribution::Ketama,
-                &[],
-            ),
-            order: vec![],
-            tag: None,
-        };
-        let mut r = Rebalance::new(1, old, 0, vec![0], now);
+        let mut r = Rebalance::new(1, empty_old(), 0, vec![0], now);
         r.refill(now + Duration::from_secs(10), 100);
         assert_eq!(r.tokens, 100.0);
         assert_eq!(r.state(), State::Waiting);

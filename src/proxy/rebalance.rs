@@ -648,14 +648,7 @@ impl Proxy {
         rb.edge_done(src, dst);
         if rb.ready() {
             let waiters = std::mem::take(&mut rb.waiters);
-            for (k, id) in waiters {
-                if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
-                    c.draining = false;
-                    if !self.again.contains(&k) {
-                        self.again.push(k);
-                    }
-                }
-            }
+            self.wake(waiters);
         }
         let Some(rb) = self.pools[pool_i].rebalance.as_ref() else {
             return;
@@ -803,14 +796,7 @@ impl Proxy {
                 rb.epoch
             );
             let waiters = std::mem::take(&mut rb.waiters);
-            for (k, id) in waiters {
-                if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
-                    c.draining = false;
-                    if !self.again.contains(&k) {
-                        self.again.push(k);
-                    }
-                }
-            }
+            self.wake(waiters);
             return;
         }
         if rb.next_check > now {
@@ -984,6 +970,18 @@ impl Proxy {
             if pause { "paused" } else { "resumed" }
         );
         Ok(rebalance_fields(pool))
+    }
+
+    /// Clients held by the serve rule (`waiters`) read their input again.
+    fn wake(&mut self, waiters: Vec<(usize, u64)>) {
+        for (k, id) in waiters {
+            if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
+                c.draining = false;
+                if !self.again.contains(&k) {
+                    self.again.push(k);
+                }
+            }
+        }
     }
 
     /// `INFO rebalance`: one line per pool with `rebalance yes`.
