@@ -106,6 +106,10 @@ pub struct Source {
     /// Keys moved / failed in the current pass (a pass with neither ends the source).
     pub pass_moved: u64,
     pub pass_failed: u64,
+    /// Keys of this pass left behind without failing it (copies that differ on both sides).
+    pub pass_skipped: u64,
+    /// The pause before a pass that follows one with skipped keys.
+    pub pass_pause: Duration,
     /// After a failure: no new work before then.
     pub retry_at: Option<Instant>,
     pub backoff: Duration,
@@ -114,6 +118,67 @@ pub struct Source {
     /// MIGRATE groups (destination, keys) of the current batch not sent yet: sending them
     /// would close a cycle of MIGRATEs waiting on each other (`Rebalance::would_cycle`).
     pub held: Vec<(usize, Vec<Vec<u8>>)>,
+    /// The mover's MIGRATE batches in flight, oldest first (destination, database, keys):
+    /// each reply (or loss) takes the front one.
+    pub sent: std::collections::VecDeque<(usize, u32, Vec<Vec<u8>>)>,
+    /// A batch answered BUSYKEY, being checked key by key (see [`Resolve`]).
+    pub resolve: Option<Resolve>,
+}
+
+/// A MIGRATE batch answered BUSYKEY: some of its keys exist on the destination too. Under the
+/// serve rule no client writes a moving key on either side, so a copy on the destination is
+/// the leftover of a MIGRATE whose answer was lost (the destination restarted from its AOF)
+/// when it is identical to the source's: then the source's copy is deleted (the move is
+/// complete). A copy that differs was written behind the proxy's back: both stay, the key is
+/// counted failed and the operator decides.
+pub struct Resolve {
+    pub dst: usize,
+    pub db: u32,
+    pub keys: Vec<Vec<u8>>,
+    /// `DUMP` of each key on the source and on the destination (`None`: no such key).
+    pub src: Vec<Option<Vec<u8>>>,
+    pub dst_dump: Vec<Option<Vec<u8>>>,
+    /// Replies still expected (the DUMPs, then the DELs).
+    pub waiting: usize,
+    /// Keys whose copies differ.
+    pub differ: Vec<Vec<u8>>,
+    /// Source copies deleted.
+    pub deleted: u64,
+    /// The DUMPs are in and the DELs were sent.
+    pub deleting: bool,
+}
+
+impl Resolve {
+    pub fn new(dst: usize, db: u32, keys: Vec<Vec<u8>>) -> Resolve {
+        let n = keys.len();
+        Resolve {
+            dst,
+            db,
+            keys,
+            src: vec![None; n],
+            dst_dump: vec![None; n],
+            waiting: 2 * n,
+            differ: Vec::new(),
+            deleted: 0,
+            deleting: false,
+        }
+    }
+
+    /// Once every DUMP is in: the keys to delete from the source (identical on both sides);
+    /// those on both with different values go to `differ`.
+    pub fn verdict(&mut self) -> Vec<Vec<u8>> {
+        let mut delete = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            match (&self.src[i], &self.dst_dump[i]) {
+                (Some(a), Some(b)) if a == b => delete.push(key.clone()),
+                (Some(_), Some(_)) => self.differ.push(key.clone()),
+                // Gone from the source (moved since), or not on the destination (the next
+                // pass moves it).
+                _ => {}
+            }
+        }
+        delete
+    }
 }
 
 impl Source {
@@ -128,11 +193,15 @@ impl Source {
             outstanding: 0,
             pass_moved: 0,
             pass_failed: 0,
+            pass_skipped: 0,
+            pass_pause: Duration::ZERO,
             retry_at: None,
             backoff: Duration::ZERO,
             last_error: String::new(),
             done: false,
             held: Vec::new(),
+            sent: Default::default(),
+            resolve: None,
         }
     }
 
@@ -145,18 +214,28 @@ impl Source {
         self.phase = Phase::ListDbs;
         self.outstanding = 0;
         self.held.clear();
+        self.resolve = None;
     }
 
     /// The end of one full pass over every database: done when it found nothing to move.
-    pub fn end_pass(&mut self) {
+    /// A pass that left keys behind (conflicts) starts the next one only after a doubling
+    /// pause, so a key the operator must fix does not keep the source scanned flat out.
+    pub fn end_pass(&mut self, now: Instant) {
         if self.pass_moved == 0 && self.pass_failed == 0 {
             self.phase = Phase::Done;
             self.done = true;
         } else {
             self.phase = Phase::ListDbs;
         }
+        if self.pass_skipped > 0 {
+            self.pass_pause = (self.pass_pause * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+            self.retry_at = Some(now + self.pass_pause);
+        } else {
+            self.pass_pause = Duration::ZERO;
+        }
         self.pass_moved = 0;
         self.pass_failed = 0;
+        self.pass_skipped = 0;
     }
 }
 
@@ -239,11 +318,10 @@ impl Rebalance {
             State::Waiting
         } else if self.paused {
             State::Paused
-        } else if self
-            .sources
-            .iter()
-            .any(|s| !s.done && s.backoff >= Duration::from_secs(5))
-        {
+        } else if self.sources.iter().any(|s| {
+            !s.done
+                && (s.backoff >= Duration::from_secs(5) || s.pass_pause >= Duration::from_secs(4))
+        }) {
             State::Failed
         } else {
             State::Running
@@ -436,14 +514,14 @@ id=6 addr=127.0.0.1:4 name= db=0\n";
         let now = Instant::now();
         let mut s = Source::new(3);
         s.pass_moved = 5;
-        s.end_pass();
+        s.end_pass(Instant::now());
         assert!(!s.done);
         assert_eq!(s.phase, Phase::ListDbs);
         s.failed(now, "x");
         assert!(s.retry_at.is_some());
-        s.end_pass();
+        s.end_pass(Instant::now());
         assert!(!s.done, "a pass with a failure is not clean");
-        s.end_pass();
+        s.end_pass(Instant::now());
         assert!(s.done);
     }
 
@@ -494,6 +572,21 @@ id=6 addr=127.0.0.1:4 name= db=0\n";
             order: vec![],
             tag: None,
         }
+    }
+
+    #[test]
+    fn busy_keys_are_deleted_from_the_source_only_when_identical() {
+        let keys: Vec<Vec<u8>> = ["same", "other", "gone", "absent"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let mut r = Resolve::new(2, 0, keys);
+        assert_eq!(r.waiting, 8);
+        let d = |s: &str| Some(s.as_bytes().to_vec());
+        r.src = vec![d("v1"), d("v2"), None, d("v4")];
+        r.dst_dump = vec![d("v1"), d("x"), d("v3"), None];
+        assert_eq!(r.verdict(), vec![b"same".to_vec()]);
+        assert_eq!(r.differ, vec![b"other".to_vec()]);
     }
 
     #[test]

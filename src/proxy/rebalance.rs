@@ -24,6 +24,10 @@ use crate::rebalance::{Phase, Rebalance, State};
 const MOVER_KEYSPACE: u32 = 0;
 const MOVER_SCAN: u32 = 1;
 const MOVER_MIGRATE: u32 = 2;
+/// Checking a BUSYKEY batch (`crate::rebalance::Resolve`; `seq`: the key's index).
+const MOVER_DUMP_SRC: u32 = 3;
+const MOVER_DUMP_DST: u32 = 4;
+const MOVER_DEL: u32 = 5;
 /// `Pending::part` of the barrier's requests.
 const BARRIER_MARKER: u32 = 0;
 const BARRIER_CHECK: u32 = 1;
@@ -452,6 +456,9 @@ impl Proxy {
         match p.owner {
             Owner::Move { .. } => self.migrate_done(pool_i, src, p.seq as usize),
             Owner::Mover { pool, slot } if p.part == MOVER_MIGRATE => {
+                if let Some(s) = self.source_mut(pool, slot) {
+                    s.sent.pop_front();
+                }
                 self.migrate_done(pool, slot, (p.seq >> 32) as usize)
             }
             _ => {}
@@ -510,6 +517,17 @@ impl Proxy {
         let now = self.now;
         let err = matches!(reply.first(), Some(b'-') | Some(b'!'));
         let name = self.pools[pool_i].cfg.name.clone();
+        if p.part == MOVER_MIGRATE {
+            let batch = self
+                .source_mut(pool_i, slot)
+                .and_then(|s| s.sent.pop_front());
+            if let Some((dst, db, keys)) = batch.filter(|_| err && bulk_has(reply, b"BUSYKEY")) {
+                return self.start_resolve(pool_i, slot, dst, db, keys);
+            }
+        }
+        if matches!(p.part, MOVER_DUMP_SRC | MOVER_DUMP_DST | MOVER_DEL) {
+            return self.resolve_reply(pool_i, slot, p, reply);
+        }
         if err {
             let text = String::from_utf8_lossy(reply).trim_end().to_string();
             if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
@@ -535,7 +553,7 @@ impl Proxy {
                 s.cursor = b"0".to_vec();
                 s.outstanding = 0;
                 if s.dbs.is_empty() {
-                    s.end_pass();
+                    s.end_pass(now);
                 } else {
                     s.phase = Phase::Scan;
                 }
@@ -602,6 +620,145 @@ impl Proxy {
         }
     }
 
+    /// A mover batch answered BUSYKEY: DUMP each of its keys on both sides (the source's on the
+    /// mover connection, behind the MIGRATE) to tell a lost answer's leftover from a conflict.
+    fn start_resolve(
+        &mut self,
+        pool_i: usize,
+        slot: usize,
+        dst: usize,
+        db: u32,
+        keys: Vec<Vec<u8>>,
+    ) {
+        let conns = self
+            .mover_conn(pool_i, slot, db)
+            .and_then(|s| Ok((s, self.conn_for(pool_i, dst, 0, None, Some(db))?)));
+        let (src_ck, dst_ck) = match conns {
+            Ok(c) => c,
+            Err(e) => return self.resolve_failed(pool_i, slot, &e),
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let mut req = Vec::new();
+            resp::write_command(&mut req, [&b"DUMP"[..], key]);
+            for (ck, part) in [(src_ck, MOVER_DUMP_SRC), (dst_ck, MOVER_DUMP_DST)] {
+                let owner = Owner::Mover { pool: pool_i, slot };
+                let p = Pending::new(owner, i as u64, part, false, self.now_us);
+                self.push_request(ck, p, &req);
+            }
+        }
+        if let Some(s) = self.source_mut(pool_i, slot) {
+            s.resolve = Some(crate::rebalance::Resolve::new(dst, db, keys));
+        }
+    }
+
+    /// A reply of a BUSYKEY check: the DUMPs, then the DELs of identical copies.
+    fn resolve_reply(&mut self, pool_i: usize, slot: usize, p: Pending, reply: &[u8]) {
+        if matches!(reply.first(), Some(b'-') | Some(b'!')) {
+            let text = String::from_utf8_lossy(reply).trim_end().to_string();
+            return self.resolve_failed(pool_i, slot, &text);
+        }
+        let Some(s) = self.source_mut(pool_i, slot) else {
+            return;
+        };
+        let Some(r) = s.resolve.as_mut() else {
+            return; // from before a failure: stale
+        };
+        let i = p.seq as usize;
+        let dump = match resp::parse_reply(reply) {
+            Ok(Some((Reply::Bulk(b), _))) => Some(b.to_vec()),
+            _ => None,
+        };
+        match p.part {
+            MOVER_DUMP_SRC => {
+                if let Some(d) = r.src.get_mut(i) {
+                    *d = dump;
+                }
+            }
+            MOVER_DUMP_DST => {
+                if let Some(d) = r.dst_dump.get_mut(i) {
+                    *d = dump;
+                }
+            }
+            _ => r.deleted += u64::from(reply == b":1\r\n"),
+        }
+        r.waiting = r.waiting.saturating_sub(1);
+        if r.waiting > 0 {
+            return;
+        }
+        if !r.deleting {
+            r.deleting = true;
+            let delete = r.verdict();
+            r.waiting = delete.len();
+            let db = r.db;
+            if !delete.is_empty() {
+                let ck = match self.mover_conn(pool_i, slot, db) {
+                    Ok(ck) => ck,
+                    Err(e) => return self.resolve_failed(pool_i, slot, &e),
+                };
+                for key in delete {
+                    let mut req = Vec::new();
+                    resp::write_command(&mut req, [&b"DEL"[..], &key]);
+                    let owner = Owner::Mover { pool: pool_i, slot };
+                    let p = Pending::new(owner, 0, MOVER_DEL, false, self.now_us);
+                    self.push_request(ck, p, &req);
+                }
+                return;
+            }
+        }
+        // Done: identical leftovers deleted (moved), conflicts left to the operator.
+        let name = self.pools[pool_i].cfg.name.clone();
+        let Some(s) = self.source_mut(pool_i, slot) else {
+            return;
+        };
+        let Some(r) = s.resolve.take() else {
+            return;
+        };
+        s.outstanding = s.outstanding.saturating_sub(1);
+        s.pass_moved += r.deleted;
+        let differ = r.differ.len() as u64;
+        if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
+            rb.moved += r.deleted;
+            rb.failed += differ;
+        }
+        if differ > 0 {
+            let keys: Vec<String> = r
+                .differ
+                .iter()
+                .take(5)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            let dst = self.pools[pool_i]
+                .servers
+                .get(r.dst)
+                .map_or("", |s| s.name.as_str());
+            let why = format!(
+                "BUSYKEY: {differ} key(s) exist on both b{slot} and {dst} with different values ({}): keep one copy (FORWARD ... DEL key)",
+                keys.join(", ")
+            );
+            warn!("pool {name}: rebalance: {why}");
+            // The rest of the pass goes on; the pass ends not done and the next one waits.
+            if let Some(s) = self.source_mut(pool_i, slot) {
+                s.pass_failed += 1;
+                s.pass_skipped += differ;
+                s.last_error = why;
+            }
+        }
+        if r.deleted > 0 {
+            info!(
+                "pool {name}: rebalance: b{slot}: {} key(s) found on both sides after a lost MIGRATE answer, identical: source copies deleted",
+                r.deleted
+            );
+        }
+        self.mover_step_done(pool_i, slot);
+    }
+
+    fn resolve_failed(&mut self, pool_i: usize, slot: usize, why: &str) {
+        let now = self.now;
+        if let Some(s) = self.source_mut(pool_i, slot) {
+            s.failed(now, why);
+        }
+    }
+
     /// Send the held MIGRATE groups of source `slot` that cannot deadlock now.
     fn send_held(&mut self, pool_i: usize, slot: usize, db: u32) {
         let now = self.now;
@@ -626,7 +783,10 @@ impl Proxy {
                 return;
             };
             match sent {
-                Ok(()) => s.outstanding += 1,
+                Ok(()) => {
+                    s.outstanding += 1;
+                    s.sent.push_back((dst, db, keys));
+                }
                 Err(e) => {
                     s.failed(now, &e);
                     return;
@@ -674,6 +834,7 @@ impl Proxy {
     /// After a SCAN or MIGRATE reply: when nothing is outstanding, the next batch (or database,
     /// or the end of the pass).
     fn mover_step_done(&mut self, pool_i: usize, slot: usize) {
+        let now = self.now;
         let Some(s) = self.source_mut(pool_i, slot) else {
             return;
         };
@@ -685,7 +846,7 @@ impl Proxy {
             s.db_i += 1;
             s.cursor = b"0".to_vec();
             if s.db_i >= s.dbs.len() {
-                s.end_pass();
+                s.end_pass(now);
             } else {
                 s.phase = Phase::Scan;
             }
@@ -1000,4 +1161,9 @@ pub(super) fn rebalance_fields(p: &Pool) -> String {
         (Some(rb), _) | (None, Some(rb)) => rb.fields(),
         (None, None) => "state=idle,epoch=0,scanned=0,moved=0,failed=0,backends_left=0".into(),
     }
+}
+
+/// Whether an error reply mentions `word` (MIGRATE wraps the target's error in its own).
+fn bulk_has(reply: &[u8], word: &[u8]) -> bool {
+    reply.windows(word.len()).any(|w| w == word)
 }
