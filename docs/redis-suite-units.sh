@@ -9,6 +9,12 @@
 # OUTDIR gets summary.txt (one line per unit: ok= err= skipped=) and each unit's full output.
 # SKIPFILE=path: tests to skip (names or /regexps, one per line, Redis's --skipfile), for
 # diagnostic runs only. BASE=port: first port used (default 17100; BASE..BASE+4).
+# MODE=multidb (proxy only): run with Redis's databases. The runner normally passes
+# --cluster-mode in proxy mode (= --singledb, no SELECT, plus skipping tests tagged
+# cluster:skip); with MODE=multidb it passes neither --cluster-mode nor --singledb, so every
+# test client does SELECT 9 (as against a plain redis-server) and cluster:skip /
+# singledb:skip tests run too. The runner's backend fallbacks (OBJECT / MEMORY USAGE) then
+# also SELECT 9 on the backends so they find the test's keys. Default (unset): single db.
 # Each unit is bounded (timeout); the suite itself is a tool, not part of `make test`.
 set -u
 OUT=$1; BIN=$2; shift 2
@@ -23,14 +29,26 @@ UNITS=${*:-$ALL}
 BASE=${BASE:-17100}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-# The runner, with --skipfile passed through when SKIPFILE is set.
+# The runner, with --skipfile passed through when SKIPFILE is set (and MODE=multidb applied).
 RUNNER="$OUT/run.sh"
 sed 's#SRC="$(cd "$(dirname "${BASH_SOURCE\[0\]}")" \&\& pwd)"#SRC='"$SUITE"'#' "$SUITE/run.sh" > "$RUNNER"
-python3 - "$RUNNER" <<'PY'
+MODE=${MODE:-}
+case "$MODE" in ""|multidb) ;; *) echo "MODE must be unset or multidb" >&2; exit 2;; esac
+[ "$MODE" = multidb ] && [ "$BIN" = direct ] && { echo "MODE=multidb needs a proxy binary" >&2; exit 2; }
+python3 - "$RUNNER" "$MODE" <<'PY'
 import sys
-p = sys.argv[1]; s = open(p).read()
+p = sys.argv[1]; mode = sys.argv[2]; s = open(p).read()
 hook = 'export SUITE_BACKENDS="$BACKENDS"\n'
 s = s.replace(hook, 'if [ -n "${SKIPFILE:-}" ]; then FLAGS+=(--skipfile "$SKIPFILE"); fi\n' + hook, 1)
+if mode == "multidb":
+    flag = 'if [ "$MODE" = proxy ]; then FLAGS+=(--cluster-mode); else FLAGS+=(--singledb); fi\n'
+    assert flag in s, "runner: mode line not found"
+    s = s.replace(flag, 'if [ "$MODE" = proxy ]; then :; else FLAGS+=(--singledb); fi  # MODE=multidb\n', 1)
+    # backend clients of the shim (fallbacks) use the tests' database 9
+    conn = 'lappend out [redis [string range $hp 0 [expr {$i-1}]] [string range $hp [expr {$i+1}] end] 0 0]\n'
+    assert conn in s, "runner: shim backend client not found"
+    s = s.replace(conn, 'set c [redis [string range $hp 0 [expr {$i-1}]] [string range $hp [expr {$i+1}] end] 0 0]\n'
+                  '            if {!$::singledb} { catch {$c select 9} }\n            lappend out $c\n', 1)
 open(p, "w").write(s)
 PY
 wait_port() {
