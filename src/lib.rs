@@ -20,6 +20,8 @@ pub mod combine;
 pub mod commands;
 pub mod config;
 pub mod hash;
+pub mod hotcache;
+pub mod hotkeys;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -411,6 +411,9 @@ impl Proxy {
             Plan::Forward { .. } | Plan::Blocking { .. } => {
                 let blocking = matches!(plan, Plan::Blocking { .. });
                 let (server, argc, reencode) = plan.one_backend().unwrap_or_default();
+                if self.pools[pool_i].hot.tick() {
+                    self.hot_sample(k, pool_i, spec, frame, args, server);
+                }
                 let bytes = if reencode {
                     Some(encode_args(args, frame, 0..argc))
                 } else {
@@ -431,7 +434,12 @@ impl Proxy {
                 step,
                 groups,
                 order,
-            } => self.split(k, frame, args, split, step, groups, order),
+            } => {
+                if self.pools[pool_i].hot.tick() {
+                    self.hot_sample_split(k, pool_i, spec, frame, args, &groups);
+                }
+                self.split(k, frame, args, split, step, groups, order)
+            }
             Plan::FanOut(merge) => {
                 let bytes = if args.is_inline() {
                     Some(encode_args(args, frame, 0..args.len()))
