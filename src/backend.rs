@@ -62,6 +62,10 @@ pub enum Owner {
     /// integer is kept as the connection's `backend_id` (CLIENT UNBLOCK names the backend's
     /// client by it); an error is ignored.
     BackendId,
+    /// A hot-key cache's tracking connection to a server of pool `pool` (`Pending::part`:
+    /// `proxy::hot::TRACK_*`): its setup (HELLO 3, CLIENT TRACKING on) and the GET and PTTL
+    /// of each fetch. Invalidation pushes on it answer no request.
+    Track { pool: usize },
 }
 
 /// One request written to a backend connection, waiting for its reply.

@@ -13,7 +13,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{enc_many, free_port, redises, refs, text, wait_listening, Proxy, Raw};
+use common::{
+    enc_many, free_port, ms, poll_until, redises, refs, text, wait_listening, Proxy, Raw, Redis,
+};
 
 const QUICK: Duration = Duration::from_secs(5);
 
@@ -220,4 +222,251 @@ fn hotkeys_reply_is_a_map_per_entry_in_resp3() {
     let mut c = raw(off.port);
     assert_eq!(c.call_str(&["GET", "k"]), b"$-1\r\n");
     assert_eq!(c.call_str(&["HOTKEYS", "GET"]), b"*0\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache
+
+/// A proxy over `servers` whose cache takes every key read once (sampling 1, threshold 1/s).
+fn cache_proxy(servers: &[Redis], size: &str, extra: &[&str]) -> Proxy {
+    let mut args = vec![
+        "--hotkeys-sample",
+        "1",
+        "--hotkeys-window",
+        "1000",
+        "--hotkey-cache",
+        size,
+        "--hotkey-cache-threshold",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&refs(servers), &args)
+}
+
+/// A field of the pool's `hotcache_<pool>` INFO line.
+fn cache_field(c: &mut Raw, field: &str) -> u64 {
+    let info = text(&c.call_str(&["INFO", "hotkeys"]));
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("hotcache_"))
+        .unwrap_or_else(|| panic!("no hotcache line in {info}"));
+    let name = line.split(':').next().unwrap();
+    info_field(&info, name, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+/// Read `key` through the proxy until a read of it is a cache hit; each read must be `want`.
+fn warm(c: &mut Raw, key: &str, want: &[u8]) {
+    poll_until(
+        &format!("{key} served from the cache"),
+        QUICK,
+        ms(10),
+        || {
+            let before = cache_field(c, "hits");
+            let got = c.call_str(&["GET", key]);
+            if got != want {
+                return Err(format!("GET {key} = {}", common::show(&got)));
+            }
+            if cache_field(c, "hits") > before {
+                Ok(())
+            } else {
+                Err("a miss".to_string())
+            }
+        },
+    );
+}
+
+/// Poll GET `key` through the proxy until it gives `want`.
+fn until_read(c: &mut Raw, key: &str, want: &[u8], what: &str) {
+    poll_until(what, QUICK, ms(10), || {
+        let got = c.call_str(&["GET", key]);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("GET {key} = {}", common::show(&got)))
+        }
+    });
+}
+
+/// `cmdstat_get` calls of a backend (its own INFO commandstats).
+fn backend_gets(r: &Redis) -> u64 {
+    let mut d = raw(r.port);
+    let info = text(&d.call_str(&["INFO", "commandstats"]));
+    info_field(&info, "cmdstat_get", "calls")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn direct(r: &Redis, args: &[&str]) -> Vec<u8> {
+    raw(r.port).call_str(args)
+}
+
+#[test]
+fn the_cache_serves_a_hot_key_with_no_backend_request() {
+    let servers = redises(2);
+    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let mut c = raw(proxy.port);
+    assert_eq!(c.call_str(&["SET", "hot", "value"]), b"+OK\r\n");
+    warm(&mut c, "hot", b"$5\r\nvalue\r\n");
+    let gets: Vec<u64> = servers.iter().map(backend_gets).collect();
+    let hits = cache_field(&mut c, "hits");
+    // A pipeline of GETs, interleaved with other commands: replies stay in request order.
+    let mut cmds: Vec<Vec<&str>> = Vec::new();
+    for i in 0..200 {
+        cmds.push(vec!["GET", "hot"]);
+        if i % 50 == 0 {
+            cmds.push(vec!["ECHO", "between"]);
+        }
+    }
+    let replies = c.exchange(enc_many(&cmds), cmds.len());
+    for (cmd, r) in cmds.iter().zip(&replies) {
+        let want: &[u8] = if cmd[0] == "GET" {
+            b"$5\r\nvalue\r\n"
+        } else {
+            b"$7\r\nbetween\r\n"
+        };
+        assert_eq!(r, want);
+    }
+    assert_eq!(
+        servers.iter().map(backend_gets).collect::<Vec<_>>(),
+        gets,
+        "no backend GET"
+    );
+    assert!(cache_field(&mut c, "hits") >= hits + 200);
+    // RESP3 clients get the same bulk string; a missing key is never cached.
+    let mut c3 = raw(proxy.port);
+    let _ = c3.call_str(&["HELLO", "3"]);
+    assert_eq!(c3.call_str(&["GET", "hot"]), b"$5\r\nvalue\r\n");
+    assert_eq!(c3.call_str(&["GET", "nothing"]), b"_\r\n");
+    assert_eq!(c.call_str(&["GET", "nothing"]), b"$-1\r\n");
+    // At most one tracking connection per backend (the missing key's may have opened one).
+    let tracking = cache_field(&mut c, "tracking_connections");
+    assert!((1..=2).contains(&tracking), "{tracking}");
+}
+
+#[test]
+fn every_change_is_seen_by_the_next_reads() {
+    let servers = redises(1);
+    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let mut c = raw(proxy.port);
+    let r = &servers[0];
+    let v = |s: &str| format!("${}\r\n{s}\r\n", s.len()).into_bytes();
+
+    // A write through the proxy: the very next read sees it.
+    c.call_str(&["SET", "k", "one"]);
+    warm(&mut c, "k", &v("one"));
+    assert_eq!(c.call_str(&["SET", "k", "two"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), v("two"));
+
+    // A write by a direct client of the backend: Redis's invalidation drops the entry.
+    warm(&mut c, "k", &v("two"));
+    assert_eq!(direct(r, &["SET", "k", "three"]), b"+OK\r\n");
+    until_read(&mut c, "k", &v("three"), "a direct write seen");
+
+    // An EXPIRE that fires (set directly): gone when Redis expires it.
+    warm(&mut c, "k", &v("three"));
+    assert_eq!(direct(r, &["PEXPIRE", "k", "300"]), b":1\r\n");
+    until_read(&mut c, "k", b"$-1\r\n", "the expiry seen");
+
+    // A TTL fetched with the value bounds the entry (no invalidation needed to stop serving).
+    c.call_str(&["SET", "t", "short", "PX", "400"]);
+    until_read(&mut c, "t", b"$-1\r\n", "the TTL respected");
+
+    // DEL through the proxy.
+    c.call_str(&["SET", "k", "four"]);
+    warm(&mut c, "k", &v("four"));
+    assert_eq!(c.call_str(&["DEL", "k"]), b":1\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), b"$-1\r\n");
+
+    // FLUSHALL through the proxy, and from a direct client.
+    c.call_str(&["SET", "k", "five"]);
+    warm(&mut c, "k", &v("five"));
+    assert_eq!(c.call_str(&["FLUSHALL"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), b"$-1\r\n");
+    c.call_str(&["SET", "k", "six"]);
+    warm(&mut c, "k", &v("six"));
+    assert_eq!(direct(r, &["FLUSHALL"]), b"+OK\r\n");
+    until_read(&mut c, "k", b"$-1\r\n", "a direct FLUSHALL seen");
+
+    // Clients of another database bypass the cache.
+    c.call_str(&["SET", "k", "seven"]);
+    warm(&mut c, "k", &v("seven"));
+    let mut d1 = raw(proxy.port);
+    assert_eq!(d1.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    assert_eq!(d1.call_str(&["GET", "k"]), b"$-1\r\n");
+    d1.call_str(&["SET", "k", "db1"]);
+    assert_eq!(d1.call_str(&["GET", "k"]), v("db1"));
+
+    // The tracking connection killed on the backend: every entry of the backend goes, so a
+    // write Redis can no longer report is still seen.
+    warm(&mut c, "k", &v("seven"));
+    let list = text(&direct(r, &["CLIENT", "LIST"]));
+    let id = list
+        .lines()
+        .find(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("no tracking client in {list}"))
+        .to_string();
+    assert_eq!(direct(r, &["CLIENT", "KILL", "ID", &id]), b":1\r\n");
+    assert_eq!(direct(r, &["SET", "k", "eight"]), b"+OK\r\n");
+    until_read(
+        &mut c,
+        "k",
+        &v("eight"),
+        "a write after the tracking connection died",
+    );
+    // A new tracking connection takes over.
+    warm(&mut c, "k", &v("eight"));
+    assert_eq!(direct(r, &["SET", "k", "nine"]), b"+OK\r\n");
+    until_read(
+        &mut c,
+        "k",
+        &v("nine"),
+        "a direct write with the new tracking connection",
+    );
+}
+
+#[test]
+fn memory_stays_under_the_limit_with_large_values() {
+    let servers = redises(2);
+    let proxy = cache_proxy(
+        &servers,
+        "64kb",
+        &["--hotkey-cache-max-value", "16kb", "--hotkeys", "64"],
+    );
+    let mut c = raw(proxy.port);
+    let big = "x".repeat(10_000);
+    let keys: Vec<String> = (0..40).map(|i| format!("large:{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.call_str(&["SET", k, &big]), b"+OK\r\n");
+    }
+    let want = format!("${}\r\n{big}\r\n", big.len()).into_bytes();
+    let max = cache_field(&mut c, "max_bytes");
+    assert_eq!(max, 64 * 1024);
+    for round in 0..5 {
+        for k in &keys {
+            assert_eq!(c.call_str(&["GET", k]), want, "round {round}");
+        }
+        let bytes = cache_field(&mut c, "bytes");
+        assert!(bytes <= max, "{bytes} > {max}");
+    }
+    assert!(
+        cache_field(&mut c, "entries") > 0,
+        "large values are cached"
+    );
+    assert!(cache_field(&mut c, "evictions") > 0);
+    // Above the value limit: never cached, always right.
+    let huge = "y".repeat(20_000);
+    c.call_str(&["SET", "huge", &huge]);
+    let want = format!("${}\r\n{huge}\r\n", huge.len()).into_bytes();
+    let hits = cache_field(&mut c, "hits");
+    for _ in 0..20 {
+        assert_eq!(c.call_str(&["GET", "huge"]), want);
+    }
+    assert_eq!(cache_field(&mut c, "hits"), hits);
+    assert!(cache_field(&mut c, "bytes") <= max);
 }

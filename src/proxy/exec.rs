@@ -393,6 +393,10 @@ impl Proxy {
             );
             return self.reply_err(k, &msg);
         }
+        if self.pools[pool_i].cache.is_some() && crate::auth::is_write(spec) {
+            // Before it is forwarded (or queued): the client reads its own write.
+            self.hot_write(pool_i, spec, frame, args);
+        }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
@@ -423,6 +427,11 @@ impl Proxy {
                 if blocking {
                     let key = self.first_key(pool_i, spec, frame, args);
                     self.blocking(k, server, bytes, key);
+                } else if self.pools[pool_i].cache.is_some()
+                    && spec.name == "GET"
+                    && self.hot_get(k, pool_i, args.get(frame, 1), server)
+                {
+                    // Answered from the hot-key cache, through the chain.
                 } else if let Some(slot) = self.replica_for(pool_i, spec, frame, args) {
                     self.forward_slot(k, slot, bytes);
                 } else {

@@ -20,7 +20,13 @@
 //!   backend (`HotCache::queues`) names the key each reply is for.
 
 use super::*;
+use crate::hotcache::Push;
 use crate::hotkeys::PoolHot;
+
+/// `Pending::part` of a tracking connection's requests: its setup, and a fetch's two halves.
+pub(super) const TRACK_ON: u32 = 0;
+pub(super) const TRACK_GET: u32 = 1;
+pub(super) const TRACK_PTTL: u32 = 2;
 
 impl Proxy {
     /// Count one sampled request (its keys, routed to config position `server`).
@@ -168,5 +174,265 @@ impl Proxy {
                 cache: p.cache.as_ref().map(|c| c.figures()),
             })
             .collect()
+    }
+
+    // ----- the cache ---------------------------------------------------------------------
+
+    /// Writes through the proxy drop their keys' entries before they are forwarded (and
+    /// poison fetches in flight); FLUSHALL, FLUSHDB and SWAPDB drop everything. Called for
+    /// every write command of a pool with a cache, whatever its plan (queued in MULTI too).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn hot_write(
+        &mut self,
+        pool_i: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) {
+        if matches!(spec.name, "FLUSHALL" | "FLUSHDB" | "SWAPDB") {
+            if let Some(c) = self.pools[pool_i].cache.as_mut() {
+                c.clear();
+            }
+            return;
+        }
+        let keys = self.routing_keys(pool_i, spec, frame, args);
+        if let Some(c) = self.pools[pool_i].cache.as_mut() {
+            for key in keys {
+                c.invalidate(&key);
+            }
+        }
+    }
+
+    /// A GET of a pool with a cache (client in the default database): answered from the cache
+    /// when the key is there (true), else forwarded by the caller; a miss of a hot key starts
+    /// its fetch on the tracking connection of its backend (config position `server`).
+    pub(super) fn hot_get(&mut self, k: usize, pool_i: usize, key: &[u8], server: usize) -> bool {
+        let now = self.now_us;
+        let pool = &mut self.pools[pool_i];
+        let db = self.clients.get(k).and_then(|c| c.db());
+        if db.is_some_and(|d| d != pool.cfg.redis_db) {
+            // Clients of other databases bypass the cache.
+            return false;
+        }
+        let generation = pool.generation;
+        let db = pool.cfg.redis_db;
+        let Some(cache) = pool.cache.as_mut() else {
+            return false;
+        };
+        if cache.generation != generation {
+            // The ring changed: a key may live elsewhere now.
+            cache.clear();
+            cache.generation = generation;
+        }
+        if let Some(v) = cache.get(key, now) {
+            let mut out = std::mem::take(&mut self.subreq);
+            out.clear();
+            out.extend_from_slice(v);
+            self.reply(k, &out);
+            if out.capacity() <= KEEP_OUTPUT {
+                self.subreq = out;
+            }
+            return true;
+        }
+        cache.misses += 1;
+        let threshold = cache.threshold;
+        if pool.hot.read_rate(key, db, now) >= threshold {
+            self.hot_fetch(pool_i, server, key);
+        }
+        false
+    }
+
+    /// Fetch `key` (GET + PTTL) on the tracking connection of the server at config position
+    /// `pos`, opening it if needed. Nothing happens when a fetch of it is in flight.
+    fn hot_fetch(&mut self, pool_i: usize, pos: usize, key: &[u8]) {
+        let pool = &mut self.pools[pool_i];
+        let Some(&slot) = pool.order.get(pos) else {
+            return;
+        };
+        let Some(cache) = pool.cache.as_mut() else {
+            return;
+        };
+        if !cache.start_fetch(key, slot) {
+            return;
+        }
+        let ck = match cache.tracking.get(slot).copied().flatten() {
+            Some(ck) => ck,
+            None => match self.open_tracking(pool_i, slot) {
+                Ok(ck) => ck,
+                Err(e) => {
+                    debug!(
+                        "pool {}: no tracking connection: {e}",
+                        self.pools[pool_i].cfg.name
+                    );
+                    if let Some(c) = self.pools[pool_i].cache.as_mut() {
+                        c.end_fetch(key);
+                    }
+                    return;
+                }
+            },
+        };
+        let owner = Owner::Track { pool: pool_i };
+        let mut req = Vec::with_capacity(key.len() + 24);
+        resp::write_command(&mut req, [&b"GET"[..], key]);
+        self.push_request(
+            ck,
+            Pending::new(owner, 0, TRACK_GET, false, self.now_us),
+            &req,
+        );
+        req.clear();
+        resp::write_command(&mut req, [&b"PTTL"[..], key]);
+        self.push_request(
+            ck,
+            Pending::new(owner, 0, TRACK_PTTL, false, self.now_us),
+            &req,
+        );
+        if let Some(c) = self.pools[pool_i].cache.as_mut() {
+            if c.queues.len() <= slot {
+                c.queues.resize_with(slot + 1, Default::default);
+            }
+            c.queues[slot].push_back(key.into());
+        }
+    }
+
+    /// Open the tracking connection to server slot `slot`: a connection of the proxy's own in
+    /// the pool's database, switched to RESP3 with tracking on (invalidations arrive on it).
+    fn open_tracking(&mut self, pool_i: usize, slot: usize) -> Result<usize, String> {
+        let db = self.pools[pool_i].cfg.redis_db;
+        // RESP2 handshake (credentials, database); HELLO 3 comes after, as our own request,
+        // so a server without RESP3 refuses the cache, not the server.
+        let ck = self.open_conn(pool_i, slot, 0, 0, false, db)?;
+        let owner = Owner::Track { pool: pool_i };
+        for req in [
+            &b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"[..],
+            b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\non\r\n",
+        ] {
+            self.push_request(
+                ck,
+                Pending::new(owner, 0, TRACK_ON, false, self.now_us),
+                req,
+            );
+        }
+        if let Some(c) = self.pools[pool_i].cache.as_mut() {
+            if c.tracking.len() <= slot {
+                c.tracking.resize(slot + 1, None);
+            }
+            c.tracking[slot] = Some(ck);
+        }
+        Ok(ck)
+    }
+
+    /// A reply on tracking connection `ck` of pool `pool_i`. Err: close the connection (its
+    /// setup was refused, or it is out of step).
+    pub(super) fn hot_reply(
+        &mut self,
+        ck: usize,
+        pool_i: usize,
+        part: u32,
+        reply: &[u8],
+    ) -> Result<(), String> {
+        let now = self.now_us;
+        let Some(conn) = self.conns.get(ck) else {
+            return Ok(());
+        };
+        let slot = conn.server;
+        let pool = &mut self.pools[pool_i];
+        let generation = pool.generation;
+        let name = pool.cfg.name.clone();
+        let Some(cache) = pool
+            .cache
+            .as_mut()
+            .filter(|c| c.tracking.get(slot) == Some(&Some(ck)))
+        else {
+            // A cache replaced by a reload: its connection closes once drained.
+            return Ok(());
+        };
+        let error = matches!(reply.first(), Some(b'-') | Some(b'!'));
+        match part {
+            TRACK_ON if error => {
+                let msg = String::from_utf8_lossy(reply).trim_end().to_string();
+                warn!("pool {name}: hot-key cache tracking refused by the backend ({msg})");
+                return Err(format!("tracking refused: {msg}"));
+            }
+            TRACK_ON => {}
+            TRACK_GET => {
+                let key = cache.queues.get(slot).and_then(|q| q.front()).cloned();
+                let fresh = reply.first() == Some(&b'$') && !reply.starts_with(b"$-1");
+                if let (Some(key), true) = (key, fresh) {
+                    if let Some(f) = cache.fetch_mut(&key) {
+                        f.value = Some(reply.to_vec());
+                    }
+                }
+            }
+            TRACK_PTTL => {
+                let Some(key) = cache.queues.get_mut(slot).and_then(|q| q.pop_front()) else {
+                    return Err("tracking connection out of step".into());
+                };
+                let Some(f) = cache.end_fetch(&key) else {
+                    return Ok(());
+                };
+                let ttl = match crate::resp::parse_reply(reply) {
+                    Ok(Some((crate::resp::Reply::Integer(n), _))) => n,
+                    _ => -2,
+                };
+                let deadline = match ttl {
+                    -1 => Some(None),
+                    n if n > 0 => Some(Some(now + crate::clock::ms(n as u64))),
+                    _ => None,
+                };
+                if cache.generation != generation {
+                    cache.clear();
+                    cache.generation = generation;
+                    return Ok(());
+                }
+                if let (Some(v), Some(deadline), false) = (f.value, deadline, f.poisoned) {
+                    cache.insert(&key, slot, &v, deadline);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A push on connection `ck` of pool `pool_i`: on its tracking connection, an invalidation.
+    pub(super) fn hot_push(&mut self, ck: usize, pool_i: usize, push: &[u8]) {
+        let Some(slot) = self.conns.get(ck).map(|c| c.server) else {
+            return;
+        };
+        let Some(cache) = self.pools[pool_i]
+            .cache
+            .as_mut()
+            .filter(|c| c.tracking.get(slot) == Some(&Some(ck)))
+        else {
+            return;
+        };
+        match crate::hotcache::invalidation(push) {
+            Push::Keys(keys) => {
+                for key in keys {
+                    cache.invalidate(&key);
+                }
+            }
+            Push::All => cache.drop_server(slot),
+            Push::Other => {}
+        }
+    }
+
+    /// Connection `ck` (of pool `pool_i`, server slot `slot`) is gone: when it was the cache's
+    /// tracking connection, every entry of that server goes (an invalidation may have been
+    /// lost with it) and its fetches end.
+    pub(super) fn hot_conn_lost(&mut self, ck: usize, pool_i: usize, slot: usize) {
+        let Some(cache) = self.pools[pool_i].cache.as_mut() else {
+            return;
+        };
+        if cache.tracking.get(slot) != Some(&Some(ck)) {
+            return;
+        }
+        cache.tracking[slot] = None;
+        cache.drop_server(slot);
+        if let Some(q) = cache.queues.get_mut(slot) {
+            for key in std::mem::take(q) {
+                cache.end_fetch(&key);
+            }
+        }
     }
 }

@@ -509,7 +509,15 @@ impl Proxy {
                     continue;
                 }
                 Route::Stray => {
-                    rbuf.consume(n);
+                    // On a tracking connection a push is an invalidation; elsewhere dropped.
+                    let pool_i = conn.pool;
+                    if self.pools[pool_i].cache.is_some() {
+                        let push = reply.to_vec();
+                        rbuf.consume(n);
+                        self.hot_push(k, pool_i, &push);
+                    } else {
+                        rbuf.consume(n);
+                    }
                     continue;
                 }
                 Route::Unexpected => {
@@ -581,6 +589,15 @@ impl Proxy {
                     continue;
                 }
                 Owner::BackendId => conn.backend_id = super::kill::backend_id_of(reply),
+                Owner::Track { pool } => {
+                    let reply = reply.to_vec();
+                    rbuf.consume(n);
+                    if let Err(e) = self.hot_reply(k, pool, p.part, &reply) {
+                        result = Err((e, Fail::Local));
+                        break;
+                    }
+                    continue;
+                }
                 Owner::Client { key, id } => {
                     if !p.blocking {
                         srv.stats.latency.record(since(self.now_us, p.sent));
@@ -635,6 +652,9 @@ impl Proxy {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if self.pools[conn.pool].cache.is_some() {
+            self.hot_conn_lost(k, conn.pool, conn.server);
+        }
         let now = self.now;
         let srv = &mut self.pools[conn.pool].servers[conn.server];
         if !conn.private {
