@@ -86,6 +86,10 @@ pub struct Pending {
     pub redirects: u8,
     /// When it was queued (event-loop clock).
     pub sent: crate::clock::Micros,
+    /// A write of a pool with a hot-key cache: the tag of the key it writes
+    /// (`hotcache::key_tag`, or `hotcache::ANY_KEY`), held in the cache until its reply is in
+    /// (no fetch of that key starts meanwhile). 0: none.
+    pub hot: u64,
 }
 
 impl Pending {
@@ -105,6 +109,7 @@ impl Pending {
             confirm: false,
             redirects: 0,
             sent,
+            hot: 0,
         }
     }
 

@@ -26,6 +26,20 @@ pub const MAX_FETCHES: usize = 256;
 
 const NIL: usize = usize::MAX;
 
+/// The tag of a write that names several keys (or none): while one is in flight no fetch
+/// starts in the pool.
+pub const ANY_KEY: u64 = 1;
+
+/// The tag a write holds its key under: FNV-1a 64 of the key, never 0 nor `ANY_KEY`.
+pub fn key_tag(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h | 2
+}
+
 struct Node {
     key: Box<[u8]>,
     /// The reply as sent to clients (a RESP bulk string).
@@ -74,6 +88,10 @@ pub struct HotCache {
     tail: usize,
     bytes: usize,
     fetching: HashMap<Box<[u8]>, Fetch>,
+    /// Writes through the proxy in flight, by key tag (`key_tag`, `ANY_KEY`): a fetch of a
+    /// key with a write in flight could run before that write and store the old value after
+    /// the writer saw its reply, so none starts until the write's reply is in.
+    writing: HashMap<u64, u32>,
     /// Per server slot: the tracking connection (slab key) and the keys whose fetches it
     /// carries, in the order they were sent.
     pub tracking: Vec<Option<usize>>,
@@ -100,6 +118,7 @@ impl HotCache {
             tail: NIL,
             bytes: 0,
             fetching: HashMap::new(),
+            writing: HashMap::new(),
             tracking: Vec::new(),
             queues: Vec::new(),
             generation: 0,
@@ -246,6 +265,11 @@ impl HotCache {
     /// Whether a fetch of `key` may start now (none in flight, under the in-flight bound,
     /// not cached yet); if so it is recorded as in flight from `server`.
     pub fn start_fetch(&mut self, key: &[u8], server: usize) -> bool {
+        if !self.writing.is_empty()
+            && (self.writing.contains_key(&ANY_KEY) || self.writing.contains_key(&key_tag(key)))
+        {
+            return false;
+        }
         if self.fetching.len() >= MAX_FETCHES
             || self.fetching.contains_key(key)
             || self.index.contains_key(key)
@@ -271,6 +295,21 @@ impl HotCache {
     /// The fetch of `key` is over (its last reply arrived, or its connection failed).
     pub fn end_fetch(&mut self, key: &[u8]) -> Option<Fetch> {
         self.fetching.remove(key)
+    }
+
+    /// A write with tag `tag` was forwarded.
+    pub fn write_begin(&mut self, tag: u64) {
+        *self.writing.entry(tag).or_insert(0) += 1;
+    }
+
+    /// The reply of a write with tag `tag` is in (or its connection failed).
+    pub fn write_end(&mut self, tag: u64) {
+        if let Some(n) = self.writing.get_mut(&tag) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(&tag);
+            }
+        }
     }
 
     pub fn fetches_in_flight(&self) -> usize {
@@ -462,6 +501,17 @@ mod tests {
         assert!(c.start_fetch(b"j", 0));
         c.clear();
         assert!(c.end_fetch(b"j").unwrap().poisoned);
+        // No fetch of a key while a write of it (or of many keys) is in flight.
+        c.write_begin(key_tag(b"w"));
+        assert!(!c.start_fetch(b"w", 0));
+        c.write_end(key_tag(b"w"));
+        assert!(c.start_fetch(b"w", 0));
+        c.write_begin(ANY_KEY);
+        assert!(!c.start_fetch(b"x", 0));
+        c.write_end(ANY_KEY);
+        c.write_end(ANY_KEY);
+        assert!(c.writing.is_empty());
+        c.clear();
         for i in 0..MAX_FETCHES + 10 {
             c.start_fetch(format!("f{i}").as_bytes(), 0);
         }

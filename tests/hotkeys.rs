@@ -470,3 +470,39 @@ fn memory_stays_under_the_limit_with_large_values() {
     assert_eq!(cache_field(&mut c, "hits"), hits);
     assert!(cache_field(&mut c, "bytes") <= max);
 }
+
+#[test]
+fn a_writer_always_reads_its_own_write_of_a_cached_key() {
+    let servers = redises(2);
+    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let mut w = raw(proxy.port);
+    w.call_str(&["SET", "rw", "0"]);
+    warm(&mut w, "rw", b"$1\r\n0\r\n");
+    // Readers keep the key hot (and re-fetched) while the writer writes and reads back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (port, stop) = (proxy.port, stop.clone());
+            std::thread::spawn(move || {
+                let mut r = raw(port);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = r.call_str(&["GET", "rw"]);
+                    assert!(got.starts_with(b"$"), "{}", common::show(&got));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 1..=500 {
+        let v = i.to_string();
+        assert_eq!(w.call_str(&["SET", "rw", &v]), b"+OK\r\n");
+        let want = format!("${}\r\n{v}\r\n", v.len()).into_bytes();
+        assert_eq!(w.call_str(&["GET", "rw"]), want, "write {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(reads > 0);
+    assert!(cache_field(&mut w, "hits") > 0);
+}

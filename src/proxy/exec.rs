@@ -393,9 +393,10 @@ impl Proxy {
             );
             return self.reply_err(k, &msg);
         }
+        let mut hot_tag = 0;
         if self.pools[pool_i].cache.is_some() && crate::auth::is_write(spec) {
             // Before it is forwarded (or queued): the client reads its own write.
-            self.hot_write(pool_i, spec, frame, args);
+            hot_tag = self.hot_write(pool_i, spec, frame, args);
         }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
@@ -409,6 +410,8 @@ impl Proxy {
         let pool = &self.pools[pool_i];
         let target = pool.target();
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
+        // Requests `send` queues for this command carry the write's tag (hot-key cache).
+        self.hot_tag = hot_tag;
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
             Plan::Error(e) => self.reject(k, &e),
@@ -473,6 +476,7 @@ impl Proxy {
                 self.send_multi(k, Combine::Scan { server, nservers }, &[(server, req)]);
             }
         }
+        self.hot_tag = 0;
         self.check_pressure(k);
     }
 

@@ -181,6 +181,7 @@ impl Proxy {
     /// Writes through the proxy drop their keys' entries before they are forwarded (and
     /// poison fetches in flight); FLUSHALL, FLUSHDB and SWAPDB drop everything. Called for
     /// every write command of a pool with a cache, whatever its plan (queued in MULTI too).
+    /// Returns the tag the write holds until its reply is in (see `HotCache::write_begin`).
     #[cold]
     #[inline(never)]
     pub(super) fn hot_write(
@@ -189,18 +190,33 @@ impl Proxy {
         spec: &'static Spec,
         frame: &[u8],
         args: &Args,
-    ) {
+    ) -> u64 {
         if matches!(spec.name, "FLUSHALL" | "FLUSHDB" | "SWAPDB") {
             if let Some(c) = self.pools[pool_i].cache.as_mut() {
                 c.clear();
             }
-            return;
+            return crate::hotcache::ANY_KEY;
         }
         let keys = self.routing_keys(pool_i, spec, frame, args);
+        let tag = match keys.as_slice() {
+            [one] => crate::hotcache::key_tag(one),
+            _ => crate::hotcache::ANY_KEY,
+        };
         if let Some(c) = self.pools[pool_i].cache.as_mut() {
             for key in keys {
                 c.invalidate(&key);
             }
+        }
+        tag
+    }
+
+    /// A request carrying a write tag (`Pending::hot`) was answered or lost: its key may be
+    /// fetched again.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn hot_write_end(&mut self, pool_i: usize, tag: u64) {
+        if let Some(c) = self.pools.get_mut(pool_i).and_then(|p| p.cache.as_mut()) {
+            c.write_end(tag);
         }
     }
 

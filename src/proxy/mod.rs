@@ -219,6 +219,9 @@ pub struct Proxy {
     hostname: String,
     /// CLIENT PAUSE in force, and the clients it holds.
     pause: pause::Pause,
+    /// The hot-key cache's tag of the write command being executed (`Pending::hot`); 0 when
+    /// none.
+    hot_tag: u64,
 }
 
 fn reply_error(out: &mut Vec<u8>, msg: &str) {
@@ -342,6 +345,7 @@ impl Proxy {
             stats_conns: Slab::new(),
             last_auth_log: None,
             pause: Default::default(),
+            hot_tag: 0,
         };
         if let Some(addr) = p.config.stats_listen {
             let mut l = TcpListener::bind(addr)?;

@@ -317,7 +317,13 @@ impl Proxy {
             Some(ck) => ck,
             None => self.conn_for(pool_i, server, proto, Some(id), db)?,
         };
-        let p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
+        let mut p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
+        if self.hot_tag != 0 {
+            p.hot = self.hot_tag;
+            if let Some(c) = self.pools[pool_i].cache.as_mut() {
+                c.write_begin(p.hot);
+            }
+        }
         self.push_request(ck, p, bytes);
         Ok(())
     }
@@ -525,6 +531,13 @@ impl Proxy {
                     break;
                 }
                 Route::Reply(p, req) => (p, req),
+            };
+            if p.hot != 0 {
+                let pool_i = conn.pool;
+                self.hot_write_end(pool_i, p.hot);
+            }
+            let Some(conn) = self.conns.get_mut(k) else {
+                break;
             };
             let srv = &mut self.pools[conn.pool].servers[conn.server];
             srv.stats.replies += 1;
@@ -742,6 +755,9 @@ impl Proxy {
             self.rebalance_forget(conn.pool, k);
         }
         for p in conn.inflight.drain(..) {
+            if p.hot != 0 {
+                self.hot_write_end(conn.pool, p.hot);
+            }
             let Some((key, id)) = p.client() else {
                 if matches!(
                     p.owner,
