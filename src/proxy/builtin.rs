@@ -793,9 +793,10 @@ impl Proxy {
             }
             text.push_str(&self.rebalance_info());
         }
-        // Hot keys: also the proxy's own section, asked by name or with all.
+        // Hot keys: the proxy's own section, asked by name or with everything (not in `all`,
+        // whose sections tools expect to be Redis's and the proxy's fixed ones).
         let hot = section.split_ascii_whitespace().any(|w| {
-            ["hotkeys", "all", "everything"]
+            ["hotkeys", "everything"]
                 .iter()
                 .any(|n| w.eq_ignore_ascii_case(n))
         });
