@@ -21,6 +21,10 @@ use crate::clock::Micros;
 
 /// Bytes counted per entry on top of its key and value (index, node, list links).
 pub const ENTRY_OVERHEAD: usize = 96;
+/// No entry is served longer than this after its fetch (a safety net for an invalidation that
+/// cannot arrive, e.g. a half-open tracking connection; invalidations normally drop entries
+/// long before).
+pub const MAX_AGE_US: Micros = 30_000_000;
 /// Fetches in flight per pool, at most (a burst of new hot keys waits for the next sample).
 pub const MAX_FETCHES: usize = 256;
 
@@ -55,6 +59,9 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct Fetch {
     pub server: usize,
+    /// When it was sent (event-loop clock): the TTL it reads counts from here, so the entry's
+    /// deadline is never later than the key's expiry in Redis.
+    pub sent: Micros,
     /// The GET's reply, once in.
     pub value: Option<Vec<u8>>,
     /// Invalidated while in flight: the result is dropped.
@@ -175,15 +182,21 @@ impl HotCache {
     }
 
     /// Store `value` (the reply bytes) for `key` from server slot `server`, valid until
-    /// `deadline`. False: not stored (too large).
+    /// `deadline` (None: no TTL) and at most `MAX_AGE_US` after `now`. False: not stored
+    /// (too large).
     pub fn insert(
         &mut self,
         key: &[u8],
         server: usize,
         value: &[u8],
         deadline: Option<Micros>,
+        now: Micros,
     ) -> bool {
         let cost = Self::cost(key, value);
+        let deadline = Some(match deadline {
+            Some(d) => d.min(now + MAX_AGE_US),
+            None => now + MAX_AGE_US,
+        });
         if value.len() > self.max_value || cost > self.max_bytes {
             return false;
         }
@@ -263,8 +276,9 @@ impl HotCache {
     }
 
     /// Whether a fetch of `key` may start now (none in flight, under the in-flight bound,
-    /// not cached yet); if so it is recorded as in flight from `server`.
-    pub fn start_fetch(&mut self, key: &[u8], server: usize) -> bool {
+    /// not cached yet, no write of it in flight); if so it is recorded as in flight from
+    /// `server`, sent at `now`.
+    pub fn start_fetch(&mut self, key: &[u8], server: usize, now: Micros) -> bool {
         if !self.writing.is_empty()
             && (self.writing.contains_key(&ANY_KEY) || self.writing.contains_key(&key_tag(key)))
         {
@@ -280,6 +294,7 @@ impl HotCache {
             key.into(),
             Fetch {
                 server,
+                sent: now,
                 ..Fetch::default()
             },
         );
@@ -428,7 +443,7 @@ mod tests {
     fn serves_what_was_stored_until_invalidated() {
         let mut c = HotCache::new(10_000, 1000, 1);
         assert!(c.get(b"k", 0).is_none());
-        assert!(c.insert(b"k", 2, &bulk(b"v"), None));
+        assert!(c.insert(b"k", 2, &bulk(b"v"), None, 0));
         assert_eq!(c.get(b"k", 5), Some(&b"$1\r\nv\r\n"[..]));
         assert_eq!(c.hits, 1);
         c.invalidate(b"k");
@@ -442,13 +457,13 @@ mod tests {
         let v = bulk(&[b'x'; 100]);
         let mut c = HotCache::new(4 * (ENTRY_OVERHEAD + 1 + v.len()), 1000, 1);
         for k in [b"a", b"b", b"c", b"d"] {
-            assert!(c.insert(k, 0, &v, None));
+            assert!(c.insert(k, 0, &v, None, 0));
         }
         check(&c);
         assert_eq!(c.len(), 4);
         // Touch "a": "b" is now the least recently used and goes first.
         assert!(c.get(b"a", 0).is_some());
-        assert!(c.insert(b"e", 0, &v, None));
+        assert!(c.insert(b"e", 0, &v, None, 0));
         assert!(c.get(b"b", 0).is_none());
         assert!(c.get(b"a", 0).is_some());
         assert_eq!(c.evictions, 1);
@@ -456,7 +471,7 @@ mod tests {
         // A flood of large values never takes it over the limit.
         for i in 0..1000u32 {
             let v = bulk(&vec![b'y'; (i as usize * 7) % 900]);
-            c.insert(format!("k{i}").as_bytes(), 1, &v, None);
+            c.insert(format!("k{i}").as_bytes(), 1, &v, None, 0);
             assert!(c.bytes() <= c.max_bytes);
         }
         check(&c);
@@ -465,11 +480,11 @@ mod tests {
     #[test]
     fn large_values_are_never_cached() {
         let mut c = HotCache::new(1 << 20, 100, 1);
-        assert!(!c.insert(b"big", 0, &bulk(&[0; 200]), None));
+        assert!(!c.insert(b"big", 0, &bulk(&[0; 200]), None, 0));
         assert!(c.is_empty());
         let mut tiny = HotCache::new(50, 1000, 1);
         assert!(
-            !tiny.insert(b"k", 0, &bulk(b"v"), None),
+            !tiny.insert(b"k", 0, &bulk(b"v"), None, 0),
             "larger than the cache"
         );
     }
@@ -477,43 +492,47 @@ mod tests {
     #[test]
     fn entries_never_outlive_their_deadline() {
         let mut c = HotCache::new(10_000, 1000, 1);
-        c.insert(b"t", 0, &bulk(b"v"), Some(1_000));
+        c.insert(b"t", 0, &bulk(b"v"), Some(1_000), 0);
         assert!(c.get(b"t", 999).is_some());
         assert!(c.get(b"t", 1_000).is_none());
         assert!(c.is_empty());
+        // Without a TTL: at most MAX_AGE_US after it was stored.
+        c.insert(b"n", 0, &bulk(b"v"), None, 5);
+        assert!(c.get(b"n", MAX_AGE_US + 4).is_some());
+        assert!(c.get(b"n", MAX_AGE_US + 5).is_none());
         check(&c);
     }
 
     #[test]
     fn fetches_are_single_and_poisoned_by_invalidations() {
         let mut c = HotCache::new(10_000, 1000, 1);
-        assert!(c.start_fetch(b"k", 1));
-        assert!(!c.start_fetch(b"k", 1), "one fetch per key");
+        assert!(c.start_fetch(b"k", 1, 0));
+        assert!(!c.start_fetch(b"k", 1, 0), "one fetch per key");
         c.fetch_mut(b"k").unwrap().value = Some(bulk(b"v"));
         c.invalidate(b"k");
         let f = c.end_fetch(b"k").unwrap();
         assert!(f.poisoned);
-        assert!(c.start_fetch(b"k", 1));
+        assert!(c.start_fetch(b"k", 1, 0));
         c.drop_server(0);
         assert!(!c.fetch_mut(b"k").unwrap().poisoned, "another server");
         c.drop_server(1);
         assert!(c.end_fetch(b"k").unwrap().poisoned);
-        assert!(c.start_fetch(b"j", 0));
+        assert!(c.start_fetch(b"j", 0, 0));
         c.clear();
         assert!(c.end_fetch(b"j").unwrap().poisoned);
         // No fetch of a key while a write of it (or of many keys) is in flight.
         c.write_begin(key_tag(b"w"));
-        assert!(!c.start_fetch(b"w", 0));
+        assert!(!c.start_fetch(b"w", 0, 0));
         c.write_end(key_tag(b"w"));
-        assert!(c.start_fetch(b"w", 0));
+        assert!(c.start_fetch(b"w", 0, 0));
         c.write_begin(ANY_KEY);
-        assert!(!c.start_fetch(b"x", 0));
+        assert!(!c.start_fetch(b"x", 0, 0));
         c.write_end(ANY_KEY);
         c.write_end(ANY_KEY);
         assert!(c.writing.is_empty());
         c.clear();
         for i in 0..MAX_FETCHES + 10 {
-            c.start_fetch(format!("f{i}").as_bytes(), 0);
+            c.start_fetch(format!("f{i}").as_bytes(), 0, 0);
         }
         assert_eq!(c.fetches_in_flight(), MAX_FETCHES);
     }
@@ -527,6 +546,7 @@ mod tests {
                 (i % 3) as usize,
                 &bulk(b"v"),
                 None,
+                0,
             );
         }
         c.drop_server(1);
@@ -535,7 +555,7 @@ mod tests {
         c.clear();
         assert!(c.is_empty());
         assert_eq!(c.bytes(), 0);
-        c.insert(b"again", 0, &bulk(b"v"), None);
+        c.insert(b"again", 0, &bulk(b"v"), None, 0);
         check(&c);
     }
 

@@ -269,7 +269,7 @@ impl Proxy {
         let Some(cache) = pool.cache.as_mut() else {
             return;
         };
-        if !cache.start_fetch(key, slot) {
+        if !cache.start_fetch(key, slot, self.now_us) {
             return;
         }
         let ck = match cache.tracking.get(slot).copied().flatten() {
@@ -391,9 +391,10 @@ impl Proxy {
                     Ok(Some((crate::resp::Reply::Integer(n), _))) => n,
                     _ => -2,
                 };
+                // Counted from when the fetch was sent: never later than the expiry in Redis.
                 let deadline = match ttl {
                     -1 => Some(None),
-                    n if n > 0 => Some(Some(now + crate::clock::ms(n as u64))),
+                    n if n > 0 => Some(Some(f.sent + crate::clock::ms(n as u64))),
                     _ => None,
                 };
                 if cache.generation != generation {
@@ -402,7 +403,7 @@ impl Proxy {
                     return Ok(());
                 }
                 if let (Some(v), Some(deadline), false) = (f.value, deadline, f.poisoned) {
-                    cache.insert(&key, slot, &v, deadline);
+                    cache.insert(&key, slot, &v, deadline, now);
                 }
             }
             _ => {}
