@@ -27,6 +27,9 @@ pub const ENTRY_OVERHEAD: usize = 96;
 pub const MAX_AGE_US: Micros = 30_000_000;
 /// Fetches in flight per pool, at most (a burst of new hot keys waits for the next sample).
 pub const MAX_FETCHES: usize = 256;
+/// After a backend refused tracking (or a tracking connection could not be opened), no new
+/// one is tried for this long.
+pub const RETRY_US: Micros = 10_000_000;
 
 const NIL: usize = usize::MAX;
 
@@ -103,6 +106,9 @@ pub struct HotCache {
     /// carries, in the order they were sent.
     pub tracking: Vec<Option<usize>>,
     pub queues: Vec<VecDeque<Box<[u8]>>>,
+    /// Per server slot: no tracking connection is opened before this time (its backend
+    /// refused tracking, or the connection could not be opened).
+    pub retry_at: Vec<Micros>,
     /// The pool generation the entries were fetched under (a ring change clears them).
     pub generation: u64,
     pub hits: u64,
@@ -128,6 +134,7 @@ impl HotCache {
             writing: HashMap::new(),
             tracking: Vec::new(),
             queues: Vec::new(),
+            retry_at: Vec::new(),
             generation: 0,
             hits: 0,
             misses: 0,
@@ -325,6 +332,19 @@ impl HotCache {
                 self.writing.remove(&tag);
             }
         }
+    }
+
+    /// Whether a tracking connection to server slot `slot` may be opened at `now`.
+    pub fn may_open(&self, slot: usize, now: Micros) -> bool {
+        self.retry_at.get(slot).is_none_or(|&t| now >= t)
+    }
+
+    /// Opening a tracking connection to `slot` failed (or was refused) at `now`.
+    pub fn open_failed(&mut self, slot: usize, now: Micros) {
+        if self.retry_at.len() <= slot {
+            self.retry_at.resize(slot + 1, 0);
+        }
+        self.retry_at[slot] = now + RETRY_US;
     }
 
     pub fn fetches_in_flight(&self) -> usize {

@@ -506,3 +506,27 @@ fn a_writer_always_reads_its_own_write_of_a_cached_key() {
     assert!(reads > 0);
     assert!(cache_field(&mut w, "hits") > 0);
 }
+
+#[test]
+fn a_backend_that_refuses_tracking_is_served_uncached() {
+    let r = Redis::start_with(&["--rename-command", "HELLO", ""]);
+    let proxy = cache_proxy(std::slice::from_ref(&r), "1mb", &[]);
+    let mut c = raw(proxy.port);
+    assert_eq!(c.call_str(&["SET", "k", "v"]), b"+OK\r\n");
+    for _ in 0..200 {
+        assert_eq!(c.call_str(&["GET", "k"]), b"$1\r\nv\r\n");
+    }
+    proxy.wait_log("tracking refused", QUICK);
+    assert_eq!(cache_field(&mut c, "hits"), 0);
+    assert_eq!(cache_field(&mut c, "tracking_connections"), 0);
+    // One attempt, not one per read: the backend saw few connections.
+    let info = text(&direct(&r, &["INFO", "stats"]));
+    let conns: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(conns < 10, "{conns} connections");
+    assert_eq!(c.call_str(&["SET", "k", "w"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), b"$1\r\nw\r\n");
+}

@@ -269,6 +269,10 @@ impl Proxy {
         let Some(cache) = pool.cache.as_mut() else {
             return;
         };
+        let open = cache.tracking.get(slot).copied().flatten().is_some();
+        if !open && !cache.may_open(slot, self.now_us) {
+            return;
+        }
         if !cache.start_fetch(key, slot, self.now_us) {
             return;
         }
@@ -283,6 +287,7 @@ impl Proxy {
                     );
                     if let Some(c) = self.pools[pool_i].cache.as_mut() {
                         c.end_fetch(key);
+                        c.open_failed(slot, self.now_us);
                     }
                     return;
                 }
@@ -367,7 +372,8 @@ impl Proxy {
         match part {
             TRACK_ON if error => {
                 let msg = String::from_utf8_lossy(reply).trim_end().to_string();
-                warn!("pool {name}: hot-key cache tracking refused by the backend ({msg})");
+                warn!("pool {name}: hot-key cache tracking refused by the backend ({msg}); its keys are not cached");
+                cache.open_failed(slot, now);
                 return Err(format!("tracking refused: {msg}"));
             }
             TRACK_ON => {}
