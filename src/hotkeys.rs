@@ -32,6 +32,9 @@ pub const SHOWN: usize = 10;
 /// One key's counters in one window's summary.
 #[derive(Clone, Debug)]
 struct Item {
+    /// The identity counted (database, then the key: see `compose`), and its hash.
+    id: Vec<u8>,
+    hash: u64,
     /// Space-Saving count: it includes the count of the key this one replaced (an
     /// over-estimate by at most that much).
     count: u64,
@@ -42,25 +45,92 @@ struct Item {
     db: u32,
 }
 
-/// A Space-Saving summary: at most `cap` keys.
-#[derive(Default)]
+/// A seeded multiply-rotate hasher (the sampled path hashes one short key; SipHash would be
+/// most of its cost). The seed is per process, so colliding keys cannot be prepared offline;
+/// a summary holds at most 4096 keys in any case.
+#[derive(Clone, Copy)]
+struct Fast(u64);
+
+impl std::hash::Hasher for Fast {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+        self.0 = h;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = Fast;
+    fn build_hasher(&self) -> Fast {
+        Fast(self.0)
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
+/// A Space-Saving summary: at most `cap` keys, in a vector (the minimum is found by one scan
+/// of contiguous counters), indexed by the seeded 64-bit hash of the identity (two identities
+/// with the same hash would be counted as one: with 4096 keys at most, odds of 1 in 2^40).
+/// Replacing a key reuses its slot's buffer, so a sampled request allocates only when its key
+/// is longer than any the slot held.
 struct Summary {
-    items: HashMap<Box<[u8]>, Item>,
+    items: Vec<Item>,
+    /// `items[i].count`, contiguous for the scan.
+    counts: Vec<u64>,
+    index: HashMap<u64, u32, Seeded>,
+    seed: u64,
     cap: usize,
 }
 
 impl Summary {
-    fn new(cap: usize) -> Summary {
+    fn new(cap: usize, seed: u64) -> Summary {
         Summary {
-            items: HashMap::with_capacity(cap.min(1024)),
+            items: Vec::new(),
+            counts: Vec::new(),
+            index: HashMap::with_hasher(Seeded(seed)),
+            seed,
             cap,
         }
     }
 
-    /// Count one request for `key` (the composite db+key identity).
-    fn add(&mut self, key: &[u8], write: bool, backend: u16, db: u32) {
-        if let Some(it) = self.items.get_mut(key) {
+    fn hash(&self, id: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = Fast(self.seed ^ 0x9e37_79b9_7f4a_7c15);
+        h.write(id);
+        h.finish()
+    }
+
+    fn get(&self, id: &[u8]) -> Option<&Item> {
+        let i = *self.index.get(&self.hash(id))?;
+        Some(&self.items[i as usize])
+    }
+
+    /// Count one request for identity `id`.
+    fn add(&mut self, id: &[u8], write: bool, backend: u16, db: u32) {
+        let h = self.hash(id);
+        if let Some(&i) = self.index.get(&h) {
+            let i = i as usize;
+            let it = &mut self.items[i];
             it.count += 1;
+            self.counts[i] = it.count;
             if write {
                 it.writes += 1;
             } else {
@@ -69,27 +139,40 @@ impl Summary {
             it.backend = backend;
             return;
         }
-        let mut count = 1;
-        if self.items.len() >= self.cap.max(1) {
-            // Replace the key with the smallest count: the newcomer inherits it as error.
-            let min = self
-                .items
-                .iter()
-                .min_by_key(|(_, it)| it.count)
-                .map(|(k, it)| (k.clone(), it.count));
-            if let Some((k, c)) = min {
-                self.items.remove(&k);
-                count = c + 1;
+        let (reads, writes) = (u64::from(!write), u64::from(write));
+        if self.items.len() < self.cap.max(1) {
+            self.index.insert(h, self.items.len() as u32);
+            self.items.push(Item {
+                id: id.to_vec(),
+                hash: h,
+                count: 1,
+                reads,
+                writes,
+                backend,
+                db,
+            });
+            self.counts.push(1);
+            return;
+        }
+        // Replace the key with the smallest count: the newcomer inherits it.
+        let mut i = 0;
+        for (j, &c) in self.counts.iter().enumerate() {
+            if c < self.counts[i] {
+                i = j;
             }
         }
-        let it = Item {
-            count,
-            reads: u64::from(!write),
-            writes: u64::from(write),
-            backend,
-            db,
-        };
-        self.items.insert(key.into(), it);
+        let it = &mut self.items[i];
+        self.index.remove(&it.hash);
+        self.index.insert(h, i as u32);
+        it.id.clear();
+        it.id.extend_from_slice(id);
+        it.hash = h;
+        it.count += 1;
+        it.reads = reads;
+        it.writes = writes;
+        it.backend = backend;
+        it.db = db;
+        self.counts[i] = it.count;
     }
 }
 
@@ -124,22 +207,29 @@ pub struct HotKeys {
     pub sampled: u64,
     /// Reused composite key (db + key) buffer.
     scratch: Vec<u8>,
+    seed: u64,
 }
 
 impl HotKeys {
     /// `top`: entries reported (0: off); `sample`: 1 in N requests counted; `window_ms`.
     pub fn new(top: usize, sample: u32, window_ms: u64, now: Micros) -> HotKeys {
-        let cap = (top * 4).clamp(64, 4096);
+        let cap = if top == 0 {
+            0
+        } else {
+            (top * 4).clamp(64, 4096)
+        };
+        let seed = seed();
         HotKeys {
             top,
             sample: sample.max(1),
             tick: sample.max(1),
             window_us: crate::clock::ms(window_ms.max(1)),
             started: now,
-            cur: Summary::new(if top == 0 { 0 } else { cap }),
-            prev: Summary::new(if top == 0 { 0 } else { cap }),
+            cur: Summary::new(cap, seed),
+            prev: Summary::new(cap, seed),
             sampled: 0,
             scratch: Vec::new(),
+            seed,
         }
     }
 
@@ -194,22 +284,22 @@ impl HotKeys {
         if elapsed < self.window_us {
             return;
         }
-        let cap = self.cur.cap;
-        let cur = std::mem::replace(&mut self.cur, Summary::new(cap));
+        let (cap, seed) = (self.cur.cap, self.seed);
+        let cur = std::mem::replace(&mut self.cur, Summary::new(cap, seed));
         // Two windows or more without a request: the previous window is empty.
         self.prev = if elapsed < 2 * self.window_us {
             cur
         } else {
-            Summary::new(cap)
+            Summary::new(cap, seed)
         };
         self.started = now - elapsed % self.window_us;
     }
 
     /// Forget everything (HOTKEYS RESET).
     pub fn reset(&mut self, now: Micros) {
-        let cap = self.cur.cap;
-        self.cur = Summary::new(cap);
-        self.prev = Summary::new(cap);
+        let (cap, seed) = (self.cur.cap, self.seed);
+        self.cur = Summary::new(cap, seed);
+        self.prev = Summary::new(cap, seed);
         self.started = now;
         self.sampled = 0;
     }
@@ -247,11 +337,7 @@ impl HotKeys {
         }
         let mut id = std::mem::take(&mut self.scratch);
         compose(&mut id, db, key);
-        let r = self.estimate(
-            self.cur.items.get(&id[..]),
-            self.prev.items.get(&id[..]),
-            now,
-        )[1];
+        let r = self.estimate(self.cur.get(&id), self.prev.get(&id), now)[1];
         self.scratch = id;
         r
     }
@@ -259,16 +345,17 @@ impl HotKeys {
     /// The `n` hottest keys now, hottest first (ties by key).
     pub fn report(&self, n: usize, now: Micros) -> Vec<Hot> {
         let mut out: Vec<Hot> = Vec::new();
-        let keys = self.cur.items.keys().chain(
+        let (cw, pw) = self.weights(now);
+        let ids = self.cur.items.iter().map(|it| &it.id[..]).chain(
             self.prev
                 .items
-                .keys()
-                .filter(|k| !self.cur.items.contains_key(*k)),
+                .iter()
+                .map(|it| &it.id[..])
+                .filter(|id| self.cur.get(id).is_none()),
         );
-        for id in keys {
-            let (c, p) = (self.cur.items.get(id), self.prev.items.get(id));
+        for id in ids {
+            let (c, p) = (self.cur.get(id), self.prev.get(id));
             let Some(any) = c.or(p) else { continue };
-            let (cw, pw) = self.weights(now);
             if (c.is_none() || cw == 0.0) && (p.is_none() || pw == 0.0) {
                 continue;
             }
@@ -518,10 +605,10 @@ mod tests {
         for i in 0..100_000u64 {
             h.record(format!("k{i}").as_bytes(), 0, false, 0, i);
         }
-        assert!(h.cur.items.len() <= 64);
+        assert!(h.cur.items.len() <= 64 && h.cur.index.len() == h.cur.items.len());
         let long = vec![b'x'; 10_000];
         h.record(&long, 0, false, 0, 0);
-        assert!(h.cur.items.keys().all(|k| k.len() <= MAX_KEY + 4));
+        assert!(h.cur.items.iter().all(|it| it.id.len() <= MAX_KEY + 4));
         h.reset(0);
         for _ in 0..10 {
             h.record(b"same", 3, false, 0, 5);

@@ -552,7 +552,7 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         name: "hotkeys_sample",
         cli: cli(
             "N",
-            "one keyed request in N counted for hot keys (default 16)",
+            "one keyed request in N counted for hot keys (default 64)",
         ),
         ..min1!(hotkeys_sample)
     },

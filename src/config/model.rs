@@ -352,7 +352,7 @@ impl PoolConfig {
             rebalance_rate: 5000,
             rebalance_batch: 100,
             hotkeys: 16,
-            hotkeys_sample: 16,
+            hotkeys_sample: 64,
             hotkeys_window_ms: 10_000,
             hotkey_cache: 0,
             hotkey_cache_threshold: 100,

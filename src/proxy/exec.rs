@@ -411,7 +411,9 @@ impl Proxy {
         let target = pool.target();
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
         // Requests `send` queues for this command carry the write's tag (hot-key cache).
-        self.hot_tag = hot_tag;
+        if hot_tag != 0 {
+            self.hot_tag = hot_tag;
+        }
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
             Plan::Error(e) => self.reject(k, &e),
@@ -476,7 +478,9 @@ impl Proxy {
                 self.send_multi(k, Combine::Scan { server, nservers }, &[(server, req)]);
             }
         }
-        self.hot_tag = 0;
+        if hot_tag != 0 {
+            self.hot_tag = 0;
+        }
         self.check_pressure(k);
     }
 

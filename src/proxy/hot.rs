@@ -47,11 +47,25 @@ impl Proxy {
         let db = db.unwrap_or(self.pools[pool_i].cfg.redis_db);
         let write = crate::auth::is_write(spec);
         let now = self.now_us;
-        let Some(key) = self.first_key(pool_i, spec, frame, args) else {
-            return;
+        // The key it routes by, borrowed from the request (nothing allocated).
+        let (argc, hinted) =
+            router::hash_hint(spec, args, frame, self.pools[pool_i].cfg.hash_override);
+        let key = if hinted {
+            router::hint_key(args, frame)
+        } else {
+            let mut keys = std::mem::take(&mut self.keys);
+            let first =
+                crate::commands::key_positions(spec, argc, &|i| args.get(frame, i), &mut keys)
+                    .ok()
+                    .and_then(|()| keys.first().copied());
+            self.keys = keys;
+            match first {
+                Some(i) => args.get(frame, i),
+                None => return,
+            }
         };
         let pos = server.min(u16::MAX as usize) as u16;
-        self.pools[pool_i].hot.record(&key, db, write, pos, now);
+        self.pools[pool_i].hot.record(key, db, write, pos, now);
     }
 
     /// Count one sampled split request (MGET, MSET, DEL...): each key with its backend.
@@ -223,6 +237,8 @@ impl Proxy {
     /// A GET of a pool with a cache (client in the default database): answered from the cache
     /// when the key is there (true), else forwarded by the caller; a miss of a hot key starts
     /// its fetch on the tracking connection of its backend (config position `server`).
+    // Out of line: pools without a cache never call it, and the request path stays small.
+    #[inline(never)]
     pub(super) fn hot_get(&mut self, k: usize, pool_i: usize, key: &[u8], server: usize) -> bool {
         let now = self.now_us;
         let pool = &mut self.pools[pool_i];

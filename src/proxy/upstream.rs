@@ -532,12 +532,16 @@ impl Proxy {
                 }
                 Route::Reply(p, req) => (p, req),
             };
-            if p.hot != 0 {
+            let conn = if p.hot != 0 {
+                // A write's reply (hot-key cache): its key may be fetched again.
                 let pool_i = conn.pool;
                 self.hot_write_end(pool_i, p.hot);
-            }
-            let Some(conn) = self.conns.get_mut(k) else {
-                break;
+                match self.conns.get_mut(k) {
+                    Some(conn) => conn,
+                    None => break,
+                }
+            } else {
+                conn
             };
             let srv = &mut self.pools[conn.pool].servers[conn.server];
             srv.stats.replies += 1;
