@@ -201,8 +201,8 @@ impl HotCache {
     ) -> bool {
         let cost = Self::cost(key, value);
         let deadline = Some(match deadline {
-            Some(d) => d.min(now + MAX_AGE_US),
-            None => now + MAX_AGE_US,
+            Some(d) => d.min(now.saturating_add(MAX_AGE_US)),
+            None => now.saturating_add(MAX_AGE_US),
         });
         if value.len() > self.max_value || cost > self.max_bytes {
             return false;

@@ -14,7 +14,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{
-    enc_many, free_port, ms, poll_until, redises, refs, text, wait_listening, Proxy, Raw, Redis,
+    enc_many, free_port, ms, poll_until, redises, refs, text, tmp_dir, wait_listening, Proxy, Raw,
+    Redis,
 };
 
 const QUICK: Duration = Duration::from_secs(5);
@@ -529,4 +530,62 @@ fn a_backend_that_refuses_tracking_is_served_uncached() {
     assert!(conns < 10, "{conns} connections");
     assert_eq!(c.call_str(&["SET", "k", "w"]), b"+OK\r\n");
     assert_eq!(c.call_str(&["GET", "k"]), b"$1\r\nw\r\n");
+}
+
+/// Tracking clients (flag `t`) connected to a backend.
+fn tracking_clients(r: &Redis) -> usize {
+    let list = text(&direct(r, &["CLIENT", "LIST"]));
+    list.lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .count()
+}
+
+#[test]
+fn a_reload_turns_the_cache_off_and_on() {
+    let r = Redis::start();
+    let port = free_port();
+    let conf = |cache: &str| {
+        format!(
+            "pool p\n  listen 127.0.0.1:{port}\n  hotkeys_sample 1\n  hotkeys_window 1000\n  hotkey_cache {cache}\n  hotkey_cache_threshold 1\n  server 127.0.0.1:{}:1 b0\n",
+            r.port
+        )
+    };
+    let path = tmp_dir("hotkeys-reload").join("proxy.conf");
+    std::fs::write(&path, conf("1mb")).unwrap();
+    let _proxy = Proxy::spawn(port, &["-c".into(), path.to_string_lossy().into_owned()]);
+    let mut c = raw(port);
+    c.call_str(&["SET", "k", "v1"]);
+    warm(&mut c, "k", b"$2\r\nv1\r\n");
+    assert_eq!(tracking_clients(&r), 1);
+    // Off: no cache section, the tracking connection closes, reads go to the backend.
+    std::fs::write(&path, conf("0")).unwrap();
+    let reloaded = text(&c.call_str(&["PROXY", "RELOAD"]));
+    assert!(reloaded.contains("settings changed"), "{reloaded}");
+    let info = text(&c.call_str(&["INFO", "hotkeys"]));
+    assert!(!info.contains("hotcache_"), "{info}");
+    poll_until(
+        "the tracking connection closed",
+        QUICK,
+        ms(10),
+        || match tracking_clients(&r) {
+            0 => Ok(()),
+            n => Err(format!("{n} tracking clients")),
+        },
+    );
+    assert_eq!(direct(&r, &["SET", "k", "v2"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), b"$2\r\nv2\r\n");
+    // On again: cached anew.
+    std::fs::write(&path, conf("1mb")).unwrap();
+    let _ = c.call_str(&["PROXY", "RELOAD"]);
+    warm(&mut c, "k", b"$2\r\nv2\r\n");
+    assert_eq!(direct(&r, &["SET", "k", "v3"]), b"+OK\r\n");
+    until_read(
+        &mut c,
+        "k",
+        b"$2\r\nv3\r\n",
+        "a direct write after the reload",
+    );
 }

@@ -416,7 +416,7 @@ impl Proxy {
                 // Counted from when the fetch was sent: never later than the expiry in Redis.
                 let deadline = match ttl {
                     -1 => Some(None),
-                    n if n > 0 => Some(Some(f.sent + crate::clock::ms(n as u64))),
+                    n if n > 0 => Some(Some(f.sent.saturating_add(crate::clock::ms(n as u64)))),
                     _ => None,
                 };
                 if cache.generation != generation {
