@@ -539,6 +539,14 @@ impl Pool {
             || self.order != order
             || !ch.reweighted.is_empty();
         ch.ring_changed = ring_inputs_changed;
+        if let Some(c) = self.cache.as_mut() {
+            // A removed server's tracking connection goes with it.
+            for &slot in &ch.retired {
+                if let Some(&Some(ck)) = c.tracking.get(slot) {
+                    ch.retire_conns.push(ck);
+                }
+            }
+        }
         let mut old = self.cfg.clone();
         old.servers = cfg.servers.clone();
         ch.settings_changed = old != cfg;

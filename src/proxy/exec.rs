@@ -434,6 +434,7 @@ impl Proxy {
                     self.blocking(k, server, bytes, key);
                 } else if self.pools[pool_i].cache.is_some()
                     && spec.name == "GET"
+                    && args.len() == 2
                     && self.hot_get(k, pool_i, args.get(frame, 1), server)
                 {
                     // Answered from the hot-key cache, through the chain.

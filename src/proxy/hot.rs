@@ -9,7 +9,8 @@
 //!   without a cache costs one `Option` test per request (`Pool::cache`).
 //! - A cached reply goes through the client's chain (`reply`), in request order, like any.
 //! - Only clients of the pool's default database use the cache (others bypass it), and only
-//!   outside MULTI; cluster pools have no cache (configuration refuses it).
+//!   outside MULTI and without a `hash=` routing hint; cluster pools have no cache
+//!   (configuration refuses it).
 //! - Coherence: a write through the proxy drops its keys' entries (and poisons fetches in
 //!   flight) before it is forwarded; a tracking connection's `invalidate` push drops the keys
 //!   it names (all of its backend's for a null one); a tracking connection lost drops every
