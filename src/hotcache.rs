@@ -12,6 +12,10 @@
 //! - A fetch is in flight at most once per key; anything that invalidates a key while its
 //!   fetch is in flight (`invalidate`, `drop_server`, `clear`) poisons the fetch, so its
 //!   value, possibly older than the invalidation, is never stored.
+//! - No fetch starts for a key with a write through the proxy in flight (`write_begin` ..
+//!   `write_end`, by key tag; `ANY_KEY` holds every key), so a fetch never runs before a write
+//!   whose writer has already seen its reply. `writing` holds one entry per tag in flight
+//!   (bounded by the requests in flight); fetches in flight are at most `MAX_FETCHES`.
 //! - The LRU list and the index always name the same entries (checked by the tests); free
 //!   nodes are reused, so the node vector is bounded by the most entries ever held at once.
 

@@ -6,16 +6,21 @@
 //!
 //! Invariants:
 //! - A request that is not sampled costs one decrement and branch (`HotKeys::tick`); a pool
-//!   without a cache costs one `Option` test per request (`Pool::cache`).
+//!   without a cache costs an `Option` test per request (`Pool::cache`) and a zero test per
+//!   backend request and reply (`Pending::hot`).
 //! - A cached reply goes through the client's chain (`reply`), in request order, like any.
 //! - Only clients of the pool's default database use the cache (others bypass it), and only
 //!   outside MULTI and without a `hash=` routing hint; cluster pools have no cache
 //!   (configuration refuses it).
 //! - Coherence: a write through the proxy drops its keys' entries (and poisons fetches in
-//!   flight) before it is forwarded; a tracking connection's `invalidate` push drops the keys
+//!   flight) before it is forwarded, and holds its key (`Pending::hot`) until its reply is in:
+//!   no fetch of it starts meanwhile, so no fetch can read the old value after the writer saw
+//!   its reply; a tracking connection's `invalidate` push drops the keys
 //!   it names (all of its backend's for a null one); a tracking connection lost drops every
 //!   entry of its backend; FLUSHALL/FLUSHDB through the proxy drop everything; a ring change
-//!   (pool generation) drops everything. Entries carry the key's PTTL as a deadline.
+//!   (pool generation) drops everything. Entries carry the key's PTTL (counted from the
+//!   fetch's sending) as a deadline, and live at most `hotcache::MAX_AGE_US`.
+//! - A backend that refuses tracking is not asked again for `hotcache::RETRY_US`.
 //! - Tracking connections are proxy-owned (`Owner::Track`), never lent to a client; the
 //!   replies on one arrive in the order its requests were sent, so the fetch queue of the
 //!   backend (`HotCache::queues`) names the key each reply is for.
