@@ -589,3 +589,59 @@ fn a_reload_turns_the_cache_off_and_on() {
         "a direct write after the reload",
     );
 }
+
+#[test]
+fn odd_keys_are_counted_and_shown_safely() {
+    let servers = redises(1);
+    let proxy = Proxy::start(&refs(&servers), &["--hotkeys-sample", "1"]);
+    let mut c = raw(proxy.port);
+    let odd: &[u8] = b"a,b\r\nc=d:\x00\xff";
+    let long = vec![b'L'; 100_000];
+    for _ in 0..30 {
+        assert_eq!(c.call(&[b"SET", odd, b"v"]), b"+OK\r\n");
+        assert_eq!(c.call(&[b"GET", &long]), b"$-1\r\n");
+        assert_eq!(c.call(&[b"GET", b""]), b"$-1\r\n");
+    }
+    // HOTKEYS gives the key's bytes (counted on its first 512 for the long one).
+    let reply = c.call_str(&["HOTKEYS", "GET"]);
+    let rustproxy::resp::Reply::Array(entries) = common::parsed(&reply) else {
+        panic!("{}", common::show(&reply));
+    };
+    assert_eq!(entries.len(), 3);
+    let keys: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| match e {
+            rustproxy::resp::Reply::Array(kv) => match &kv[1] {
+                rustproxy::resp::Reply::Bulk(b) => b.to_vec(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(keys.contains(&odd.to_vec()));
+    assert!(keys.contains(&vec![b'L'; 512]));
+    assert!(keys.contains(&Vec::new()));
+    // INFO: one line per entry, no raw CR/LF or commas from the keys.
+    let info = text(&c.call_str(&["INFO", "hotkeys"]));
+    let lines: Vec<&str> = info.lines().filter(|l| l.starts_with("hotkey_")).collect();
+    assert_eq!(lines.len(), 3, "{info}");
+    assert!(
+        info.contains("key=a\\x2cb\\x0d\\x0ac=d:\\x00\\xff,"),
+        "{info}"
+    );
+    assert!(lines.iter().all(|l| l.split(',').count() == 6), "{lines:?}");
+}
+
+#[test]
+fn a_transaction_drops_what_it_writes() {
+    let servers = redises(1);
+    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let mut c = raw(proxy.port);
+    c.call_str(&["SET", "m", "old"]);
+    warm(&mut c, "m", b"$3\r\nold\r\n");
+    assert_eq!(c.call_str(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["SET", "m", "new"]), b"+QUEUED\r\n");
+    assert_eq!(c.call_str(&["GET", "m"]), b"+QUEUED\r\n");
+    assert_eq!(c.call_str(&["EXEC"]), b"*2\r\n+OK\r\n$3\r\nnew\r\n");
+    assert_eq!(c.call_str(&["GET", "m"]), b"$3\r\nnew\r\n");
+}
