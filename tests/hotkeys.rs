@@ -306,7 +306,10 @@ fn direct(r: &Redis, args: &[&str]) -> Vec<u8> {
 #[test]
 fn the_cache_serves_a_hot_key_with_no_backend_request() {
     let servers = redises(2);
-    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let sp = free_port();
+    let sps = sp.to_string();
+    let proxy = cache_proxy(&servers, "1mb", &["-s", &sps, "-a", "127.0.0.1"]);
+    wait_listening(sp, "the stats port");
     let mut c = raw(proxy.port);
     assert_eq!(c.call_str(&["SET", "hot", "value"]), b"+OK\r\n");
     warm(&mut c, "hot", b"$5\r\nvalue\r\n");
@@ -335,6 +338,18 @@ fn the_cache_serves_a_hot_key_with_no_backend_request() {
         "no backend GET"
     );
     assert!(cache_field(&mut c, "hits") >= hits + 200);
+    // The same figures in /metrics.
+    let m = http_metrics(sp);
+    let metric = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{pool=")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    assert!(metric("rustproxy_hotcache_hits_total") >= hits + 200);
+    assert!(metric("rustproxy_hotcache_entries") >= 1);
+    assert!(metric("rustproxy_hotcache_bytes") > 0);
     // RESP3 clients get the same bulk string; a missing key is never cached.
     let mut c3 = raw(proxy.port);
     let _ = c3.call_str(&["HELLO", "3"]);
