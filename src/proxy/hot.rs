@@ -217,16 +217,24 @@ impl Proxy {
             }
             return crate::hotcache::ANY_KEY;
         }
-        let keys = self.routing_keys(pool_i, spec, frame, args);
+        // The keys it writes (a `hash=` hint routes, but the keys are the command's own),
+        // borrowed from the request.
+        let (argc, _) = router::hash_hint(spec, args, frame, self.pools[pool_i].cfg.hash_override);
+        let mut keys = std::mem::take(&mut self.keys);
+        let found =
+            crate::commands::key_positions(spec, argc, &|i| args.get(frame, i), &mut keys).is_ok();
+        // Malformed for key extraction: the router refuses it, nothing is forwarded.
         let tag = match keys.as_slice() {
-            [one] => crate::hotcache::key_tag(one),
+            _ if !found => 0,
+            [one] => crate::hotcache::key_tag(args.get(frame, *one)),
             _ => crate::hotcache::ANY_KEY,
         };
         if let Some(c) = self.pools[pool_i].cache.as_mut() {
-            for key in keys {
-                c.invalidate(&key);
+            for &i in keys.iter().filter(|_| found) {
+                c.invalidate(args.get(frame, i));
             }
         }
+        self.keys = keys;
         tag
     }
 
