@@ -659,4 +659,31 @@ fn a_transaction_drops_what_it_writes() {
     assert_eq!(c.call_str(&["GET", "m"]), b"+QUEUED\r\n");
     assert_eq!(c.call_str(&["EXEC"]), b"*2\r\n+OK\r\n$3\r\nnew\r\n");
     assert_eq!(c.call_str(&["GET", "m"]), b"$3\r\nnew\r\n");
+    // With readers re-fetching the key all along, the writer still reads each transaction's
+    // write.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (port, stop) = (proxy.port, stop.clone());
+            std::thread::spawn(move || {
+                let mut r = raw(port);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got = r.call_str(&["GET", "m"]);
+                    assert!(got.starts_with(b"$"), "{}", common::show(&got));
+                }
+            })
+        })
+        .collect();
+    for i in 0..300 {
+        let v = format!("t{i}");
+        assert_eq!(c.call_str(&["MULTI"]), b"+OK\r\n");
+        assert_eq!(c.call_str(&["SET", "m", &v]), b"+QUEUED\r\n");
+        assert_eq!(c.call_str(&["EXEC"]), b"*1\r\n+OK\r\n");
+        let want = format!("${}\r\n{v}\r\n", v.len()).into_bytes();
+        assert_eq!(c.call_str(&["GET", "m"]), want, "transaction {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in readers {
+        t.join().unwrap();
+    }
 }

@@ -238,6 +238,26 @@ impl Proxy {
         tag
     }
 
+    /// EXEC was just queued on connection `ck`: the transaction's keys (those it queued and
+    /// WATCHed) are dropped again, since a fetch may have cached one since it was queued, and
+    /// the EXEC holds every key of the pool (`ANY_KEY`) until its reply is in.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn hot_exec(&mut self, pool_i: usize, ck: usize, keys: &[Vec<u8>]) {
+        let Some(cache) = self.pools[pool_i].cache.as_mut() else {
+            return;
+        };
+        for key in keys {
+            cache.invalidate(key);
+        }
+        if let Some(p) = self.conns.get_mut(ck).and_then(|c| c.inflight.back_mut()) {
+            if p.hot == 0 {
+                p.hot = crate::hotcache::ANY_KEY;
+                cache.write_begin(p.hot);
+            }
+        }
+    }
+
     /// A request carrying a write tag (`Pending::hot`) was answered or lost: its key may be
     /// fetched again.
     #[cold]
