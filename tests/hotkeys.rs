@@ -687,3 +687,36 @@ fn a_transaction_drops_what_it_writes() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn blocked_writers_do_not_stop_the_cache() {
+    let servers = redises(1);
+    let proxy = cache_proxy(&servers, "1mb", &[]);
+    let mut blocked = raw(proxy.port);
+    blocked.send(&common::enc(&[
+        b"BLMOVE", b"q1", b"q2", b"LEFT", b"RIGHT", b"0",
+    ]));
+    let mut blocked2 = raw(proxy.port);
+    blocked2.send(&common::enc(&[b"BLPOP", b"q3", b"0"]));
+    let mut c = raw(proxy.port);
+    poll_until("both blocked", QUICK, ms(10), || {
+        let info = text(&c.call_str(&["INFO", "clients"]));
+        match info.contains("blocked_clients:2") {
+            true => Ok(()),
+            false => Err(info),
+        }
+    });
+    c.call_str(&["SET", "k", "v"]);
+    warm(&mut c, "k", b"$1\r\nv\r\n");
+    // The blocked writes complete, and what they wrote is read back.
+    assert_eq!(c.call_str(&["RPUSH", "q1", "x"]), b":1\r\n");
+    assert_eq!(blocked.reply(), b"$1\r\nx\r\n");
+    assert_eq!(c.call_str(&["RPUSH", "q3", "y"]), b":1\r\n");
+    assert_eq!(blocked2.reply(), b"*2\r\n$2\r\nq3\r\n$1\r\ny\r\n");
+    assert_eq!(
+        c.call_str(&["LRANGE", "q2", "0", "-1"]),
+        b"*1\r\n$1\r\nx\r\n"
+    );
+    assert_eq!(c.call_str(&["SET", "k", "w"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", "k"]), b"$1\r\nw\r\n");
+}

@@ -362,7 +362,17 @@ impl Proxy {
         part: u32,
         blocking: bool,
     ) {
-        let p = Pending::new(self.owner_of(k), seq, part, blocking, self.now_us);
+        let mut p = Pending::new(self.owner_of(k), seq, part, blocking, self.now_us);
+        // A write of a pool with a hot-key cache (a blocking one): held until its reply, unless
+        // it names several keys (a blocked BLMOVE must not stop every fetch of the pool).
+        if self.hot_tag != 0 && !(blocking && self.hot_tag == crate::hotcache::ANY_KEY) {
+            p.hot = self.hot_tag;
+            if let Some(c) = self.conns.get(ck).map(|c| c.pool) {
+                if let Some(cache) = self.pools[c].cache.as_mut() {
+                    cache.write_begin(p.hot);
+                }
+            }
+        }
         self.push_request(ck, p, bytes);
     }
 
