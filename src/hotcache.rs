@@ -53,7 +53,8 @@ pub fn key_tag(key: &[u8]) -> u64 {
 
 struct Node {
     key: Box<[u8]>,
-    /// The reply as sent to clients (a RESP bulk string).
+    /// The reply as sent to clients (a RESP bulk string), or empty for a missing key (nil,
+    /// written in each client's protocol by the caller).
     value: Box<[u8]>,
     /// Server slot the value came from.
     server: usize,

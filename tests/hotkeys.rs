@@ -350,11 +350,29 @@ fn the_cache_serves_a_hot_key_with_no_backend_request() {
     assert!(metric("rustproxy_hotcache_hits_total") >= hits + 200);
     assert!(metric("rustproxy_hotcache_entries") >= 1);
     assert!(metric("rustproxy_hotcache_bytes") > 0);
-    // RESP3 clients get the same bulk string; a missing key is never cached.
+    // RESP3 clients get the same bulk string.
     let mut c3 = raw(proxy.port);
     let _ = c3.call_str(&["HELLO", "3"]);
     assert_eq!(c3.call_str(&["GET", "hot"]), b"$5\r\nvalue\r\n");
-    assert_eq!(c3.call_str(&["GET", "nothing"]), b"_\r\n");
+    // A hot missing key is cached too, and answered as nil in each client's protocol.
+    warm(&mut c, "nothing", b"$-1\r\n");
+    let gets: Vec<u64> = servers.iter().map(backend_gets).collect();
+    for _ in 0..50 {
+        assert_eq!(c3.call_str(&["GET", "nothing"]), b"_\r\n");
+        assert_eq!(c.call_str(&["GET", "nothing"]), b"$-1\r\n");
+    }
+    assert_eq!(servers.iter().map(backend_gets).collect::<Vec<_>>(), gets);
+    // Created by a direct client: Redis's invalidation makes it visible.
+    let owner = servers
+        .iter()
+        .find(|r| {
+            let b = text(&c.call_str(&["BACKEND", "nothing"]));
+            b.ends_with(&format!(":{}", r.port))
+        })
+        .expect("the owner of the key");
+    assert_eq!(direct(owner, &["SET", "nothing", "now"]), b"+OK\r\n");
+    until_read(&mut c, "nothing", b"$3\r\nnow\r\n", "a created key seen");
+    assert_eq!(c.call_str(&["DEL", "nothing"]), b":1\r\n");
     assert_eq!(c.call_str(&["GET", "nothing"]), b"$-1\r\n");
     // At most one tracking connection per backend (the missing key's may have opened one).
     let tracking = cache_field(&mut c, "tracking_connections");

@@ -294,7 +294,13 @@ impl Proxy {
         if let Some(v) = cache.get(key, now) {
             let mut out = std::mem::take(&mut self.subreq);
             out.clear();
-            out.extend_from_slice(v);
+            if v.is_empty() {
+                // A missing key, in the client's protocol.
+                let resp3 = self.clients.get(k).is_some_and(|c| c.resp3);
+                resp::write_nil(&mut out, resp3);
+            } else {
+                out.extend_from_slice(v);
+            }
             self.reply(k, &out);
             if out.capacity() <= KEEP_OUTPUT {
                 self.subreq = out;
@@ -429,10 +435,16 @@ impl Proxy {
             TRACK_ON => {}
             TRACK_GET => {
                 let key = cache.queues.get(slot).and_then(|q| q.front()).cloned();
-                let fresh = reply.first() == Some(&b'$') && !reply.starts_with(b"$-1");
-                if let (Some(key), true) = (key, fresh) {
+                // A string is kept as its bulk reply; a missing key as an empty value (nil,
+                // written in each client's protocol); anything else (an error) is not kept.
+                let value = match reply {
+                    b"_\r\n" | b"$-1\r\n" => Some(Vec::new()),
+                    r if r.first() == Some(&b'$') => Some(r.to_vec()),
+                    _ => None,
+                };
+                if let (Some(key), Some(value)) = (key, value) {
                     if let Some(f) = cache.fetch_mut(&key) {
-                        f.value = Some(reply.to_vec());
+                        f.value = Some(value);
                     }
                 }
             }
@@ -448,9 +460,14 @@ impl Proxy {
                     _ => -2,
                 };
                 // Counted from when the fetch was sent: never later than the expiry in Redis.
+                // A missing key must still be missing (-2), a value still there (-1 or a TTL).
+                let missing = f.value.as_ref().is_some_and(|v| v.is_empty());
                 let deadline = match ttl {
-                    -1 => Some(None),
-                    n if n > 0 => Some(Some(f.sent.saturating_add(crate::clock::ms(n as u64)))),
+                    -2 if missing => Some(None),
+                    -1 if !missing => Some(None),
+                    n if n > 0 && !missing => {
+                        Some(Some(f.sent.saturating_add(crate::clock::ms(n as u64))))
+                    }
                     _ => None,
                 };
                 if cache.generation != generation {
