@@ -62,6 +62,10 @@ pub enum Owner {
     /// integer is kept as the connection's `backend_id` (CLIENT UNBLOCK names the backend's
     /// client by it); an error is ignored.
     BackendId,
+    /// A hot-key cache's tracking connection to a server of pool `pool` (`Pending::part`:
+    /// `proxy::hot::TRACK_*`): its setup (HELLO 3, CLIENT TRACKING on) and the GET and PTTL
+    /// of each fetch. Invalidation pushes on it answer no request.
+    Track { pool: usize },
 }
 
 /// One request written to a backend connection, waiting for its reply.
@@ -82,6 +86,10 @@ pub struct Pending {
     pub redirects: u8,
     /// When it was queued (event-loop clock).
     pub sent: crate::clock::Micros,
+    /// A write of a pool with a hot-key cache: the tag of the key it writes
+    /// (`hotcache::key_tag`, or `hotcache::ANY_KEY`), held in the cache until its reply is in
+    /// (no fetch of that key starts meanwhile). 0: none.
+    pub hot: u64,
 }
 
 impl Pending {
@@ -101,6 +109,7 @@ impl Pending {
             confirm: false,
             redirects: 0,
             sent,
+            hot: 0,
         }
     }
 

@@ -241,6 +241,7 @@ pub static NOTES: &[(u8, &str)] = &[
     (40, "Sent on a separate, new connection to every backend (the shared ones wait behind the busy script): `+OK` when any backend killed a script, an UNKILLABLE (or BUSY) error when a backend gave one, else `-NOTBUSY No scripts in execution right now.`"),
     (41, "A pause of the proxy's clients, as Redis pauses its own: while it lasts, commands it covers (ALL: every command; WRITE: writes, commands that may replicate such as EVAL, FCALL, PUBLISH, PFCOUNT, and EXEC of a transaction holding one) wait in their client's input and run when it ends (timeout or CLIENT UNPAUSE); waiting clients count as blocked. Errors found before execution are answered at once. Clients of a backend not going through the proxy are not paused."),
     (42, "Sent to every backend; answered in Redis's shape: the `running_script` of a backend running a function (else nil), and the engines' library and function counts of the first backend (libraries are loaded on every backend, so these are the counts one Redis would give)."),
+    (43, "The proxy's own hot-key detection for the client's pool (README \"Hot keys\"), in Valkey's shape: GET [COUNT n] gives the hottest keys, each a map (RESP2: a flat array) of key, db, qps, plus the proxy's reads, writes (per second) and backend; RESET forgets the counts. A backend's own: `FORWARD n HOTKEYS ...`."),
 ];
 
 /// Every command, sorted by name (byte order).
@@ -409,6 +410,10 @@ pub static COMMANDS: &[Spec] = &[
     row("HLEN", 2, K1, KEYED, "hash", &[]),
     row("HMGET", -3, K1, KEYED, "hash", &[]),
     row("HMSET", -4, K1, KEYED, "hash", &[]),
+    row("HOTKEYS", -2, NO_KEYS, CONTAINER, "server", &[]),
+    row("HOTKEYS GET", -2, NO_KEYS, LOCAL, "server", &[43]),
+    row("HOTKEYS HELP", 2, NO_KEYS, LOCAL, "server", &[43]),
+    row("HOTKEYS RESET", 2, NO_KEYS, LOCAL, "server", &[43]),
     row("HPERSIST", -5, K1, KEYED, "hash", &[27]),
     row("HPEXPIRE", -6, K1, KEYED, "hash", &[27]),
     row("HPEXPIREAT", -6, K1, KEYED, "hash", &[27]),

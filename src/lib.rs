@@ -8,7 +8,8 @@
 //! `router` -> `commands`, `ring`, `resp`; `ring` -> `hash`;
 //! `config` (a folder: model, keys, formats) -> `hash`, `ring`, `commands`;
 //! `auth` (users, command permissions, renames) -> `commands`, `config` (whose model declares
-//! the `Level` and `AdminPolicy` that auth re-exports).
+//! the `Level` and `AdminPolicy` that auth re-exports);
+//! `pool` -> `hotkeys` (hot-key detection), `hotcache` (the hot-key cache's data structure).
 
 pub mod auth;
 pub mod backend;
@@ -20,6 +21,8 @@ pub mod combine;
 pub mod commands;
 pub mod config;
 pub mod hash;
+pub mod hotcache;
+pub mod hotkeys;
 pub mod metrics;
 pub mod net;
 pub mod pool;

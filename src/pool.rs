@@ -55,6 +55,9 @@ pub struct Pool {
     /// Registration connections (slot, connection, fingerprint announced), one per server,
     /// named after the ring this process serves (the multi-process barrier).
     pub registrations: Vec<(usize, usize, u64)>,
+    /// Hot-key detection (`hotkeys`), and the hot-key cache (`hotkey_cache`; None: off).
+    pub hot: crate::hotkeys::HotKeys,
+    pub cache: Option<Box<crate::hotcache::HotCache>>,
 }
 
 pub use crate::cluster::NO_NODE;
@@ -247,7 +250,10 @@ impl Pool {
             last_rebalance: None,
             rebalances: 0,
             registrations: Vec::new(),
+            hot: crate::hotkeys::HotKeys::new(0, 1, 1, 0),
+            cache: None,
         };
+        p.hot_configure();
         p.rebuild();
         p
     }
@@ -465,6 +471,20 @@ impl Pool {
         None
     }
 
+    /// (Re)build the hot-key detector and cache from the configuration, empty.
+    fn hot_configure(&mut self) {
+        let c = &self.cfg;
+        self.hot =
+            crate::hotkeys::HotKeys::new(c.hotkeys, c.hotkeys_sample, c.hotkeys_window_ms, 0);
+        self.cache = (c.hotkey_cache > 0 && c.hotkeys > 0 && !c.cluster).then(|| {
+            Box::new(crate::hotcache::HotCache::new(
+                c.hotkey_cache,
+                c.hotkey_cache_max_value,
+                c.hotkey_cache_threshold,
+            ))
+        });
+    }
+
     /// Apply a new configuration of this pool (same name). Unchanged servers keep their slot;
     /// added ones get a new slot; removed ones are retired (see `Changes::retired`).
     pub fn reconfigure(&mut self, cfg: PoolConfig) -> Changes {
@@ -519,10 +539,37 @@ impl Pool {
             || self.order != order
             || !ch.reweighted.is_empty();
         ch.ring_changed = ring_inputs_changed;
+        if let Some(c) = self.cache.as_mut() {
+            // A removed server's tracking connection goes with it.
+            for &slot in &ch.retired {
+                if let Some(&Some(ck)) = c.tracking.get(slot) {
+                    ch.retire_conns.push(ck);
+                }
+            }
+        }
         let mut old = self.cfg.clone();
         old.servers = cfg.servers.clone();
         ch.settings_changed = old != cfg;
+        let hot_changed = (old.hotkeys, old.hotkeys_sample, old.hotkeys_window_ms)
+            != (cfg.hotkeys, cfg.hotkeys_sample, cfg.hotkeys_window_ms)
+            || (
+                old.hotkey_cache,
+                old.hotkey_cache_threshold,
+                old.hotkey_cache_max_value,
+            ) != (
+                cfg.hotkey_cache,
+                cfg.hotkey_cache_threshold,
+                cfg.hotkey_cache_max_value,
+            )
+            || reselect;
         self.cfg = cfg;
+        if hot_changed {
+            // New settings start from nothing; the old cache's tracking connections close.
+            if let Some(c) = self.cache.take() {
+                ch.retire_conns.extend(c.tracking.iter().flatten());
+            }
+            self.hot_configure();
+        }
         self.order = order;
         self.limits = limits(&self.cfg);
         self.users = crate::auth::Users::from_config(&self.cfg);

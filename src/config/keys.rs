@@ -541,6 +541,48 @@ pub(crate) static POOL_KEYS: &[PoolKey] = &[
         ..min1!(rebalance_batch)
     },
     Key {
+        name: "hotkeys",
+        cli: cli(
+            "N",
+            "hot keys reported per pool, 0 = no detection (default 16)",
+        ),
+        ..num!(hotkeys)
+    },
+    Key {
+        name: "hotkeys_sample",
+        cli: cli(
+            "N",
+            "one keyed request in N counted for hot keys (default 64)",
+        ),
+        ..min1!(hotkeys_sample)
+    },
+    Key {
+        name: "hotkeys_window",
+        cli: cli("MS", "sliding window of the hot-key rates (default 10000)"),
+        ..min1!(hotkeys_window_ms)
+    },
+    Key {
+        name: "hotkey_cache",
+        cli: cli("BYTES", "hot-key cache size, 0 = off (default 0)"),
+        ..size!(hotkey_cache)
+    },
+    Key {
+        name: "hotkey_cache_threshold",
+        cli: cli(
+            "N",
+            "GETs per second from which a key is cached (default 100)",
+        ),
+        ..min1!(hotkey_cache_threshold)
+    },
+    Key {
+        name: "hotkey_cache_max_value",
+        cli: cli(
+            "BYTES",
+            "values larger than this are not cached (default 16kb)",
+        ),
+        ..size!(hotkey_cache_max_value)
+    },
+    Key {
         name: "disable_commands",
         cli: cli("LIST", "commands refused, comma separated"),
         ..kind(set_disable_commands, |p| {
@@ -888,6 +930,12 @@ mod tests {
         ("rebalance", "", "yes"),
         ("rebalance_rate", "", "100"),
         ("rebalance_batch", "", "10"),
+        ("hotkeys", "", "4"),
+        ("hotkeys_sample", "", "2"),
+        ("hotkeys_window", "", "500"),
+        ("hotkey_cache", "", "1mb"),
+        ("hotkey_cache_threshold", "hotkey_cache 1mb\n", "5"),
+        ("hotkey_cache_max_value", "hotkey_cache 1mb\n", "1kb"),
         ("disable_commands", "", "keys,flushall"),
         ("membership_commands", "", "yes"),
         ("cluster", "", "yes"),

@@ -270,6 +270,19 @@ pub struct PoolConfig {
     pub rebalance_rate: u64,
     /// `rebalance_batch`: keys per SCAN / MIGRATE of the mover.
     pub rebalance_batch: usize,
+    /// `hotkeys`: entries of the hot-key top-K (HOTKEYS, INFO hotkeys, /metrics); 0 = no
+    /// detection.
+    pub hotkeys: usize,
+    /// `hotkeys_sample`: one keyed request in N is counted by the detector.
+    pub hotkeys_sample: u32,
+    /// `hotkeys_window` (ms): the sliding window the rates are measured over.
+    pub hotkeys_window_ms: u64,
+    /// `hotkey_cache` (bytes): the hot-key cache's size; 0 = no cache.
+    pub hotkey_cache: usize,
+    /// `hotkey_cache_threshold`: estimated GETs per second above which a key is cached.
+    pub hotkey_cache_threshold: u64,
+    /// `hotkey_cache_max_value` (bytes): larger values are never cached.
+    pub hotkey_cache_max_value: usize,
     /// Uppercase command names.
     pub disable_commands: Vec<String>,
     /// MGET/DEL/EXISTS/UNLINK/TOUCH split over backends when one fails: false = the whole reply
@@ -338,6 +351,12 @@ impl PoolConfig {
             rebalance: false,
             rebalance_rate: 5000,
             rebalance_batch: 100,
+            hotkeys: 16,
+            hotkeys_sample: 64,
+            hotkeys_window_ms: 10_000,
+            hotkey_cache: 0,
+            hotkey_cache_threshold: 100,
+            hotkey_cache_max_value: 16 * 1024,
             disable_commands: Vec::new(),
             split_partial: false,
             membership_commands: false,

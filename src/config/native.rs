@@ -380,6 +380,21 @@ mod tests {
                 2,
                 "unexpected 'x' after quoted value",
             ),
+            (
+                &format!("{MIN}cluster yes\nhotkey_cache 1mb\n"),
+                5,
+                "'hotkey_cache' does not go with 'cluster yes'",
+            ),
+            (
+                &format!("{MIN}hotkeys 0\nhotkey_cache 1mb\n"),
+                5,
+                "'hotkey_cache' does not go with 'hotkeys 0'",
+            ),
+            (
+                &format!("{MIN}hotkeys 5000\n"),
+                4,
+                "'hotkeys' is at most 1000",
+            ),
         ];
         for (text, line, msg) in cases {
             let (l, m) = native_err(text);

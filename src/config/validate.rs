@@ -97,6 +97,27 @@ pub(super) fn finish(
                 ),
             ));
         }
+        if p.hotkey_cache > 0 && (p.cluster || p.hotkeys == 0) {
+            let at = b.seen.get("hotkey_cache").copied().unwrap_or(b.line);
+            let why = if p.cluster {
+                "'cluster yes' (cluster pools do not cache hot keys)"
+            } else {
+                "'hotkeys 0' (the cache takes the keys detection finds)"
+            };
+            return Err(err(
+                file,
+                at,
+                format!("pool '{}': 'hotkey_cache' does not go with {why}", p.name),
+            ));
+        }
+        if p.hotkeys > 1000 {
+            let at = b.seen.get("hotkeys").copied().unwrap_or(b.line);
+            return Err(err(
+                file,
+                at,
+                format!("pool '{}': 'hotkeys' is at most 1000", p.name),
+            ));
+        }
         if let Some((_, other, l)) = listens
             .iter()
             .find(|(l, _, _)| listen_conflict(l, &p.listen))

@@ -245,6 +245,9 @@ impl Proxy {
                 }
             }
             "FORWARD" => return self.forward_cmd(k, frame, args),
+            "HOTKEYS GET" | "HOTKEYS RESET" | "HOTKEYS HELP" => {
+                return self.hotkeys_cmd(k, spec, frame, args)
+            }
             "PROXY" => return self.proxy_cmd(k, frame, args),
             "SCRIPT KILL" | "FUNCTION KILL" => return self.script_kill(k, frame, args),
             "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
@@ -789,6 +792,19 @@ impl Proxy {
                 text.push_str("\r\n");
             }
             text.push_str(&self.rebalance_info());
+        }
+        // Hot keys: the proxy's own section, asked by name or with everything (not in `all`,
+        // whose sections tools expect to be Redis's and the proxy's fixed ones).
+        let hot = section.split_ascii_whitespace().any(|w| {
+            ["hotkeys", "everything"]
+                .iter()
+                .any(|n| w.eq_ignore_ascii_case(n))
+        });
+        if hot {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str(&crate::hotkeys::info(&self.hot_view(crate::hotkeys::SHOWN)));
         }
         // Keyspace: the backends' databases, summed (one INFO keyspace to each backend).
         const HEAD: &str = "# Keyspace\r\n";

@@ -393,6 +393,11 @@ impl Proxy {
             );
             return self.reply_err(k, &msg);
         }
+        let mut hot_tag = 0;
+        if self.pools[pool_i].cache.is_some() && crate::auth::is_write(spec) {
+            // Before it is forwarded (or queued): the client reads its own write.
+            hot_tag = self.hot_write(pool_i, spec, frame, args);
+        }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
@@ -405,12 +410,19 @@ impl Proxy {
         let pool = &self.pools[pool_i];
         let target = pool.target();
         let plan = router::plan(spec, args, frame, &target, &mut self.keys);
+        // Requests `send` queues for this command carry the write's tag (hot-key cache).
+        if hot_tag != 0 {
+            self.hot_tag = hot_tag;
+        }
         match plan {
             Plan::Local(spec) => self.local(k, spec, frame, args),
             Plan::Error(e) => self.reject(k, &e),
             Plan::Forward { .. } | Plan::Blocking { .. } => {
                 let blocking = matches!(plan, Plan::Blocking { .. });
                 let (server, argc, reencode) = plan.one_backend().unwrap_or_default();
+                if self.pools[pool_i].hot.tick() {
+                    self.hot_sample(k, pool_i, spec, frame, args, server);
+                }
                 let bytes = if reencode {
                     Some(encode_args(args, frame, 0..argc))
                 } else {
@@ -420,6 +432,12 @@ impl Proxy {
                 if blocking {
                     let key = self.first_key(pool_i, spec, frame, args);
                     self.blocking(k, server, bytes, key);
+                } else if self.pools[pool_i].cache.is_some()
+                    && spec.name == "GET"
+                    && args.len() == 2
+                    && self.hot_get(k, pool_i, args.get(frame, 1), server)
+                {
+                    // Answered from the hot-key cache, through the chain.
                 } else if let Some(slot) = self.replica_for(pool_i, spec, frame, args) {
                     self.forward_slot(k, slot, bytes);
                 } else {
@@ -431,7 +449,12 @@ impl Proxy {
                 step,
                 groups,
                 order,
-            } => self.split(k, frame, args, split, step, groups, order),
+            } => {
+                if self.pools[pool_i].hot.tick() {
+                    self.hot_sample_split(k, pool_i, spec, frame, args, &groups);
+                }
+                self.split(k, frame, args, split, step, groups, order)
+            }
             Plan::FanOut(merge) => {
                 let bytes = if args.is_inline() {
                     Some(encode_args(args, frame, 0..args.len()))
@@ -455,6 +478,9 @@ impl Proxy {
                 let nservers = self.pools[pool_i].len();
                 self.send_multi(k, Combine::Scan { server, nservers }, &[(server, req)]);
             }
+        }
+        if hot_tag != 0 {
+            self.hot_tag = 0;
         }
         self.check_pressure(k);
     }

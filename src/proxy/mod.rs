@@ -36,7 +36,8 @@
 //! Rooms (one concept each; `impl Proxy` is spread over them): `exec` (client input -> plan ->
 //! sends, deliveries into the chain), `upstream` (backend connections and reply routing),
 //! `session` (private connections, blocking, transactions), `pubsub`, `builtin` (commands the
-//! proxy answers), `cluster` (slot refresh, MOVED/ASK), `reload` (live configuration),
+//! proxy answers), `cluster` (slot refresh, MOVED/ASK), `reload` (live configuration), `hot`
+//! (hot-key detection and cache, tracking connections),
 //! `stats_port`; this file holds the loop, accept, timers, flushing and closing.
 //! - No input makes this module panic: errors close the one connection they belong to.
 
@@ -69,6 +70,7 @@ mod builtin;
 mod cluster;
 mod databases;
 mod exec;
+mod hot;
 mod introspect;
 mod kill;
 mod offload;
@@ -217,6 +219,9 @@ pub struct Proxy {
     hostname: String,
     /// CLIENT PAUSE in force, and the clients it holds.
     pause: pause::Pause,
+    /// The hot-key cache's tag of the write command being executed (`Pending::hot`); 0 when
+    /// none.
+    hot_tag: u64,
 }
 
 fn reply_error(out: &mut Vec<u8>, msg: &str) {
@@ -340,6 +345,7 @@ impl Proxy {
             stats_conns: Slab::new(),
             last_auth_log: None,
             pause: Default::default(),
+            hot_tag: 0,
         };
         if let Some(addr) = p.config.stats_listen {
             let mut l = TcpListener::bind(addr)?;

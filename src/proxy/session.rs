@@ -412,6 +412,9 @@ impl Proxy {
                             self.send_swallowed(ck, b"");
                         }
                         self.send_on(ck, k, b"*1\r\n$4\r\nEXEC\r\n", seq, WHOLE, false);
+                        if self.pools[pool_i].cache.is_some() {
+                            self.hot_exec(pool_i, ck, &txn.keys);
+                        }
                     }
                     Err(e) => self.fail_slot(k, seq, WHOLE, &e),
                 }

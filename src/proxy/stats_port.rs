@@ -175,7 +175,8 @@ impl Proxy {
             Some(Route::Metrics) => (
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
-                crate::metrics::prometheus(&self.view()),
+                crate::metrics::prometheus(&self.view())
+                    + &crate::hotkeys::prometheus(&self.hot_view(crate::hotkeys::SHOWN)),
             ),
             Some(Route::Health) => ("200 OK", TEXT, "ok\n".to_string()),
             Some(Route::Ready) => {

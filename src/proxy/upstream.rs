@@ -317,7 +317,13 @@ impl Proxy {
             Some(ck) => ck,
             None => self.conn_for(pool_i, server, proto, Some(id), db)?,
         };
-        let p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
+        let mut p = Pending::new(Owner::Client { key: k, id }, seq, part, false, self.now_us);
+        if self.hot_tag != 0 {
+            p.hot = self.hot_tag;
+            if let Some(c) = self.pools[pool_i].cache.as_mut() {
+                c.write_begin(p.hot);
+            }
+        }
         self.push_request(ck, p, bytes);
         Ok(())
     }
@@ -356,7 +362,17 @@ impl Proxy {
         part: u32,
         blocking: bool,
     ) {
-        let p = Pending::new(self.owner_of(k), seq, part, blocking, self.now_us);
+        let mut p = Pending::new(self.owner_of(k), seq, part, blocking, self.now_us);
+        // A write of a pool with a hot-key cache (a blocking one): held until its reply, unless
+        // it names several keys (a blocked BLMOVE must not stop every fetch of the pool).
+        if self.hot_tag != 0 && !(blocking && self.hot_tag == crate::hotcache::ANY_KEY) {
+            p.hot = self.hot_tag;
+            if let Some(c) = self.conns.get(ck).map(|c| c.pool) {
+                if let Some(cache) = self.pools[c].cache.as_mut() {
+                    cache.write_begin(p.hot);
+                }
+            }
+        }
         self.push_request(ck, p, bytes);
     }
 
@@ -510,7 +526,15 @@ impl Proxy {
                     continue;
                 }
                 Route::Stray => {
-                    rbuf.consume(n);
+                    // On a tracking connection a push is an invalidation; elsewhere dropped.
+                    let pool_i = conn.pool;
+                    if self.pools[pool_i].cache.is_some() {
+                        let push = reply.to_vec();
+                        rbuf.consume(n);
+                        self.hot_push(k, pool_i, &push);
+                    } else {
+                        rbuf.consume(n);
+                    }
                     continue;
                 }
                 Route::Unexpected => {
@@ -518,6 +542,17 @@ impl Proxy {
                     break;
                 }
                 Route::Reply(p, req) => (p, req),
+            };
+            let conn = if p.hot != 0 {
+                // A write's reply (hot-key cache): its key may be fetched again.
+                let pool_i = conn.pool;
+                self.hot_write_end(pool_i, p.hot);
+                match self.conns.get_mut(k) {
+                    Some(conn) => conn,
+                    None => break,
+                }
+            } else {
+                conn
             };
             let srv = &mut self.pools[conn.pool].servers[conn.server];
             srv.stats.replies += 1;
@@ -582,6 +617,15 @@ impl Proxy {
                     continue;
                 }
                 Owner::BackendId => conn.backend_id = super::kill::backend_id_of(reply),
+                Owner::Track { pool } => {
+                    let reply = reply.to_vec();
+                    rbuf.consume(n);
+                    if let Err(e) = self.hot_reply(k, pool, p.part, &reply) {
+                        result = Err((e, Fail::Local));
+                        break;
+                    }
+                    continue;
+                }
                 Owner::Client { key, id } => {
                     if !p.blocking {
                         srv.stats.latency.record(since(self.now_us, p.sent));
@@ -636,6 +680,9 @@ impl Proxy {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if self.pools[conn.pool].cache.is_some() {
+            self.hot_conn_lost(k, conn.pool, conn.server);
+        }
         let now = self.now;
         let srv = &mut self.pools[conn.pool].servers[conn.server];
         if !conn.private {
@@ -723,6 +770,9 @@ impl Proxy {
             self.rebalance_forget(conn.pool, k);
         }
         for p in conn.inflight.drain(..) {
+            if p.hot != 0 {
+                self.hot_write_end(conn.pool, p.hot);
+            }
             let Some((key, id)) = p.client() else {
                 if matches!(
                     p.owner,
