@@ -52,6 +52,9 @@ pub struct Txn {
     /// the transaction was pinned: if the ring changed since, EXEC re-checks that every key
     /// still lives on `server` and aborts otherwise (no write lands on a wrong server).
     pub keys: Vec<Vec<u8>>,
+    /// The keys queued writes name when a `hash=` hint routed them (then `keys` holds the
+    /// hint, not these): the hot-key cache drops them again at EXEC.
+    pub written: Vec<Vec<u8>>,
     pub generation: u64,
     /// The queued commands, encoded, sent between MULTI and EXEC as one block.
     pub queued: Vec<u8>,

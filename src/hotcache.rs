@@ -209,7 +209,12 @@ impl HotCache {
             Some(d) => d.min(now.saturating_add(MAX_AGE_US)),
             None => now.saturating_add(MAX_AGE_US),
         });
-        if value.len() > self.max_value || cost > self.max_bytes {
+        // `max_value` bounds the value, not its RESP framing (`$<len>\r\n...\r\n`).
+        let payload = value
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |p| value.len().saturating_sub(p + 3));
+        if payload > self.max_value || cost > self.max_bytes {
             return false;
         }
         if let Some(&i) = self.index.get(key) {
@@ -506,7 +511,12 @@ mod tests {
     fn large_values_are_never_cached() {
         let mut c = HotCache::new(1 << 20, 100, 1);
         assert!(!c.insert(b"big", 0, &bulk(&[0; 200]), None, 0));
+        assert!(!c.insert(b"big", 0, &bulk(&[0; 101]), None, 0));
         assert!(c.is_empty());
+        assert!(
+            c.insert(b"at", 0, &bulk(&[0; 100]), None, 0),
+            "exactly max_value"
+        );
         let mut tiny = HotCache::new(50, 1000, 1);
         assert!(
             !tiny.insert(b"k", 0, &bulk(b"v"), None, 0),

@@ -394,7 +394,7 @@ impl Proxy {
             return self.reply_err(k, &msg);
         }
         let mut hot_tag = 0;
-        if self.pools[pool_i].cache.is_some() && crate::auth::is_write(spec) {
+        if self.pools[pool_i].cache.is_some() && hot::writes(spec) {
             // Before it is forwarded (or queued): the client reads its own write.
             hot_tag = self.hot_write(pool_i, spec, frame, args);
         }

@@ -34,6 +34,13 @@ pub(super) const TRACK_ON: u32 = 0;
 pub(super) const TRACK_GET: u32 = 1;
 pub(super) const TRACK_PTTL: u32 = 2;
 
+/// Whether the cache takes `spec` as a write of its keys: every `write` command, and PFCOUNT,
+/// which Redis flags read-only but which stores the sketch's cardinality into its string
+/// value (and signals the key modified).
+pub(super) fn writes(spec: &Spec) -> bool {
+    crate::auth::is_write(spec) || spec.name == "PFCOUNT"
+}
+
 impl Proxy {
     /// Count one sampled request (its keys, routed to config position `server`).
     #[cold]
@@ -243,11 +250,17 @@ impl Proxy {
     /// the EXEC holds every key of the pool (`ANY_KEY`) until its reply is in.
     #[cold]
     #[inline(never)]
-    pub(super) fn hot_exec(&mut self, pool_i: usize, ck: usize, keys: &[Vec<u8>]) {
+    pub(super) fn hot_exec(
+        &mut self,
+        pool_i: usize,
+        ck: usize,
+        keys: &[Vec<u8>],
+        written: &[Vec<u8>],
+    ) {
         let Some(cache) = self.pools[pool_i].cache.as_mut() else {
             return;
         };
-        for key in keys {
+        for key in keys.iter().chain(written) {
             cache.invalidate(key);
         }
         if let Some(p) = self.conns.get_mut(ck).and_then(|c| c.inflight.back_mut()) {

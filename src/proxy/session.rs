@@ -251,6 +251,19 @@ impl Proxy {
         } else {
             self.routing_keys(pool_i, spec, frame, args)
         };
+        // A hinted write's own keys, for the hot-key cache to drop at EXEC (`keys` holds
+        // the hint).
+        let written = if hinted && self.pools[pool_i].cache.is_some() && hot::writes(spec) {
+            let mut own = std::mem::take(&mut self.keys);
+            let found =
+                crate::commands::key_positions(spec, argc, &|i| args.get(frame, i), &mut own)
+                    .map(|()| own.iter().map(|&i| args.get(frame, i).to_vec()).collect())
+                    .unwrap_or_default();
+            self.keys = own;
+            found
+        } else {
+            Vec::new()
+        };
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
@@ -268,6 +281,7 @@ impl Proxy {
             }
             txn.keys.extend(keys);
         }
+        txn.written.extend(written);
         if reencode {
             let bytes = encode_args(args, frame, 0..argc);
             txn.queued.extend_from_slice(&bytes);
@@ -413,7 +427,7 @@ impl Proxy {
                         }
                         self.send_on(ck, k, b"*1\r\n$4\r\nEXEC\r\n", seq, WHOLE, false);
                         if self.pools[pool_i].cache.is_some() {
-                            self.hot_exec(pool_i, ck, &txn.keys);
+                            self.hot_exec(pool_i, ck, &txn.keys, &txn.written);
                         }
                     }
                     Err(e) => self.fail_slot(k, seq, WHOLE, &e),
