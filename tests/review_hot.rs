@@ -348,3 +348,160 @@ fn empty_values_binary_keys_and_odd_pipeline_chunks() {
     }
     writer.join().unwrap();
 }
+
+/// A backend killed and restarted (empty) on the same port: the tracking connection is lost
+/// with it, so the cached value goes and reads see the restarted server's state.
+#[test]
+fn a_restarted_backend_is_not_served_from_the_old_cache() {
+    let mut servers = redises(1);
+    let port = servers[0].port;
+    let proxy = cache_proxy(&servers, &[]);
+    let mut c = raw(proxy.port);
+    assert_eq!(c.call_str(&["SET", "k", "before"]), b"+OK\r\n");
+    warm(&mut c, b"k", b"$6\r\nbefore\r\n");
+    servers[0].kill();
+    servers[0] = Redis::start_on(port, &[]);
+    poll_until(
+        "the restarted backend's (empty) state",
+        QUICK,
+        ms(20),
+        || match c.try_call(&[b"GET", b"k"]) {
+            Ok(r) if r == b"$-1\r\n" => Ok(()),
+            Ok(r) => Err(show(&r)),
+            Err(e) => {
+                c = raw(proxy.port);
+                Err(e)
+            }
+        },
+    );
+    assert_eq!(c.call_str(&["SET", "k", "after"]), b"+OK\r\n");
+    warm(&mut c, b"k", b"$5\r\nafter\r\n");
+    assert_eq!(direct(&servers[0], &[b"SET", b"k", b"direct"]), b"+OK\r\n");
+    poll_until("a direct write after the restart", QUICK, ms(10), || {
+        let r = c.call_str(&["GET", "k"]);
+        if r == b"$6\r\ndirect\r\n" {
+            Ok(())
+        } else {
+            Err(show(&r))
+        }
+    });
+}
+
+/// SWAPDB through the proxy drops everything; SWAPDB by a direct client of the backend changes
+/// what every key of the pool's database holds, so reads must see it once Redis reports it
+/// (README: the cache drops a key "as soon as anyone changes it"). Redis 7.0 sends no
+/// invalidation for SWAPDB: the direct half fails (the old database's value is served until
+/// the entry's 30 s age limit); the README now says so, hence ignored.
+#[test]
+#[ignore = "Redis 7.0 sends no tracking invalidation on SWAPDB; documented: stale up to 30 s"]
+fn swapdb_through_the_proxy_and_directly_is_seen() {
+    let servers = redises(1);
+    let r = &servers[0];
+    let proxy = cache_proxy(&servers, &[]);
+    let mut c = raw(proxy.port);
+    assert_eq!(c.call_str(&["SET", "k", "zero"]), b"+OK\r\n");
+    let mut d = raw(r.port);
+    assert_eq!(d.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    assert_eq!(d.call_str(&["SET", "k", "one"]), b"+OK\r\n");
+    warm(&mut c, b"k", b"$4\r\nzero\r\n");
+    // Through the proxy: the very next read.
+    let swap = c.call_str(&["SWAPDB", "0", "1"]);
+    if swap == b"+OK\r\n" {
+        assert_eq!(show(&c.call_str(&["GET", "k"])), show(b"$3\r\none\r\n"));
+        warm(&mut c, b"k", b"$3\r\none\r\n");
+    } else {
+        // Refused by the proxy: swap directly to the same state.
+        assert_eq!(d.call_str(&["SWAPDB", "0", "1"]), b"+OK\r\n");
+        poll_until("the swap seen", QUICK, ms(10), || {
+            let got = c.call_str(&["GET", "k"]);
+            if got == b"$3\r\none\r\n" {
+                Ok(())
+            } else {
+                Err(show(&got))
+            }
+        });
+        warm(&mut c, b"k", b"$3\r\none\r\n");
+    }
+    // Directly: Redis must report it (or the proxy must not serve the old database's value).
+    assert_eq!(d.call_str(&["SWAPDB", "0", "1"]), b"+OK\r\n");
+    poll_until("a direct SWAPDB seen", QUICK, ms(10), || {
+        let got = c.call_str(&["GET", "k"]);
+        if got == b"$4\r\nzero\r\n" {
+            Ok(())
+        } else {
+            Err(show(&got))
+        }
+    });
+}
+
+/// Reloads turning the cache off and on while clients write and read back their own keys in
+/// pipelines: every read returns the reader's last write, and the proxy stays up.
+#[test]
+fn reloads_mid_traffic_keep_read_your_writes() {
+    let r = Redis::start();
+    let port = common::free_port();
+    let conf = |cache: &str| {
+        format!(
+            "pool p\n  listen 127.0.0.1:{port}\n  hotkeys_sample 1\n  hotkeys_window 1000\n  hotkey_cache {cache}\n  hotkey_cache_threshold 1\n  server 127.0.0.1:{}:1 b0\n",
+            r.port
+        )
+    };
+    let path = common::tmp_dir("review-hot-reload").join("proxy.conf");
+    std::fs::write(&path, conf("1mb")).unwrap();
+    let _proxy = Proxy::spawn(port, &["-c".into(), path.to_string_lossy().into_owned()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = raw(port);
+                let key = format!("rw{w}");
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let v = format!("{w}-{i}");
+                    let mut cmds = vec![vec!["SET".to_string(), key.clone(), v.clone()]];
+                    for _ in 0..5 {
+                        cmds.push(vec!["GET".to_string(), key.clone()]);
+                    }
+                    let replies = c.exchange(enc_many(&cmds), cmds.len());
+                    assert_eq!(replies[0], b"+OK\r\n");
+                    let want = format!("${}\r\n{v}\r\n", v.len()).into_bytes();
+                    for got in &replies[1..] {
+                        assert_eq!(show(got), show(&want), "worker {w} write {i}");
+                    }
+                }
+                i
+            })
+        })
+        .collect();
+    let mut admin = raw(port);
+    for n in 0..20 {
+        let size = if n % 2 == 0 { "0" } else { "1mb" };
+        std::fs::write(&path, conf(size)).unwrap();
+        let reply = admin.call_str(&["PROXY", "RELOAD"]);
+        assert!(!common::is_error(&reply), "{}", show(&reply));
+        std::thread::sleep(ms(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().expect("worker") > 0);
+    }
+    assert_eq!(admin.call_str(&["PING"]), b"+PONG\r\n");
+}
+
+/// SWAPDB through the proxy: the very next read of a cached key sees the other database.
+#[test]
+fn swapdb_through_the_proxy_is_seen_by_the_next_read() {
+    let servers = redises(1);
+    let proxy = cache_proxy(&servers, &[]);
+    let mut c = raw(proxy.port);
+    let mut d = raw(servers[0].port);
+    assert_eq!(d.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    assert_eq!(d.call_str(&["SET", "k", "one"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["SET", "k", "zero"]), b"+OK\r\n");
+    warm(&mut c, b"k", b"$4\r\nzero\r\n");
+    let replies = c.exchange(enc_many(&[vec!["SWAPDB", "0", "1"], vec!["GET", "k"]]), 2);
+    assert_eq!(show(&replies[0]), show(b"+OK\r\n"));
+    assert_eq!(show(&replies[1]), show(b"$3\r\none\r\n"));
+}
