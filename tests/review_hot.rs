@@ -505,3 +505,38 @@ fn swapdb_through_the_proxy_is_seen_by_the_next_read() {
     assert_eq!(show(&replies[0]), show(b"+OK\r\n"));
     assert_eq!(show(&replies[1]), show(b"$3\r\none\r\n"));
 }
+
+/// `cmdstat_get` calls of a backend (its own INFO commandstats).
+fn backend_gets(r: &Redis) -> u64 {
+    let info = text(&direct(r, &[b"INFO", b"commandstats"]));
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hot key whose value is above `hotkey_cache_max_value` is never cached, so it must cost
+/// the backend no more than without the cache: one GET per client GET. Each miss of a hot key
+/// starts a fetch (GET + PTTL on the tracking connection) whose value is then thrown away,
+/// so every client GET of a large hot value is read from the backend twice.
+#[test]
+fn a_hot_value_above_the_limit_is_not_fetched_again_on_every_read() {
+    let servers = redises(1);
+    let r = &servers[0];
+    let proxy = cache_proxy(&servers, &["--hotkey-cache-max-value", "1kb"]);
+    let mut c = raw(proxy.port);
+    let big = "z".repeat(100_000);
+    assert_eq!(c.call_str(&["SET", "big", &big]), b"+OK\r\n");
+    let want = format!("${}\r\n{big}\r\n", big.len()).into_bytes();
+    let before = backend_gets(r);
+    let n = 200;
+    for _ in 0..n {
+        assert_eq!(c.call_str(&["GET", "big"]), want);
+    }
+    let gets = backend_gets(r) - before;
+    assert!(
+        gets <= n + n / 10,
+        "{n} GETs of a value too large to cache cost the backend {gets} GETs"
+    );
+}
