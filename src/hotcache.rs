@@ -6,7 +6,9 @@
 //! Invariants:
 //! - `bytes` (the sum of each entry's key, value and a fixed per-entry overhead) never exceeds
 //!   `max_bytes`: an insert evicts least recently used entries first, and an entry larger than
-//!   `max_value` (value bytes) or than the whole cache is never stored.
+//!   `max_value` (value bytes) or than the whole cache is never stored; its key is not
+//!   fetched again (`refused`, at most `MAX_REFUSED` keys) until an invalidation of it, of its
+//!   server or of everything.
 //! - An entry with a deadline (the key's TTL in Redis when it was fetched) is never served at
 //!   or after it: `get` drops it instead.
 //! - A fetch is in flight at most once per key; anything that invalidates a key while its
@@ -31,6 +33,10 @@ pub const ENTRY_OVERHEAD: usize = 96;
 pub const MAX_AGE_US: Micros = 30_000_000;
 /// Fetches in flight per pool, at most (a burst of new hot keys waits for the next sample).
 pub const MAX_FETCHES: usize = 256;
+/// Keys remembered as too large to cache (not fetched again until they change), at most, and
+/// the longest key remembered.
+pub const MAX_REFUSED: usize = 1024;
+pub const MAX_REFUSED_KEY: usize = 1024;
 /// After a backend refused tracking (or a tracking connection could not be opened), no new
 /// one is tried for this long.
 pub const RETRY_US: Micros = 10_000_000;
@@ -103,6 +109,10 @@ pub struct HotCache {
     tail: usize,
     bytes: usize,
     fetching: HashMap<Box<[u8]>, Fetch>,
+    /// Keys whose fetched value was too large to store, with their server slot: not fetched
+    /// again (each fetch would read the value from the backend for nothing) until an
+    /// invalidation says they changed.
+    refused: HashMap<Box<[u8]>, usize>,
     /// Writes through the proxy in flight, by key tag (`key_tag`, `ANY_KEY`): a fetch of a
     /// key with a write in flight could run before that write and store the old value after
     /// the writer saw its reply, so none starts until the write's reply is in.
@@ -136,6 +146,7 @@ impl HotCache {
             tail: NIL,
             bytes: 0,
             fetching: HashMap::new(),
+            refused: HashMap::new(),
             writing: HashMap::new(),
             tracking: Vec::new(),
             queues: Vec::new(),
@@ -215,6 +226,9 @@ impl HotCache {
             .position(|&b| b == b'\n')
             .map_or(0, |p| value.len().saturating_sub(p + 3));
         if payload > self.max_value || cost > self.max_bytes {
+            if self.refused.len() < MAX_REFUSED && key.len() <= MAX_REFUSED_KEY {
+                self.refused.insert(key.into(), server);
+            }
             return false;
         }
         if let Some(&i) = self.index.get(key) {
@@ -253,6 +267,9 @@ impl HotCache {
         if let Some(f) = self.fetching.get_mut(key) {
             f.poisoned = true;
         }
+        if !self.refused.is_empty() {
+            self.refused.remove(key);
+        }
         if let Some(&i) = self.index.get(key) {
             self.remove_at(i);
             self.invalidations += 1;
@@ -265,6 +282,7 @@ impl HotCache {
         for f in self.fetching.values_mut().filter(|f| f.server == server) {
             f.poisoned = true;
         }
+        self.refused.retain(|_, s| *s != server);
         let doomed: Vec<usize> = self
             .index
             .values()
@@ -283,6 +301,7 @@ impl HotCache {
         for f in self.fetching.values_mut() {
             f.poisoned = true;
         }
+        self.refused.clear();
         self.invalidations += self.index.len() as u64;
         self.index.clear();
         self.nodes.clear();
@@ -304,6 +323,7 @@ impl HotCache {
         if self.fetching.len() >= MAX_FETCHES
             || self.fetching.contains_key(key)
             || self.index.contains_key(key)
+            || (!self.refused.is_empty() && self.refused.contains_key(key))
         {
             return false;
         }
@@ -517,6 +537,14 @@ mod tests {
             c.insert(b"at", 0, &bulk(&[0; 100]), None, 0),
             "exactly max_value"
         );
+        // A key refused for its size is not fetched again until it changes.
+        assert!(!c.start_fetch(b"big", 0, 0));
+        c.invalidate(b"big");
+        assert!(c.start_fetch(b"big", 0, 0));
+        c.end_fetch(b"big");
+        assert!(!c.insert(b"big", 3, &bulk(&[0; 101]), None, 0));
+        c.drop_server(3);
+        assert!(c.start_fetch(b"big", 0, 0));
         let mut tiny = HotCache::new(50, 1000, 1);
         assert!(
             !tiny.insert(b"k", 0, &bulk(b"v"), None, 0),

@@ -539,4 +539,13 @@ fn a_hot_value_above_the_limit_is_not_fetched_again_on_every_read() {
         gets <= n + n / 10,
         "{n} GETs of a value too large to cache cost the backend {gets} GETs"
     );
+    // Once it shrinks (through the proxy, or directly), it is cached again.
+    assert_eq!(c.call_str(&["SET", "big", "small"]), b"+OK\r\n");
+    warm(&mut c, b"big", b"$5\r\nsmall\r\n");
+    assert_eq!(c.call_str(&["SET", "big", &big]), b"+OK\r\n");
+    for _ in 0..20 {
+        assert_eq!(c.call_str(&["GET", "big"]), want);
+    }
+    assert_eq!(direct(r, &[b"SET", b"big", b"tiny"]), b"+OK\r\n");
+    warm(&mut c, b"big", b"$4\r\ntiny\r\n");
 }
