@@ -549,3 +549,49 @@ fn a_hot_value_above_the_limit_is_not_fetched_again_on_every_read() {
     assert_eq!(direct(r, &[b"SET", b"big", b"tiny"]), b"+OK\r\n");
     warm(&mut c, b"big", b"$4\r\ntiny\r\n");
 }
+
+/// Two pools of one proxy over the same backend, the cache on in one: a write through the
+/// other pool is a write through this proxy process, so once its reply is in, a read through
+/// the cached pool must see it (README: "every client of the proxy sees a write once its reply
+/// was sent").
+#[test]
+fn a_write_through_another_pool_of_the_proxy_is_read_back() {
+    let r = Redis::start();
+    let (pa, pb) = (common::free_port(), common::free_port());
+    let text_conf = format!(
+        "pool a\n  listen 127.0.0.1:{pa}\n  hotkeys_sample 1\n  hotkeys_window 1000\n  hotkey_cache 1mb\n  hotkey_cache_threshold 1\n  server 127.0.0.1:{}:1 b0\n\npool b\n  listen 127.0.0.1:{pb}\n  server 127.0.0.1:{}:1 b0\n",
+        r.port, r.port
+    );
+    let path = common::tmp_dir("review-hot-pools").join("proxy.conf");
+    std::fs::write(&path, text_conf).unwrap();
+    let _proxy = Proxy::spawn(pa, &["-c".into(), path.to_string_lossy().into_owned()]);
+    common::wait_listening(pb, "pool b");
+    let mut a = raw(pa);
+    let mut b = raw(pb);
+    assert_eq!(b.call_str(&["SET", "x", "0"]), b"+OK\r\n");
+    warm(&mut a, b"x", b"$1\r\n0\r\n");
+    let mut stale = Vec::new();
+    for i in 1..=2000 {
+        let v = i.to_string();
+        assert_eq!(b.call_str(&["SET", "x", &v]), b"+OK\r\n");
+        let got = a.call_str(&["GET", "x"]);
+        let want = format!("${}\r\n{v}\r\n", v.len()).into_bytes();
+        if got != want {
+            stale.push(format!("write {i}: read {}", show(&got)));
+        }
+        // Keep it cached: a few more reads.
+        for _ in 0..2 {
+            a.call_str(&["GET", "x"]);
+        }
+    }
+    assert!(
+        cache_field(&mut a, "hits") > 1000,
+        "the key was served from the cache"
+    );
+    assert!(
+        stale.is_empty(),
+        "{} stale reads: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}
