@@ -394,9 +394,15 @@ impl Proxy {
             return self.reply_err(k, &msg);
         }
         let mut hot_tag = 0;
-        if self.pools[pool_i].cache.is_some() && hot::writes(spec) {
-            // Before it is forwarded (or queued): the client reads its own write.
-            hot_tag = self.hot_write(pool_i, spec, frame, args);
+        if (self.pools[pool_i].cache.is_some() || self.pools.len() > 1) && hot::writes(spec) {
+            // Before it is forwarded (or queued): the client reads its own write, and so do
+            // readers of other pools of the proxy (over the same backends, perhaps).
+            if self.pools[pool_i].cache.is_some() {
+                hot_tag = self.hot_write(pool_i, spec, frame, args);
+            }
+            if self.pools.len() > 1 {
+                self.hot_write_others(pool_i, spec, frame, args);
+            }
         }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);

@@ -245,6 +245,45 @@ impl Proxy {
         tag
     }
 
+    /// A write through pool `pool_i`: drop its keys from the caches of the proxy's other pools
+    /// too (everything on FLUSHALL/FLUSHDB/SWAPDB), since they may cache the same backends;
+    /// a key of the same name elsewhere is only fetched again. (No write tag is held there.)
+    #[cold]
+    #[inline(never)]
+    pub(super) fn hot_write_others(
+        &mut self,
+        pool_i: usize,
+        spec: &'static Spec,
+        frame: &[u8],
+        args: &Args,
+    ) {
+        let others = |i: usize, p: &Pool| i != pool_i && !p.removed && p.cache.is_some();
+        if !self.pools.iter().enumerate().any(|(i, p)| others(i, p)) {
+            return;
+        }
+        let clear = matches!(spec.name, "FLUSHALL" | "FLUSHDB" | "SWAPDB");
+        let (argc, _) = router::hash_hint(spec, args, frame, self.pools[pool_i].cfg.hash_override);
+        let mut keys = std::mem::take(&mut self.keys);
+        let found =
+            crate::commands::key_positions(spec, argc, &|i| args.get(frame, i), &mut keys).is_ok();
+        for (i, p) in self.pools.iter_mut().enumerate() {
+            if !others(i, p) {
+                continue;
+            }
+            let Some(c) = p.cache.as_mut() else {
+                continue;
+            };
+            if clear {
+                c.clear();
+            } else if found {
+                for &j in &keys {
+                    c.invalidate(args.get(frame, j));
+                }
+            }
+        }
+        self.keys = keys;
+    }
+
     /// EXEC was just queued on connection `ck`: the transaction's keys (those it queued and
     /// WATCHed) are dropped again, since a fetch may have cached one since it was queued, and
     /// the EXEC holds every key of the pool (`ANY_KEY`) until its reply is in.
