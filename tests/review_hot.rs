@@ -570,6 +570,19 @@ fn a_write_through_another_pool_of_the_proxy_is_read_back() {
     let mut b = raw(pb);
     assert_eq!(b.call_str(&["SET", "x", "0"]), b"+OK\r\n");
     warm(&mut a, b"x", b"$1\r\n0\r\n");
+    // Other readers of pool a keep the key hot and re-fetched all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut r = raw(pa);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    r.call_str(&["GET", "x"]);
+                }
+            })
+        })
+        .collect();
     let mut stale = Vec::new();
     for i in 1..=2000 {
         let v = i.to_string();
@@ -583,6 +596,10 @@ fn a_write_through_another_pool_of_the_proxy_is_read_back() {
         for _ in 0..2 {
             a.call_str(&["GET", "x"]);
         }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in readers {
+        t.join().unwrap();
     }
     assert!(
         cache_field(&mut a, "hits") > 1000,
