@@ -612,3 +612,24 @@ fn a_write_through_another_pool_of_the_proxy_is_read_back() {
         &stale[..stale.len().min(5)]
     );
 }
+
+/// A hot key that is not a string (GET answers WRONGTYPE) is never cached: it must cost the
+/// backend no more than without the cache (one GET per client GET), not a fetch per miss too.
+#[test]
+fn a_hot_key_of_another_type_is_not_fetched_on_every_read() {
+    let servers = redises(1);
+    let r = &servers[0];
+    let proxy = cache_proxy(&servers, &[]);
+    let mut c = raw(proxy.port);
+    assert_eq!(c.call_str(&["HSET", "h", "f", "v"]), b":1\r\n");
+    let before = backend_gets(r);
+    let n = 200;
+    for _ in 0..n {
+        assert!(common::is_error(&c.call_str(&["GET", "h"])));
+    }
+    let gets = backend_gets(r) - before;
+    assert!(
+        gets <= n + n / 10,
+        "{n} GETs of a hash cost the backend {gets} GETs"
+    );
+}
