@@ -80,6 +80,8 @@ pub struct Fetch {
     pub value: Option<Vec<u8>>,
     /// Invalidated while in flight: the result is dropped.
     pub poisoned: bool,
+    /// The GET was refused with WRONGTYPE (not a string: never cached).
+    pub wrongtype: bool,
 }
 
 /// What INFO and /metrics show of a cache.
@@ -226,9 +228,7 @@ impl HotCache {
             .position(|&b| b == b'\n')
             .map_or(0, |p| value.len().saturating_sub(p + 3));
         if payload > self.max_value || cost > self.max_bytes {
-            if self.refused.len() < MAX_REFUSED && key.len() <= MAX_REFUSED_KEY {
-                self.refused.insert(key.into(), server);
-            }
+            self.refuse(key, server);
             return false;
         }
         if let Some(&i) = self.index.get(key) {
@@ -260,6 +260,14 @@ impl HotCache {
         self.index.insert(key.into(), i);
         self.bytes += cost;
         true
+    }
+
+    /// `key` (from server slot `server`) cannot be cached as it is: it is not fetched again
+    /// until an invalidation of it, of its server or of everything.
+    pub fn refuse(&mut self, key: &[u8], server: usize) {
+        if self.refused.len() < MAX_REFUSED && key.len() <= MAX_REFUSED_KEY {
+            self.refused.insert(key.into(), server);
+        }
     }
 
     /// Drop `key` (a write, an invalidation push) and poison its fetch in flight.

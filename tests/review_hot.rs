@@ -632,4 +632,14 @@ fn a_hot_key_of_another_type_is_not_fetched_on_every_read() {
         gets <= n + n / 10,
         "{n} GETs of a hash cost the backend {gets} GETs"
     );
+    // Replaced by a string (directly, or through the proxy): cached again.
+    assert_eq!(direct(r, &[b"DEL", b"h"]), b":1\r\n");
+    assert_eq!(direct(r, &[b"SET", b"h", b"now"]), b"+OK\r\n");
+    warm(&mut c, b"h", b"$3\r\nnow\r\n");
+    assert_eq!(c.call_str(&["DEL", "h"]), b":1\r\n");
+    assert_eq!(c.call_str(&["LPUSH", "h", "x"]), b":1\r\n");
+    assert!(common::is_error(&c.call_str(&["GET", "h"])));
+    assert_eq!(c.call_str(&["DEL", "h"]), b":1\r\n");
+    assert_eq!(c.call_str(&["SET", "h", "again"]), b"+OK\r\n");
+    warm(&mut c, b"h", b"$5\r\nagain\r\n");
 }

@@ -494,9 +494,10 @@ impl Proxy {
                     r if r.first() == Some(&b'$') => Some(r.to_vec()),
                     _ => None,
                 };
-                if let (Some(key), Some(value)) = (key, value) {
-                    if let Some(f) = cache.fetch_mut(&key) {
-                        f.value = Some(value);
+                if let Some(f) = key.and_then(|key| cache.fetch_mut(&key)) {
+                    f.wrongtype = reply.starts_with(b"-WRONGTYPE");
+                    if value.is_some() {
+                        f.value = value;
                     }
                 }
             }
@@ -527,7 +528,10 @@ impl Proxy {
                     cache.generation = generation;
                     return Ok(());
                 }
-                if let (Some(v), Some(deadline), false) = (f.value, deadline, f.poisoned) {
+                if f.wrongtype && !f.poisoned {
+                    // Not a string: not fetched again until Redis reports a change.
+                    cache.refuse(&key, slot);
+                } else if let (Some(v), Some(deadline), false) = (f.value, deadline, f.poisoned) {
                     cache.insert(&key, slot, &v, deadline, now);
                 }
             }
