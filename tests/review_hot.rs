@@ -643,3 +643,27 @@ fn a_hot_key_of_another_type_is_not_fetched_on_every_read() {
     assert_eq!(c.call_str(&["SET", "h", "again"]), b"+OK\r\n");
     warm(&mut c, b"h", b"$5\r\nagain\r\n");
 }
+
+/// Clients of another database write into the pool's database with `COPY ... DB n` and
+/// `MOVE key n`: a client of the default database reads the result right after their replies.
+#[test]
+fn writes_from_another_database_into_the_cached_one_are_read_back() {
+    let servers = redises(2);
+    let proxy = cache_proxy(&servers, &[]);
+    let mut c = raw(proxy.port);
+    let mut d1 = raw(proxy.port);
+    assert_eq!(d1.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    // COPY in database 1 into database 0 (same key: one backend).
+    assert_eq!(d1.call_str(&["SET", "{t}s", "copied"]), b"+OK\r\n");
+    warm(&mut c, b"{t}d", b"$-1\r\n");
+    assert_eq!(d1.call_str(&["COPY", "{t}s", "{t}d", "DB", "0"]), b":1\r\n");
+    assert_eq!(
+        show(&c.call_str(&["GET", "{t}d"])),
+        show(b"$6\r\ncopied\r\n")
+    );
+    // MOVE from database 1 into database 0.
+    assert_eq!(d1.call_str(&["SET", "mv", "moved"]), b"+OK\r\n");
+    warm(&mut c, b"mv", b"$-1\r\n");
+    assert_eq!(d1.call_str(&["MOVE", "mv", "0"]), b":1\r\n");
+    assert_eq!(show(&c.call_str(&["GET", "mv"])), show(b"$5\r\nmoved\r\n"));
+}
