@@ -1,0 +1,598 @@
+//! Adversarial review of online rebalancing (issue 19) with numbered databases (issue 20).
+//! Each test states what one Redis answers; the proxy must answer the same while keys move.
+//! Real redis-servers, the real binary; waits are bounded polls, no duration is asserted.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{bulk, int, ms, poll_until, signal, strings, text, tmp_dir, Raw, Redis};
+
+const QUICK: Duration = Duration::from_secs(10);
+
+fn raw(port: u16) -> Raw {
+    let mut r = Raw::connect(port);
+    r.set_timeout(QUICK);
+    r
+}
+
+struct Proc {
+    child: std::process::Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `rebalance yes` pool over `backends` (`hash md5`), and an oracle pool over the same
+/// servers (no rebalance) to learn a ring's placement before switching to it.
+struct Setup {
+    backends: Vec<Redis>,
+    conf: PathBuf,
+    port: u16,
+    extra: String,
+}
+
+impl Setup {
+    fn new(n: usize, extra: &str) -> Setup {
+        let dir = tmp_dir("review-rebalance");
+        Setup {
+            backends: (0..n).map(|_| Redis::start_with(&[])).collect(),
+            conf: dir.join("proxy.conf"),
+            port: common::free_port(),
+            extra: extra.to_string(),
+        }
+    }
+
+    fn text(&self, port: u16, rebalance: bool, rate: u32, servers: &[usize]) -> String {
+        let mut t = format!(
+            "pool p\n  listen 127.0.0.1:{port}\n  hash md5\n  timeout 5000\n  rebalance {}\n  rebalance_rate {rate}\n{}",
+            if rebalance { "yes" } else { "no" },
+            self.extra
+        );
+        for &i in servers {
+            t.push_str(&format!(
+                "  server 127.0.0.1:{}:1 s{i}\n",
+                self.backends[i].port
+            ));
+        }
+        t
+    }
+
+    fn write(&self, rate: u32, servers: &[usize]) {
+        std::fs::write(&self.conf, self.text(self.port, true, rate, servers)).unwrap();
+    }
+
+    fn spawn(conf: &std::path::Path, port: u16) -> Proc {
+        let log = std::fs::File::create(conf.with_extension("log")).unwrap();
+        let child = std::process::Command::new(common::bin())
+            .args(["-c", conf.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rustproxy");
+        common::wait_listening(port, "rustproxy");
+        Proc { child }
+    }
+
+    fn start(&self) -> Proc {
+        Setup::spawn(&self.conf, self.port)
+    }
+
+    /// Owner (index in `servers`) of each key under the ring of `servers`.
+    fn placement(&self, servers: &[usize], keys: &[String]) -> Vec<usize> {
+        let port = common::free_port();
+        let conf = self.conf.with_file_name(format!("oracle-{port}.conf"));
+        std::fs::write(&conf, self.text(port, false, 1, servers)).unwrap();
+        let _p = Setup::spawn(&conf, port);
+        let mut r = raw(port);
+        keys.iter()
+            .map(|k| int(&r.call_str(&["BACKENDNUM", k])) as usize)
+            .collect()
+    }
+
+    fn reload(&self, p: &Proc) {
+        signal(p.child.id(), "HUP");
+    }
+}
+
+fn info_rebalance(port: u16) -> String {
+    text(&raw(port).call_str(&["INFO", "rebalance"]))
+}
+
+fn wait_epoch(port: u16, epoch: u64) -> String {
+    poll_until("the new ring", QUICK, ms(20), || {
+        let t = info_rebalance(port);
+        if t.contains(&format!("epoch={epoch},")) {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    })
+}
+
+fn wait_idle(port: u16, epoch: u64) -> String {
+    poll_until(
+        "rebalance to finish",
+        Duration::from_secs(60),
+        ms(50),
+        || {
+            let t = info_rebalance(port);
+            if t.contains("state=idle") && t.contains(&format!("epoch={epoch},")) {
+                Ok(t)
+            } else {
+                Err(t)
+            }
+        },
+    )
+}
+
+fn text_or_raw(r: &[u8]) -> String {
+    String::from_utf8_lossy(r).into_owned()
+}
+
+/// Whether `key` exists in database `db` of backend `r`.
+fn exists_on(r: &Redis, db: u32, key: &str) -> bool {
+    let mut d = raw(r.port);
+    assert_eq!(d.call_str(&["SELECT", &db.to_string()]), b"+OK\r\n");
+    int(&d.call_str(&["EXISTS", key])) == 1
+}
+
+/// `MOVE key db` and `COPY key key DB n` while the key in the other database has not moved
+/// yet. One Redis: the destination exists, so MOVE answers 0 and COPY answers 0, and the key
+/// in the other database keeps its value.
+#[test]
+fn move_and_copy_into_another_database_see_its_key_not_moved_yet() {
+    let s = Setup::new(2, "  membership_commands yes\n");
+    s.write(1, &[0]);
+    let p = s.start();
+    let mut c = raw(s.port);
+    let names: Vec<String> = (0..80).map(|i| format!("key:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    assert_eq!(c.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    for k in &names {
+        assert_eq!(c.call_str(&["SET", k, &format!("db1:{k}")]), b"+OK\r\n");
+    }
+    assert_eq!(c.call_str(&["SELECT", "0"]), b"+OK\r\n");
+    s.write(1, &[0, 1]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(
+        paused.contains("epoch=1") && !paused.contains("state=idle"),
+        "{paused}"
+    );
+    let moving: Vec<&String> = names
+        .iter()
+        .zip(&after)
+        .filter(|(k, &o)| o == 1 && exists_on(&s.backends[0], 1, k))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(moving.len() >= 4, "too few keys left to move: {moving:?}");
+    let (mv, cp) = (moving[0], moving[1]);
+    assert_eq!(c.call_str(&["SET", mv, "db0"]), b"+OK\r\n");
+    assert_eq!(
+        c.call_str(&["MOVE", mv, "1"]),
+        b":0\r\n",
+        "MOVE {mv} 1: database 1 holds {mv} (still on its old owner)"
+    );
+    assert_eq!(c.call_str(&["SET", cp, "db0"]), b"+OK\r\n");
+    assert_eq!(
+        c.call_str(&["COPY", cp, cp, "DB", "1"]),
+        b":0\r\n",
+        "COPY {cp} {cp} DB 1: database 1 holds {cp} (still on its old owner)"
+    );
+    assert_eq!(c.call_str(&["SELECT", "1"]), b"+OK\r\n");
+    for k in [mv, cp] {
+        assert_eq!(
+            c.call_str(&["GET", k]),
+            bulk(format!("db1:{k}").as_bytes()),
+            "database 1's {k}"
+        );
+    }
+}
+
+/// A client blocked in `BLMOVE src dst` before the change, where `src` stays and `dst` moves.
+/// One Redis: after `LPUSH src x`, BLMOVE answers x and `dst` holds its old elements then x.
+#[test]
+fn blmove_blocked_across_the_change_whose_destination_moves() {
+    let s = Setup::new(2, "");
+    s.write(50_000, &[0]);
+    let p = s.start();
+    let names: Vec<String> = (0..64).map(|i| format!("list:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    let src = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
+    let dst = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let mut c = raw(s.port);
+    assert_eq!(c.call_str(&["RPUSH", dst, "a"]), b":1\r\n");
+    let mut blocked = raw(s.port);
+    blocked.cmd(&[
+        b"BLMOVE",
+        src.as_bytes(),
+        dst.as_bytes(),
+        b"LEFT",
+        b"RIGHT",
+        b"0",
+    ]);
+    poll_until("BLMOVE to block", QUICK, ms(20), || {
+        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
+        if t.contains("blocked_clients:1") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    s.write(50_000, &[0, 1]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    assert_eq!(c.call_str(&["LPUSH", src, "x"]), b":1\r\n");
+    let got = blocked.reply();
+    assert_eq!(got, bulk(b"x"), "BLMOVE's reply: {}", text(&got));
+    assert_eq!(
+        strings(&c.call_str(&["LRANGE", dst, "0", "-1"])),
+        vec!["a", "x"],
+        "{dst} after BLMOVE (A holds {dst}: {})",
+        exists_on(&s.backends[0], 0, dst)
+    );
+}
+
+/// A client blocked in `BLPOP k1 k2` before the change, where k1 stays and k2 moves.
+/// One Redis: `RPUSH k2 x` wakes it with [k2, x].
+#[test]
+fn blpop_blocked_on_two_keys_across_the_change_one_of_which_moves() {
+    let s = Setup::new(2, "");
+    s.write(50_000, &[0]);
+    let p = s.start();
+    let names: Vec<String> = (0..64).map(|i| format!("q:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    let k1 = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
+    let k2 = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let mut blocked = raw(s.port);
+    blocked.cmd(&[b"BLPOP", k1.as_bytes(), k2.as_bytes(), b"3"]);
+    poll_until("BLPOP to block", QUICK, ms(20), || {
+        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
+        if t.contains("blocked_clients:1") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    s.write(50_000, &[0, 1]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    let mut c = raw(s.port);
+    assert_eq!(c.call_str(&["RPUSH", k2, "x"]), b":1\r\n");
+    let got = blocked.reply();
+    // An error asking to retry is documented for a blocked client whose key moved; a timeout
+    // (nil) while an element was pushed to one of its keys is not what Redis does.
+    if !got.starts_with(b"-") {
+        let want = format!("*2\r\n${}\r\n{k2}\r\n$1\r\nx\r\n", k2.len());
+        assert_eq!(
+            text_or_raw(&got),
+            text_or_raw(want.as_bytes()),
+            "BLPOP {k1} {k2}'s reply after RPUSH {k2} x"
+        );
+    }
+}
+
+/// Every key on every backend (databases `dbs`) sits on the backend BACKENDNUM names, once.
+fn audit(s: &Setup, servers: &[usize], dbs: &[u32]) {
+    let mut c = raw(s.port);
+    for &db in dbs {
+        let mut seen = std::collections::BTreeMap::new();
+        for (pos, &i) in servers.iter().enumerate() {
+            let mut d = raw(s.backends[i].port);
+            assert_eq!(d.call_str(&["SELECT", &db.to_string()]), b"+OK\r\n");
+            for k in strings(&d.call_str(&["KEYS", "*"])) {
+                let owner = int(&c.call_str(&["BACKENDNUM", &k])) as usize;
+                assert_eq!(owner, pos, "db {db}: {k} on s{i}, owner position {owner}");
+                assert!(seen.insert(k.clone(), i).is_none(), "db {db}: {k} twice");
+            }
+        }
+        // Servers not in the ring any more hold nothing.
+        for (i, r) in s.backends.iter().enumerate() {
+            if !servers.contains(&i) {
+                let mut d = raw(r.port);
+                assert_eq!(d.call_str(&["SELECT", &db.to_string()]), b"+OK\r\n");
+                assert_eq!(int(&d.call_str(&["DBSIZE"])), 0, "db {db}: s{i} not empty");
+            }
+        }
+    }
+}
+
+/// Commands with unusual key positions, CLIENT REPLY OFF, a pipeline written one byte at a
+/// time, MULTI queued across the change and SELECT inside MULTI, all on keys that have not
+/// moved yet (the mover is paused). Each reply is what one Redis answers.
+#[test]
+fn unusual_commands_on_keys_not_moved_yet() {
+    let s = Setup::new(2, "");
+    s.write(1, &[0]);
+    let p = s.start();
+    let names: Vec<String> = (0..200).map(|i| format!("k:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    let mv: Vec<&str> = names
+        .iter()
+        .zip(&after)
+        .filter(|(_, &o)| o == 1)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let st: Vec<&str> = names
+        .iter()
+        .zip(&after)
+        .filter(|(_, &o)| o == 0)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert!(mv.len() > 30 && st.len() > 5);
+    let mut c = raw(s.port);
+    let ok = |c: &mut Raw, a: &[&str]| {
+        let r = c.call_str(a);
+        assert!(!r.starts_with(b"-"), "{a:?}: {}", text(&r));
+    };
+    for k in mv.iter().chain(&st).take(mv.len() + st.len()) {
+        ok(&mut c, &["SET", k, &format!("v:{k}")]);
+    }
+    ok(&mut c, &["DEL", mv[2]]);
+    ok(&mut c, &["RPUSH", mv[2], "b", "c"]);
+    ok(&mut c, &["SET", mv[3], "12345"]);
+    ok(&mut c, &["SET", mv[4], "ttl", "PX", "100000000"]);
+    ok(&mut c, &["DEL", mv[6]]);
+    ok(&mut c, &["RPUSH", mv[6], "3", "1", "2"]);
+    ok(&mut c, &["DEL", mv[8]]);
+    ok(&mut c, &["XADD", mv[8], "1-1", "f", "v"]);
+    ok(&mut c, &["XGROUP", "CREATE", mv[8], "g", "0"]);
+    ok(&mut c, &["SET", mv[12], "5"]);
+    ok(&mut c, &["SELECT", "1"]);
+    ok(&mut c, &["SET", mv[15], "db1-old"]);
+    ok(&mut c, &["SELECT", "0"]);
+    // A transaction queued before the change.
+    let mut t = raw(s.port);
+    assert_eq!(t.call_str(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(t.call_str(&["SET", mv[14], "txn"]), b"+QUEUED\r\n");
+
+    s.write(1, &[0, 1]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+
+    assert_eq!(
+        c.call_str(&["EXISTS", mv[0], mv[1], st[0], "none:x"]),
+        b":3\r\n"
+    );
+    assert_eq!(c.call_str(&["TYPE", mv[2]]), b"+list\r\n");
+    assert_eq!(c.call_str(&["OBJECT", "ENCODING", mv[3]]), bulk(b"int"));
+    let pttl = int(&c.call_str(&["PTTL", mv[4]]));
+    assert!(pttl > 1_000_000, "PTTL {} = {pttl}", mv[4]);
+    assert_eq!(
+        c.call_str(&["EVAL", "return redis.call('GET', KEYS[1])", "1", mv[5]]),
+        bulk(format!("v:{}", mv[5]).as_bytes())
+    );
+    assert_eq!(c.call_str(&["SORT", mv[6], "STORE", mv[7]]), b":3\r\n");
+    assert_eq!(
+        strings(&c.call_str(&["LRANGE", mv[7], "0", "-1"])),
+        vec!["1", "2", "3"]
+    );
+    let xr = c.call_str(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", mv[8], ">"]);
+    assert!(
+        text_or_raw(&xr).contains("1-1"),
+        "XREADGROUP: {}",
+        text_or_raw(&xr)
+    );
+    // CLIENT REPLY OFF: nothing is written until ON's +OK; the writes happen.
+    c.send(
+        &[
+            enc(&["CLIENT", "REPLY", "OFF"]),
+            enc(&["SET", mv[9], "new"]),
+            enc(&["DEL", mv[10]]),
+            enc(&["GET", mv[11]]),
+            enc(&["CLIENT", "REPLY", "ON"]),
+        ]
+        .concat(),
+    );
+    assert_eq!(c.reply(), b"+OK\r\n");
+    assert_eq!(c.call_str(&["GET", mv[9]]), bulk(b"new"));
+    assert_eq!(c.call_str(&["EXISTS", mv[10]]), b":0\r\n");
+    // A pipeline written one byte at a time, moving and staying keys mixed.
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["SET", mv[11], "a"],
+        vec!["GET", st[1]],
+        vec!["INCR", mv[12]],
+        vec!["GET", mv[11]],
+        vec!["DEL", mv[13]],
+        vec!["EXISTS", mv[13]],
+        vec!["MGET", st[2], mv[16], mv[13]],
+        vec!["GET", st[3]],
+    ];
+    let bytes: Vec<u8> = cmds.iter().flat_map(|a| enc(a)).collect();
+    for b in &bytes {
+        c.send(std::slice::from_ref(b));
+    }
+    let want: Vec<Vec<u8>> = vec![
+        b"+OK\r\n".to_vec(),
+        bulk(format!("v:{}", st[1]).as_bytes()),
+        b":6\r\n".to_vec(),
+        bulk(b"a"),
+        b":1\r\n".to_vec(),
+        b":0\r\n".to_vec(),
+        [
+            b"*3\r\n".to_vec(),
+            bulk(format!("v:{}", st[2]).as_bytes()),
+            bulk(format!("v:{}", mv[16]).as_bytes()),
+            b"$-1\r\n".to_vec(),
+        ]
+        .concat(),
+        bulk(format!("v:{}", st[3]).as_bytes()),
+    ];
+    for (i, w) in want.iter().enumerate() {
+        let got = c.reply();
+        assert_eq!(
+            text_or_raw(&got),
+            text_or_raw(w),
+            "pipelined reply {i} ({:?})",
+            cmds[i]
+        );
+    }
+    // The transaction queued before the change: EXECABORT (documented) or it ran where the
+    // key is read from now.
+    let exec = t.call_str(&["EXEC"]);
+    if !exec.starts_with(b"-EXECABORT") {
+        assert_eq!(exec, b"*1\r\n+OK\r\n", "EXEC");
+        assert_eq!(c.call_str(&["GET", mv[14]]), bulk(b"txn"));
+    }
+    // SELECT inside MULTI: the SET runs in database 1 (and the client stays there).
+    assert_eq!(t.call_str(&["MULTI"]), b"+OK\r\n");
+    let sel = t.call_str(&["SELECT", "1"]);
+    if sel == b"+QUEUED\r\n" {
+        assert_eq!(t.call_str(&["SET", mv[15], "db1-new"]), b"+QUEUED\r\n");
+        let exec = t.call_str(&["EXEC"]);
+        assert_eq!(text_or_raw(&exec), "*2\r\n+OK\r\n+OK\r\n", "EXEC");
+        assert_eq!(t.call_str(&["GET", mv[15]]), bulk(b"db1-new"));
+        assert_eq!(t.call_str(&["SELECT", "0"]), b"+OK\r\n");
+        assert_eq!(
+            t.call_str(&["GET", mv[15]]),
+            bulk(format!("v:{}", mv[15]).as_bytes())
+        );
+    } else {
+        let _ = t.call_str(&["DISCARD"]);
+    }
+    let resumed = text(&c.call_str(&["PROXY", "REBALANCE", "RESUME"]));
+    assert!(resumed.contains("epoch=1"), "{resumed}");
+    // Finish quickly: a reload changing only the rate applies to the running mover.
+    s.write(50_000, &[0, 1]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    audit(&s, &[0, 1], &[0, 1]);
+}
+
+fn enc(args: &[&str]) -> Vec<u8> {
+    let b: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    common::enc(&b)
+}
+
+/// PROXY ADDBACKEND starts a rebalance; a second membership change while it runs is refused
+/// with the reason and changes nothing; a reload changing only `rebalance_rate` applies; then
+/// PROXY REMOVEBACKEND of a server whose keys are in several databases moves them all.
+#[test]
+fn membership_commands_second_change_refused_and_removal_across_databases() {
+    let s = Setup::new(3, "  membership_commands yes\n");
+    s.write(1, &[0, 1]);
+    let p = s.start();
+    let mut c = raw(s.port);
+    let names: Vec<String> = (0..150).map(|i| format!("m:{i}")).collect();
+    for db in ["0", "2", "5"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        for k in &names {
+            assert_eq!(
+                c.call_str(&["SET", k, &format!("{db}:{k}"), "EX", "100000"]),
+                b"+OK\r\n"
+            );
+        }
+    }
+    assert_eq!(c.call_str(&["SELECT", "0"]), b"+OK\r\n");
+    let add = c.call_str(&[
+        "PROXY",
+        "ADDBACKEND",
+        "s2",
+        &format!("127.0.0.1:{}", s.backends[2].port),
+    ]);
+    assert!(!add.starts_with(b"-"), "ADDBACKEND: {}", text(&add));
+    wait_epoch(s.port, 1);
+    let backends = c.call_str(&["BACKENDS"]);
+    assert_eq!(strings(&backends).len(), 3);
+    // A second change while rebalancing: refused, with the reason, and nothing changes.
+    let again = c.call_str(&["PROXY", "REMOVEBACKEND", "s0"]);
+    assert!(
+        text_or_raw(&again).starts_with("-") && text_or_raw(&again).contains("rebalanc"),
+        "REMOVEBACKEND while rebalancing: {}",
+        text_or_raw(&again)
+    );
+    assert_eq!(c.call_str(&["BACKENDS"]), backends);
+    let info = info_rebalance(s.port);
+    assert!(info.contains("epoch=1,"), "{info}");
+    // A reload with only the rate changed (the file names the same three servers): accepted.
+    s.write(50_000, &[0, 1, 2]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    assert_eq!(c.call_str(&["BACKENDS"]), backends);
+    // Remove s0, whose keys are in databases 0, 2 and 5.
+    let rm = c.call_str(&["PROXY", "REMOVEBACKEND", "s0"]);
+    assert!(!rm.starts_with(b"-"), "REMOVEBACKEND: {}", text(&rm));
+    wait_idle(s.port, 2);
+    for db in ["0", "2", "5"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        for k in &names {
+            assert_eq!(
+                c.call_str(&["GET", k]),
+                bulk(format!("{db}:{k}").as_bytes()),
+                "db {db}"
+            );
+            let ttl = int(&c.call_str(&["TTL", k]));
+            assert!(ttl > 1000, "db {db} {k}: TTL {ttl}");
+        }
+    }
+    audit(&s, &[1, 2], &[0, 2, 5]);
+}
+
+/// `hash_override yes` places `SET a 1 hash=h` by `h`; the mover and the serve rule place keys
+/// by their names. One Redis (the documented contract): `GET a hash=h` answers 1 after any
+/// change. Either the combination is refused by the config check, or the key is found.
+#[test]
+fn hash_override_keys_survive_a_rebalance_or_the_config_is_refused() {
+    let s = Setup::new(2, "  hash_override yes\n");
+    s.write(50_000, &[0]);
+    let dir = s.conf.parent().unwrap().to_path_buf();
+    let log = dir.join("hint.log");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["-c", s.conf.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let refused = poll_until("the proxy to listen or exit", QUICK, ms(20), || {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(true);
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+            return Ok(false);
+        }
+        Err("neither")
+    });
+    if refused {
+        let t = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            t.contains("hash_override"),
+            "refused without naming it: {t}"
+        );
+        return;
+    }
+    let p = Proc { child };
+    let hints: Vec<String> = (0..64).map(|i| format!("h:{i}")).collect();
+    let after = s.placement(&[0, 1], &hints);
+    let names: Vec<String> = (0..64).map(|i| format!("a:{i}")).collect();
+    let after_names = s.placement(&[0, 1], &names);
+    // A hint that moves, a key name that stays.
+    let h = hints.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let a = names
+        .iter()
+        .zip(&after_names)
+        .find(|(_, &o)| o == 0)
+        .unwrap()
+        .0;
+    let mut c = raw(s.port);
+    assert_eq!(
+        c.call_str(&["SET", a, "1", &format!("hash={h}")]),
+        b"+OK\r\n"
+    );
+    s.write(50_000, &[0, 1]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    assert_eq!(
+        c.call_str(&["GET", a, &format!("hash={h}")]),
+        bulk(b"1"),
+        "GET {a} hash={h}"
+    );
+}
