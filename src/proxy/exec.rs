@@ -430,8 +430,10 @@ impl Proxy {
                 };
                 let bytes = bytes.as_deref().unwrap_or(frame);
                 if blocking {
-                    let key = self.first_key(pool_i, spec, frame, args);
-                    self.blocking(k, server, bytes, key);
+                    // Every key: BLPOP k1 k2 or BLMOVE src dst must not stay blocked on a
+                    // server that no longer owns one of them (see `follow_moves`).
+                    let keys = self.routing_keys(pool_i, spec, frame, args);
+                    self.blocking(k, server, bytes, keys);
                 } else if self.pools[pool_i].cache.is_some()
                     && spec.name == "GET"
                     && args.len() == 2
@@ -485,21 +487,8 @@ impl Proxy {
         self.check_pressure(k);
     }
 
-    /// The key a command routes by (a `hash=` hint when the pool takes them, else its first
-    /// key), for state that must follow the key across reloads.
-    pub(super) fn first_key(
-        &mut self,
-        pool_i: usize,
-        spec: &'static Spec,
-        frame: &[u8],
-        args: &Args,
-    ) -> Option<Vec<u8>> {
-        self.routing_keys(pool_i, spec, frame, args)
-            .into_iter()
-            .next()
-    }
-
-    /// Every key a command routes by (see `first_key`).
+    /// Every key a command routes by (a `hash=` hint when the pool takes them, else its keys),
+    /// for state that must follow the keys across reloads.
     pub(super) fn routing_keys(
         &mut self,
         pool_i: usize,
