@@ -608,3 +608,111 @@ fn hash_override_keys_survive_a_rebalance_or_the_config_is_refused() {
         "GET {a} hash={h}"
     );
 }
+
+/// FLUSHDB and SWAPDB while a removed server still drains (the mover paused). One Redis: after
+/// FLUSHDB no key of the database exists, and after SWAPDB 1 2 database 1's keys are read in
+/// database 2; nothing comes back or lands in the wrong database when the drain finishes.
+#[test]
+fn flushdb_and_swapdb_while_a_removed_server_drains() {
+    let s = Setup::new(2, "");
+    s.write(1, &[0, 1]);
+    let p = s.start();
+    let mut c = raw(s.port);
+    let names: Vec<String> = (0..120).map(|i| format!("f:{i}")).collect();
+    for db in ["1", "0"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        for k in &names {
+            assert_eq!(c.call_str(&["SET", k, &format!("{db}:{k}")]), b"+OK\r\n");
+        }
+    }
+    s.write(1, &[0]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+    let draining: Vec<&String> = names
+        .iter()
+        .filter(|k| exists_on(&s.backends[1], 0, k) && exists_on(&s.backends[1], 1, k))
+        .collect();
+    assert!(draining.len() >= 4, "too few keys left on s1: {draining:?}");
+    // FLUSHDB: either refused while rebalancing (then nothing changed), or none of database
+    // 0's keys exists any more, also once the drain is done.
+    let flushed = c.call_str(&["FLUSHDB"]);
+    let flushed = if flushed.starts_with(b"-") {
+        assert!(text(&flushed).contains("rebalanc"), "{}", text(&flushed));
+        assert_eq!(
+            c.call_str(&["GET", draining[0]]),
+            bulk(format!("0:{}", draining[0]).as_bytes())
+        );
+        false
+    } else {
+        assert_eq!(flushed, b"+OK\r\n");
+        for k in &draining[..2] {
+            assert_eq!(c.call_str(&["GET", k]), b"$-1\r\n", "{k} after FLUSHDB");
+        }
+        true
+    };
+    // SWAPDB 1 2: either refused, or database 1's keys are read in database 2.
+    let swapped = c.call_str(&["SWAPDB", "1", "2"]);
+    let swapped = if swapped.starts_with(b"-") {
+        assert!(text(&swapped).contains("rebalanc"), "{}", text(&swapped));
+        false
+    } else {
+        assert_eq!(swapped, b"+OK\r\n");
+        true
+    };
+    let (from, to) = if swapped { ("2", "1") } else { ("1", "2") };
+    assert_eq!(c.call_str(&["SELECT", from]), b"+OK\r\n");
+    let k = draining[2];
+    assert_eq!(
+        c.call_str(&["GET", k]),
+        bulk(format!("1:{k}").as_bytes()),
+        "{k} in database {from}"
+    );
+    assert_eq!(c.call_str(&["SELECT", to]), b"+OK\r\n");
+    assert_eq!(
+        c.call_str(&["GET", draining[3]]),
+        b"$-1\r\n",
+        "database {to}"
+    );
+    // A transaction holding a refused command does not run at all.
+    assert_eq!(c.call_str(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(c.call_str(&["SET", "txn:probe", "1"]), b"+QUEUED\r\n");
+    let fl = c.call_str(&["FLUSHALL"]);
+    let exec = c.call_str(&["EXEC"]);
+    if fl.starts_with(b"-") {
+        assert!(
+            exec.starts_with(b"-EXECABORT"),
+            "EXEC: {}",
+            text_or_raw(&exec)
+        );
+        assert_eq!(c.call_str(&["EXISTS", "txn:probe"]), b":0\r\n");
+    }
+    let fl_ran = !fl.starts_with(b"-");
+    // Let the drain finish: nothing comes back, nothing lands in the wrong database.
+    assert!(text(&c.call_str(&["PROXY", "REBALANCE", "RESUME"])).contains("epoch=1"));
+    s.write(50_000, &[0]);
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    let n = names.len() as i64;
+    let want = |db: &str| -> i64 {
+        if fl_ran {
+            return 0;
+        }
+        match db {
+            "0" if flushed => 0,
+            "0" => n,
+            d if d == from => n,
+            _ => 0,
+        }
+    };
+    for db in ["0", "1", "2"] {
+        assert_eq!(c.call_str(&["SELECT", db]), b"+OK\r\n");
+        assert_eq!(
+            int(&c.call_str(&["DBSIZE"])),
+            want(db),
+            "DBSIZE of database {db}"
+        );
+    }
+    audit(&s, &[0], &[0, 1, 2]);
+}

@@ -315,6 +315,8 @@ impl Proxy {
                 rebalance::Gate::Pass => {}
                 rebalance::Gate::Defer => return Exec::Deferred,
                 rebalance::Gate::Fail(e) => {
+                    // Queued in MULTI: the transaction cannot run without it (EXECABORT).
+                    self.unknown_in_multi(k);
                     self.reject(k, &e);
                     return Exec::Done;
                 }
@@ -397,6 +399,19 @@ impl Proxy {
         if self.pools[pool_i].cache.is_some() && crate::auth::is_write(spec) {
             // Before it is forwarded (or queued): the client reads its own write.
             hot_tag = self.hot_write(pool_i, spec, frame, args);
+        }
+        if matches!(spec.name, "FLUSHDB" | "FLUSHALL" | "SWAPDB")
+            && self.pools[pool_i].rebalance.is_some()
+        {
+            // They reach the new ring's servers only: a draining server's keys would come back
+            // (FLUSHDB) or land in the other database (SWAPDB) when they move.
+            self.unknown_in_multi(k);
+            let name = &self.pools[pool_i].cfg.name;
+            let msg = format!(
+                "ERR {} is refused while pool {name} is rebalancing: retry once INFO rebalance shows state=idle",
+                spec.name
+            );
+            return self.reject(k, &msg);
         }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
