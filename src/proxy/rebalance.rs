@@ -148,6 +148,21 @@ impl Proxy {
             return Gate::Pass;
         };
         let (pool_i, id, db) = (c.pool, c.id, c.db());
+        let epoch = self.pools[pool_i]
+            .rebalance
+            .as_ref()
+            .map_or(0, |rb| rb.epoch);
+        if let Some(meta) = c.meta.as_mut() {
+            // Left by a command whose MIGRATEs were answered after the rebalance ended (it ran
+            // without the gate): its keys and error belong to no command of this rebalance.
+            if meta
+                .moving
+                .as_ref()
+                .is_some_and(|m| m.pending == 0 && m.epoch != epoch)
+            {
+                meta.moving = None;
+            }
+        }
         if let Some(m) = c.meta.as_mut().and_then(|m| m.moving.as_mut()) {
             if m.pending > 0 {
                 c.draining = true;
@@ -212,6 +227,7 @@ impl Proxy {
             return Gate::Pass;
         };
         let m = c.meta_mut().moving.get_or_insert_with(Default::default);
+        m.epoch = epoch;
         if !ready {
             let since = *m.since.get_or_insert(now);
             if now.duration_since(since) >= BARRIER_WAIT {
