@@ -95,6 +95,24 @@ impl Setup {
             .collect()
     }
 
+    /// Owner (index in `servers`) of each key under the ring of `servers`, with the config
+    /// text passed through `edit`.
+    fn placement_with(
+        &self,
+        servers: &[usize],
+        keys: &[String],
+        edit: impl Fn(String) -> String,
+    ) -> Vec<usize> {
+        let port = common::free_port();
+        let conf = self.conf.with_file_name(format!("oracle-{port}.conf"));
+        std::fs::write(&conf, edit(self.text(port, false, 1, servers))).unwrap();
+        let _p = Setup::spawn(&conf, port);
+        let mut r = raw(port);
+        keys.iter()
+            .map(|k| int(&r.call_str(&["BACKENDNUM", k])) as usize)
+            .collect()
+    }
+
     fn reload(&self, p: &Proc) {
         signal(p.child.id(), "HUP");
     }
@@ -993,4 +1011,97 @@ fn fcall_on_a_key_moved_to_an_added_server() {
         text_or_raw(&bulk(b"v")),
         "FCALL revget 1 {k} after {k} moved to the added server"
     );
+}
+
+/// A reload turning `rebalance no` (same servers) while keys are still moving, and PROXY
+/// RELOAD of a change that moves keys while rebalancing. One Redis: every key keeps reading
+/// back. The refused reload answers an error naming the rebalance, and nothing changes.
+#[test]
+fn reloads_during_a_rebalance_keep_every_key_readable() {
+    let s = Setup::new(3, "");
+    s.write(1, &[0]);
+    let p = s.start();
+    let mut c = raw(s.port);
+    let names: Vec<String> = (0..300).map(|i| format!("r:{i}")).collect();
+    for k in &names {
+        assert_eq!(c.call_str(&["SET", k, k]), b"+OK\r\n");
+    }
+    s.write(1, &[0, 1]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    // A change that moves keys, by PROXY RELOAD: refused with the reason.
+    s.write(1, &[0, 1, 2]);
+    let r = c.call_str(&["PROXY", "RELOAD"]);
+    assert!(
+        r.starts_with(b"-") && text(&r).contains("rebalanc"),
+        "PROXY RELOAD while rebalancing: {}",
+        text_or_raw(&r)
+    );
+    assert_eq!(strings(&c.call_str(&["BACKENDS"])).len(), 2);
+    // Same servers, `rebalance no`: either refused, or every key still reads back.
+    std::fs::write(&s.conf, s.text(s.port, false, 1, &[0, 1])).unwrap();
+    let r = c.call_str(&["PROXY", "RELOAD"]);
+    let mut missing = Vec::new();
+    for k in &names {
+        if c.call_str(&["GET", k]) != bulk(k.as_bytes()) {
+            missing.push(k.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "after PROXY RELOAD with rebalance no ({}): {} keys missing, e.g. {:?}",
+        text_or_raw(&r),
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// A change that moves keys both ways between two servers (the hash function changes), then
+/// one MGET over a key moving s0 -> s1 and one moving s1 -> s0, keys not moved yet (mover
+/// paused). One Redis: MGET answers both values. (Two MIGRATEs crossing between the same two
+/// servers block each other until their timeout.)
+#[test]
+fn one_command_over_keys_moving_both_ways_between_two_servers() {
+    let s = Setup::new(2, "");
+    s.write(1, &[0, 1]);
+    let p = s.start();
+    let names: Vec<String> = (0..200).map(|i| format!("b:{i}")).collect();
+    let fnv = |t: String| t.replace("hash md5", "hash fnv1a_64");
+    let before = s.placement(&[0, 1], &names);
+    let after = s.placement_with(&[0, 1], &names, fnv);
+    let ab = names
+        .iter()
+        .zip(before.iter().zip(&after))
+        .find(|(_, (&b, &a))| b == 0 && a == 1)
+        .unwrap()
+        .0;
+    let ba = names
+        .iter()
+        .zip(before.iter().zip(&after))
+        .find(|(_, (&b, &a))| b == 1 && a == 0)
+        .unwrap()
+        .0;
+    let mut c = raw(s.port);
+    for k in &names {
+        assert_eq!(c.call_str(&["SET", k, k]), b"+OK\r\n");
+    }
+    std::fs::write(&s.conf, fnv(s.text(s.port, true, 1, &[0, 1]))).unwrap();
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+    assert!(exists_on(&s.backends[0], 0, ab) && exists_on(&s.backends[1], 0, ba));
+    let got = c.call_str(&["MGET", ab, ba]);
+    assert_eq!(
+        text_or_raw(&got),
+        format!("*2\r\n${}\r\n{ab}\r\n${}\r\n{ba}\r\n", ab.len(), ba.len()),
+        "MGET {ab} {ba}"
+    );
+    assert!(text(&c.call_str(&["PROXY", "REBALANCE", "RESUME"])).contains("epoch=1"));
+    std::fs::write(&s.conf, fnv(s.text(s.port, true, 50_000, &[0, 1]))).unwrap();
+    s.reload(&p);
+    wait_idle(s.port, 1);
+    for k in &names {
+        assert_eq!(c.call_str(&["GET", k]), bulk(k.as_bytes()), "{k}");
+    }
 }

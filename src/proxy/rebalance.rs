@@ -268,6 +268,17 @@ impl Proxy {
             }
         }
         for (src, dst, db, keys) in groups {
+            // A group that crosses one this command just sent (MGET of a key moving s0 -> s1
+            // and one moving s1 -> s0) waits for its answer: two MIGRATEs crossing between the
+            // same servers block both until their timeout. The command runs the gate again
+            // once the sent ones are answered, and sends the rest then.
+            if self.pools[pool_i]
+                .rebalance
+                .as_ref()
+                .is_some_and(|rb| rb.would_cycle(src, dst))
+            {
+                continue;
+            }
             let n = keys.len() as u32;
             let owner = Owner::Move { key: k, id };
             let sent = self.send_migrate(pool_i, src, dst, db, &keys, owner, n, dst as u64);
