@@ -1105,3 +1105,72 @@ fn one_command_over_keys_moving_both_ways_between_two_servers() {
         assert_eq!(c.call_str(&["GET", k]), bulk(k.as_bytes()), "{k}");
     }
 }
+
+/// Two proxy processes (reuseport) and a change that moves keys both ways between two servers
+/// (the hash function changes). Each process's movers and clients avoid crossing MIGRATEs of
+/// their own; the question is whether the two processes cross each other's (both servers then
+/// block until MIGRATE's timeout). One Redis: nothing fails; here: no failed move, no key lost.
+/// Found by review, not fixed: they do cross (`-IOERR error or timeout reading to target
+/// instance` on the movers, failed=176 of 6000 keys, both servers frozen 5 s each time); no key
+/// was lost and the audit passed, the moves were retried.
+#[test]
+#[ignore = "open bug: MIGRATEs of two proxy processes cross between two servers (IOERR after MIGRATE's timeout)"]
+fn two_processes_moving_keys_both_ways() {
+    let s = Setup::new(2, "  reuseport yes\n");
+    s.write(50_000, &[0, 1]);
+    let p1 = s.start();
+    let p2 = s.start();
+    let mut c = raw(s.port);
+    let names: Vec<String> = (0..6000).map(|i| format!("t:{i}")).collect();
+    let mut bytes = Vec::new();
+    for k in &names {
+        bytes.extend(enc(&["SET", k, k]));
+    }
+    for r in c.exchange(bytes, names.len()) {
+        assert_eq!(r, b"+OK\r\n");
+    }
+    let fnv = |t: String| t.replace("hash md5", "hash fnv1a_64");
+    std::fs::write(&s.conf, fnv(s.text(s.port, true, 50_000, &[0, 1]))).unwrap();
+    s.reload(&p1);
+    s.reload(&p2);
+    // Both processes idle: every fresh connection (either process) says so, 30 times running.
+    let mut streak = 0;
+    let mut last = String::new();
+    poll_until(
+        "both processes idle",
+        Duration::from_secs(120),
+        ms(20),
+        || {
+            last = info_rebalance(s.port);
+            if last.contains("state=idle") && last.contains("epoch=1,") {
+                streak += 1;
+            } else {
+                streak = 0;
+            }
+            if streak >= 30 {
+                Ok(())
+            } else {
+                Err(last.clone())
+            }
+        },
+    );
+    let mut missing = 0;
+    for k in &names {
+        if c.call_str(&["GET", k]) != bulk(k.as_bytes()) {
+            missing += 1;
+        }
+    }
+    assert_eq!(missing, 0, "keys not read back");
+    audit(&s, &[0, 1], &[0]);
+    let logs: String = std::fs::read_to_string(s.conf.with_extension("log")).unwrap_or_default();
+    assert!(
+        !logs.contains("IOERR") && !last.contains("failed=") || last.contains("failed=0"),
+        "{last}\n{}",
+        logs.lines()
+            .filter(|l| l.contains("IOERR") || l.contains("fail"))
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop((p1, p2));
+}
