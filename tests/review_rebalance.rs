@@ -1174,3 +1174,60 @@ fn two_processes_moving_keys_both_ways() {
     );
     drop((p1, p2));
 }
+
+/// A client writes keys that have not moved yet (mover paused) and closes its connection at
+/// once, without reading the replies. One Redis executes every command it read before the
+/// close: the writes happen.
+/// Found by review, not fixed: the commands held unparsed while their keys move (the same for
+/// one held at a fence) are dropped when the client's connection ends (RST: unread replies),
+/// so the writes after the first are lost.
+#[test]
+#[ignore = "open bug: commands held in a client's input are dropped when it disconnects"]
+fn writes_sent_just_before_a_close_are_not_lost() {
+    let s = Setup::new(2, "");
+    s.write(1, &[0]);
+    let p = s.start();
+    let names: Vec<String> = (0..100).map(|i| format!("c:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    let mv: Vec<&String> = names
+        .iter()
+        .zip(&after)
+        .filter(|(_, &o)| o == 1)
+        .map(|(k, _)| k)
+        .collect();
+    let mut c = raw(s.port);
+    for k in &mv {
+        assert_eq!(c.call_str(&["SET", k, "old"]), b"+OK\r\n");
+    }
+    s.write(1, &[0, 1]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+    let todo: Vec<&String> = mv
+        .iter()
+        .copied()
+        .filter(|k| exists_on(&s.backends[0], 0, k))
+        .take(5)
+        .collect();
+    assert!(!todo.is_empty());
+    {
+        let mut w = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let mut bytes = Vec::new();
+        for k in &todo {
+            bytes.extend(enc(&["SET", k, "new"]));
+        }
+        std::io::Write::write_all(&mut w, &bytes).unwrap();
+        // Dropped: closed without reading.
+    }
+    for k in &todo {
+        poll_until("the write", Duration::from_secs(5), ms(20), || {
+            let got = c.call_str(&["GET", k]);
+            if got == bulk(b"new") {
+                Ok(())
+            } else {
+                Err(format!("{k}: {}", text_or_raw(&got)))
+            }
+        });
+    }
+}
