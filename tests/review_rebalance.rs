@@ -1231,3 +1231,46 @@ fn writes_sent_just_before_a_close_are_not_lost() {
         });
     }
 }
+
+/// One command naming a key that has not moved yet twice (MGET k k, EXISTS k k, DEL k k).
+/// One Redis: MGET answers the value twice, EXISTS counts 2, DEL deletes it once (1).
+#[test]
+fn a_moving_key_named_twice_in_one_command() {
+    let s = Setup::new(2, "");
+    s.write(1, &[0]);
+    let p = s.start();
+    let names: Vec<String> = (0..100).map(|i| format!("d:{i}")).collect();
+    let after = s.placement(&[0, 1], &names);
+    let mv: Vec<&String> = names
+        .iter()
+        .zip(&after)
+        .filter(|(_, &o)| o == 1)
+        .map(|(k, _)| k)
+        .collect();
+    let mut c = raw(s.port);
+    for k in &mv {
+        assert_eq!(c.call_str(&["SET", k, "v"]), b"+OK\r\n");
+    }
+    s.write(1, &[0, 1]);
+    s.reload(&p);
+    wait_epoch(s.port, 1);
+    let paused = text(&c.call_str(&["PROXY", "REBALANCE", "PAUSE"]));
+    assert!(paused.contains("epoch=1"), "{paused}");
+    let todo: Vec<&String> = mv
+        .iter()
+        .copied()
+        .filter(|k| exists_on(&s.backends[0], 0, k))
+        .take(3)
+        .collect();
+    assert_eq!(todo.len(), 3);
+    let got = c.call_str(&["MGET", todo[0], todo[0]]);
+    assert_eq!(
+        text_or_raw(&got),
+        "*2\r\n$1\r\nv\r\n$1\r\nv\r\n",
+        "MGET k k"
+    );
+    let got = c.call_str(&["EXISTS", todo[1], todo[1]]);
+    assert_eq!(text_or_raw(&got), ":2\r\n", "EXISTS k k");
+    let got = c.call_str(&["DEL", todo[2], todo[2]]);
+    assert_eq!(text_or_raw(&got), ":1\r\n", "DEL k k");
+}

@@ -248,6 +248,9 @@ impl Proxy {
         // Group by (source, destination, database): one MIGRATE each, on the source's mover
         // connection.
         moving.sort();
+        // A key named twice (MGET k k) is moved once: MIGRATE KEYS k k would restore it twice
+        // and fail with BUSYKEY on the second copy.
+        moving.dedup();
         let mut groups: Vec<(usize, usize, u32, Vec<Vec<u8>>)> = Vec::new();
         for (old, new, db, key) in moving {
             match groups.last_mut() {
