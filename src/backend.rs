@@ -387,8 +387,9 @@ pub struct Conn {
     /// Given back by its client while requests were still in flight on it: it joins the idle
     /// list only once they are answered (never lent while busy).
     pub returning: bool,
-    /// A private connection blocked for its owner: the key the blocking command waits on.
-    pub blocked_key: Option<Vec<u8>>,
+    /// A private connection blocked for its owner: every key of the blocking command (the keys
+    /// it waits on and, for BLMOVE/BRPOPLPUSH, the destination).
+    pub blocked_keys: Vec<Vec<u8>>,
     /// The backend's client id of this connection (`CLIENT ID`), or one of the markers of
     /// `proxy::kill` (not asked, answer pending, refused).
     pub backend_id: u64,

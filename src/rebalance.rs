@@ -26,6 +26,8 @@ pub struct Moving {
     pub error: Option<String>,
     /// When it started waiting for the barrier.
     pub since: Option<std::time::Instant>,
+    /// The rebalance (`Rebalance::epoch`) it was made in.
+    pub epoch: u64,
 }
 
 /// Where keys lived before the change: the old ring and its position -> slot map.

@@ -76,12 +76,14 @@ pub(super) fn finish(
             }
         }
         check_auth_tls(&b).map_err(|(l, m)| err(file, l, m))?;
-        if p.rebalance && (p.cluster || p.auto_eject_hosts) {
+        if p.rebalance && (p.cluster || p.auto_eject_hosts || p.hash_override) {
             let at = b.seen.get("rebalance").copied().unwrap_or(b.line);
             let why = if p.cluster {
                 "Redis Cluster moves its own slots"
-            } else {
+            } else if p.auto_eject_hosts {
                 "an ejected server's keys would be served elsewhere without being moved"
+            } else {
+                "a key placed by its hash= hint is moved by its own name, where the hint no longer finds it"
             };
             return Err(err(
                 file,
@@ -91,8 +93,10 @@ pub(super) fn finish(
                     p.name,
                     if p.cluster {
                         "cluster yes"
-                    } else {
+                    } else if p.auto_eject_hosts {
                         "auto_eject_hosts yes"
+                    } else {
+                        "hash_override yes"
                     }
                 ),
             ));

@@ -613,7 +613,7 @@ impl Proxy {
             Some(s) => {
                 let bytes = encode_args(args, frame, 2..args.len());
                 if blocking {
-                    self.blocking(k, s, &bytes, None);
+                    self.blocking(k, s, &bytes, Vec::new());
                 } else {
                     self.forward(k, s, &bytes);
                 }

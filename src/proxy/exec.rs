@@ -315,6 +315,8 @@ impl Proxy {
                 rebalance::Gate::Pass => {}
                 rebalance::Gate::Defer => return Exec::Deferred,
                 rebalance::Gate::Fail(e) => {
+                    // Queued in MULTI: the transaction cannot run without it (EXECABORT).
+                    self.unknown_in_multi(k);
                     self.reject(k, &e);
                     return Exec::Done;
                 }
@@ -404,6 +406,19 @@ impl Proxy {
                 self.hot_write_others(pool_i, spec, frame, args);
             }
         }
+        if matches!(spec.name, "FLUSHDB" | "FLUSHALL" | "SWAPDB")
+            && self.pools[pool_i].rebalance.is_some()
+        {
+            // They reach the new ring's servers only: a draining server's keys would come back
+            // (FLUSHDB) or land in the other database (SWAPDB) when they move.
+            self.unknown_in_multi(k);
+            let name = &self.pools[pool_i].cfg.name;
+            let msg = format!(
+                "ERR {} is refused while pool {name} is rebalancing: retry once INFO rebalance shows state=idle",
+                spec.name
+            );
+            return self.reject(k, &msg);
+        }
         if in_multi && !has(spec, flag::NOT_QUEUED) {
             self.queue_in_multi(k, spec, frame, args);
             return self.check_pressure(k);
@@ -436,8 +451,10 @@ impl Proxy {
                 };
                 let bytes = bytes.as_deref().unwrap_or(frame);
                 if blocking {
-                    let key = self.first_key(pool_i, spec, frame, args);
-                    self.blocking(k, server, bytes, key);
+                    // Every key: BLPOP k1 k2 or BLMOVE src dst must not stay blocked on a
+                    // server that no longer owns one of them (see `follow_moves`).
+                    let keys = self.routing_keys(pool_i, spec, frame, args);
+                    self.blocking(k, server, bytes, keys);
                 } else if self.pools[pool_i].cache.is_some()
                     && spec.name == "GET"
                     && args.len() == 2
@@ -491,21 +508,8 @@ impl Proxy {
         self.check_pressure(k);
     }
 
-    /// The key a command routes by (a `hash=` hint when the pool takes them, else its first
-    /// key), for state that must follow the key across reloads.
-    pub(super) fn first_key(
-        &mut self,
-        pool_i: usize,
-        spec: &'static Spec,
-        frame: &[u8],
-        args: &Args,
-    ) -> Option<Vec<u8>> {
-        self.routing_keys(pool_i, spec, frame, args)
-            .into_iter()
-            .next()
-    }
-
-    /// Every key a command routes by (see `first_key`).
+    /// Every key a command routes by (a `hash=` hint when the pool takes them, else its keys),
+    /// for state that must follow the keys across reloads.
     pub(super) fn routing_keys(
         &mut self,
         pool_i: usize,

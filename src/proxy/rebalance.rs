@@ -148,6 +148,21 @@ impl Proxy {
             return Gate::Pass;
         };
         let (pool_i, id, db) = (c.pool, c.id, c.db());
+        let epoch = self.pools[pool_i]
+            .rebalance
+            .as_ref()
+            .map_or(0, |rb| rb.epoch);
+        if let Some(meta) = c.meta.as_mut() {
+            // Left by a command whose MIGRATEs were answered after the rebalance ended (it ran
+            // without the gate): its keys and error belong to no command of this rebalance.
+            if meta
+                .moving
+                .as_ref()
+                .is_some_and(|m| m.pending == 0 && m.epoch != epoch)
+            {
+                meta.moving = None;
+            }
+        }
         if let Some(m) = c.meta.as_mut().and_then(|m| m.moving.as_mut()) {
             if m.pending > 0 {
                 c.draining = true;
@@ -175,16 +190,27 @@ impl Proxy {
             .and_then(|c| c.meta.as_ref())
             .and_then(|m| m.moving.as_ref())
             .map_or(&[], |m| m.done.as_slice());
-        // (old owner, new owner, key) of every moving key not moved yet for this command.
-        let mut moving: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        // (old owner, new owner, database, key) of every moving key not moved yet for this
+        // command.
+        let mut moving: Vec<(usize, usize, u32, Vec<u8>)> = Vec::new();
+        let cdb = db.unwrap_or(pool.cfg.redis_db);
         if ok {
-            for &i in &keys {
-                let key = args.get(frame, i);
+            let mut add = |key: &[u8], db: u32| {
                 let (Some(old), Some(new)) = (rb.old.owner_slot(key), pool.owner_slot(key)) else {
-                    continue;
+                    return;
                 };
                 if old != new && rb.source_open(old) && !done.iter().any(|d| d == key) {
-                    moving.push((old, new, key.to_vec()));
+                    moving.push((old, new, db, key.to_vec()));
+                }
+            };
+            for &i in &keys {
+                add(args.get(frame, i), cdb);
+            }
+            // `MOVE key db` and `COPY src dst DB n` also read the key in the other database
+            // (its existence decides the answer): it moves first too.
+            if let Some((key, other)) = other_db_key(spec, frame, args) {
+                if other != cdb {
+                    add(key, other);
                 }
             }
         }
@@ -201,6 +227,7 @@ impl Proxy {
             return Gate::Pass;
         };
         let m = c.meta_mut().moving.get_or_insert_with(Default::default);
+        m.epoch = epoch;
         if !ready {
             let since = *m.since.get_or_insert(now);
             if now.duration_since(since) >= BARRIER_WAIT {
@@ -218,16 +245,19 @@ impl Proxy {
             }
             return Gate::Defer;
         }
-        // Group by (source, destination): one MIGRATE each, on the source's mover connection.
+        // Group by (source, destination, database): one MIGRATE each, on the source's mover
+        // connection.
         moving.sort();
-        let mut groups: Vec<(usize, usize, Vec<Vec<u8>>)> = Vec::new();
-        for (old, new, key) in moving {
+        // A key named twice (MGET k k) is moved once: MIGRATE KEYS k k would restore it twice
+        // and fail with BUSYKEY on the second copy.
+        moving.dedup();
+        let mut groups: Vec<(usize, usize, u32, Vec<Vec<u8>>)> = Vec::new();
+        for (old, new, db, key) in moving {
             match groups.last_mut() {
-                Some(g) if g.0 == old && g.1 == new => g.2.push(key),
-                _ => groups.push((old, new, vec![key])),
+                Some(g) if g.0 == old && g.1 == new && g.2 == db => g.3.push(key),
+                _ => groups.push((old, new, db, vec![key])),
             }
         }
-        let db = db.unwrap_or(self.pools[pool_i].cfg.redis_db);
         if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
             if groups.iter().any(|g| rb.would_cycle(g.0, g.1)) {
                 // MIGRATEs the other way are in flight: wait for them (they would deadlock).
@@ -240,7 +270,18 @@ impl Proxy {
                 return Gate::Defer;
             }
         }
-        for (src, dst, keys) in groups {
+        for (src, dst, db, keys) in groups {
+            // A group that crosses one this command just sent (MGET of a key moving s0 -> s1
+            // and one moving s1 -> s0) waits for its answer: two MIGRATEs crossing between the
+            // same servers block both until their timeout. The command runs the gate again
+            // once the sent ones are answered, and sends the rest then.
+            if self.pools[pool_i]
+                .rebalance
+                .as_ref()
+                .is_some_and(|rb| rb.would_cycle(src, dst))
+            {
+                continue;
+            }
             let n = keys.len() as u32;
             let owner = Owner::Move { key: k, id };
             let sent = self.send_migrate(pool_i, src, dst, db, &keys, owner, n, dst as u64);
@@ -1166,4 +1207,25 @@ pub(super) fn rebalance_fields(p: &Pool) -> String {
 /// Whether an error reply mentions `word` (MIGRATE wraps the target's error in its own).
 fn bulk_has(reply: &[u8], word: &[u8]) -> bool {
     reply.windows(word.len()).any(|w| w == word)
+}
+
+/// The key that `MOVE key db` / `COPY src dst ... DB n` reads in another database, and that
+/// database (None for other commands, or a database argument that is not a valid index:
+/// `db_args` refuses those).
+fn other_db_key<'a>(spec: &Spec, frame: &'a [u8], args: &'a Args) -> Option<(&'a [u8], u32)> {
+    let db = |i: usize| {
+        std::str::from_utf8(args.get(frame, i))
+            .ok()?
+            .parse::<u32>()
+            .ok()
+    };
+    match spec.name {
+        "MOVE" if args.len() == 3 => Some((args.get(frame, 1), db(2)?)),
+        "COPY" if args.len() >= 5 => {
+            let at =
+                (3..args.len() - 1).find(|&i| args.get(frame, i).eq_ignore_ascii_case(b"DB"))?;
+            Some((args.get(frame, 2), db(at + 1)?))
+        }
+        _ => None,
+    }
 }

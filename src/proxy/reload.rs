@@ -228,9 +228,9 @@ impl Proxy {
             }
             let gone = pool.servers[conn.server].retired;
             let moved = conn
-                .blocked_key
-                .as_deref()
-                .is_some_and(|key| pool.owner_slot(key) != Some(conn.server));
+                .blocked_keys
+                .iter()
+                .any(|key| pool.owner_slot(key) != Some(conn.server));
             if gone || moved {
                 stale.push(ck);
             }
@@ -239,7 +239,7 @@ impl Proxy {
             let Some(conn) = self.conns.get(ck) else {
                 continue;
             };
-            if conn.blocked_key.is_some()
+            if !conn.blocked_keys.is_empty()
                 || self.pools[pool_i].servers[conn.server].retired
                     && conn.inflight.iter().any(|p| p.blocking)
             {

@@ -100,7 +100,7 @@ impl Proxy {
         let Some(conn) = self.conns.get_mut(ck) else {
             return;
         };
-        conn.blocked_key = None;
+        conn.blocked_keys = Vec::new();
         if conn.pubsub {
             // Also the client's subscription connection (RESP3): it stays with the
             // subscriptions, or closes if they ended meanwhile.
@@ -139,9 +139,11 @@ impl Proxy {
     }
 
     /// Run a blocking command on a private connection; the client is not read until it answers.
-    /// `key`: the key it waits on, kept on the connection so that a reload that moves the key
-    /// (or removes its server) can end the wait instead of leaving it on the wrong server.
-    pub(super) fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8], key: Option<Vec<u8>>) {
+    /// `keys`: its keys (the ones it waits on and a BLMOVE's destination), kept on the
+    /// connection so that a reload that moves any of them (or removes its server) ends the wait
+    /// instead of leaving it on the wrong server: a BLPOP k1 k2 whose k2 moved would miss a
+    /// push to k2, and a BLMOVE whose destination moved would write it on the old owner.
+    pub(super) fn blocking(&mut self, k: usize, pos: usize, bytes: &[u8], keys: Vec<Vec<u8>>) {
         self.cur.backend = pos.min(u16::MAX as usize - 1) as u16;
         let Some(c) = self.clients.get_mut(k) else {
             return;
@@ -157,7 +159,7 @@ impl Proxy {
                 self.ask_backend_id(ck);
                 self.send_on(ck, k, bytes, seq, WHOLE, true);
                 if let Some(conn) = self.conns.get_mut(ck) {
-                    conn.blocked_key = key;
+                    conn.blocked_keys = keys;
                 }
                 if let Some(c) = self.clients.get_mut(k) {
                     c.blocked = true;
@@ -177,7 +179,7 @@ impl Proxy {
         }
         c.blocked = false;
         if let Some(conn) = c.private.and_then(|ck| self.conns.get_mut(ck)) {
-            conn.blocked_key = None;
+            conn.blocked_keys = Vec::new();
         }
         if !c.watching() {
             self.release_private(k);

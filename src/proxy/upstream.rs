@@ -201,7 +201,7 @@ impl Proxy {
             private,
             owner: None,
             returning: false,
-            blocked_key: None,
+            blocked_keys: Vec::new(),
             backend_id: 0,
             pubsub: false,
             reqs: Default::default(),
