@@ -73,6 +73,7 @@ mod exec;
 mod hot;
 mod introspect;
 mod kill;
+mod mover;
 mod offload;
 mod pause;
 mod pubsub;

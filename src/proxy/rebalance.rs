@@ -1,7 +1,8 @@
 //! Online rebalancing in the event loop (`rebalance yes`; the socket-free state is
 //! `crate::rebalance`): starting one when a pool's ring changes, the serve rule (a command on a
-//! moving key runs only after its key was MIGRATEd from its old owner), the barriers, the
-//! background mover, and PROXY REBALANCE / INFO rebalance.
+//! moving key runs only after its key was MIGRATEd from its old owner), the barriers, replies
+//! and losses of the rebalance's requests, and PROXY REBALANCE / INFO rebalance. The background
+//! mover's steps are `mover.rs`.
 //!
 //! Invariants:
 //! - A command whose keys are moving stays unparsed in the client's input (like a command held
@@ -21,13 +22,13 @@ use super::*;
 use crate::rebalance::{Phase, Rebalance, State};
 
 /// `Pending::part` of the mover's requests.
-const MOVER_KEYSPACE: u32 = 0;
-const MOVER_SCAN: u32 = 1;
-const MOVER_MIGRATE: u32 = 2;
+pub(super) const MOVER_KEYSPACE: u32 = 0;
+pub(super) const MOVER_SCAN: u32 = 1;
+pub(super) const MOVER_MIGRATE: u32 = 2;
 /// Checking a BUSYKEY batch (`crate::rebalance::Resolve`; `seq`: the key's index).
-const MOVER_DUMP_SRC: u32 = 3;
-const MOVER_DUMP_DST: u32 = 4;
-const MOVER_DEL: u32 = 5;
+pub(super) const MOVER_DUMP_SRC: u32 = 3;
+pub(super) const MOVER_DUMP_DST: u32 = 4;
+pub(super) const MOVER_DEL: u32 = 5;
 /// `Pending::part` of the barrier's requests.
 const BARRIER_MARKER: u32 = 0;
 const BARRIER_CHECK: u32 = 1;
@@ -315,7 +316,7 @@ impl Proxy {
     /// Queue `MIGRATE dst "" db timeout [AUTH] KEYS ...` on source `src`'s mover connection
     /// (opened if needed, re-selected to `db`).
     #[allow(clippy::too_many_arguments)]
-    fn send_migrate(
+    pub(super) fn send_migrate(
         &mut self,
         pool_i: usize,
         src: usize,
@@ -368,7 +369,12 @@ impl Proxy {
 
     /// The mover connection of source `src` (a private connection of the mover), selected to
     /// `db`.
-    fn mover_conn(&mut self, pool_i: usize, src: usize, db: u32) -> Result<usize, String> {
+    pub(super) fn mover_conn(
+        &mut self,
+        pool_i: usize,
+        src: usize,
+        db: u32,
+    ) -> Result<usize, String> {
         let existing = self.pools[pool_i]
             .rebalance
             .as_ref()
@@ -473,7 +479,7 @@ impl Proxy {
 
     /// One of the MIGRATEs client `key`'s held command waits for is answered (`why`: its
     /// error): when it was the last, the command runs again (or fails).
-    fn move_answered(&mut self, key: usize, id: u64, why: Option<String>) {
+    pub(super) fn move_answered(&mut self, key: usize, id: u64, why: Option<String>) {
         let Some(c) = self.clients.get_mut(key).filter(|c| c.id == id) else {
             return;
         };
@@ -552,297 +558,9 @@ impl Proxy {
         }
     }
 
-    // ----- the background mover -------------------------------------------------------
-
-    fn mover_reply(&mut self, pool_i: usize, slot: usize, p: Pending, reply: &[u8]) {
-        let now = self.now;
-        let err = matches!(reply.first(), Some(b'-') | Some(b'!'));
-        let name = self.pools[pool_i].cfg.name.clone();
-        if p.part == MOVER_MIGRATE {
-            let batch = self
-                .source_mut(pool_i, slot)
-                .and_then(|s| s.sent.pop_front());
-            if let Some((dst, db, keys)) = batch.filter(|_| err && bulk_has(reply, b"BUSYKEY")) {
-                return self.start_resolve(pool_i, slot, dst, db, keys);
-            }
-        }
-        if matches!(p.part, MOVER_DUMP_SRC | MOVER_DUMP_DST | MOVER_DEL) {
-            return self.resolve_reply(pool_i, slot, p, reply);
-        }
-        if err {
-            let text = String::from_utf8_lossy(reply).trim_end().to_string();
-            if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
-                if p.part == MOVER_MIGRATE {
-                    rb.failed += p.seq & 0xffff_ffff;
-                }
-            }
-            if let Some(s) = self.source_mut(pool_i, slot) {
-                if s.last_error != text {
-                    warn!("pool {name}: rebalance: source b{slot}: {text} (retrying with backoff)");
-                }
-                s.failed(now, &text);
-            }
-            return;
-        }
-        match p.part {
-            MOVER_KEYSPACE => {
-                let Some(s) = self.source_mut(pool_i, slot) else {
-                    return;
-                };
-                s.dbs = crate::rebalance::keyspace_dbs(crate::rebalance::bulk_body(reply));
-                s.db_i = 0;
-                s.cursor = b"0".to_vec();
-                s.outstanding = 0;
-                if s.dbs.is_empty() {
-                    s.end_pass(now);
-                } else {
-                    s.phase = Phase::Scan;
-                }
-                self.mover_tick(pool_i);
-            }
-            MOVER_SCAN => {
-                let Some((cursor, keys)) = crate::rebalance::scan_reply(reply) else {
-                    if let Some(s) = self.source_mut(pool_i, slot) {
-                        s.failed(now, "unexpected SCAN reply");
-                    }
-                    return;
-                };
-                let pool = &self.pools[pool_i];
-                let Some(rb) = pool.rebalance.as_ref() else {
-                    return;
-                };
-                let Some(src) = rb.sources.iter().find(|s| s.slot == slot) else {
-                    return;
-                };
-                let db = src.dbs.get(src.db_i).copied().unwrap_or(0);
-                let scanned = keys.len() as u64;
-                // Keys of this source (under the old ring) that belong elsewhere now.
-                let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
-                for key in keys {
-                    if rb.old.owner_slot(&key) != Some(slot) {
-                        continue;
-                    }
-                    let Some(dst) = pool.owner_slot(&key).filter(|&d| d != slot) else {
-                        continue;
-                    };
-                    match groups.iter_mut().find(|g| g.0 == dst) {
-                        Some(g) => g.1.push(key),
-                        None => groups.push((dst, vec![key])),
-                    }
-                }
-                let n: usize = groups.iter().map(|g| g.1.len()).sum();
-                if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
-                    rb.scanned += scanned;
-                    rb.tokens -= n as f64;
-                }
-                if let Some(s) = self.source_mut(pool_i, slot) {
-                    s.cursor = cursor;
-                    s.outstanding = s.outstanding.saturating_sub(1);
-                    s.held = groups;
-                }
-                self.send_held(pool_i, slot, db);
-            }
-            _ => {
-                // MIGRATE: OK (moved) or NOKEY (already moved by a client's MIGRATE).
-                let moved = if reply.starts_with(b"+OK") {
-                    p.seq & 0xffff_ffff
-                } else {
-                    0
-                };
-                if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
-                    rb.moved += moved;
-                }
-                if let Some(s) = self.source_mut(pool_i, slot) {
-                    s.pass_moved += moved;
-                    s.outstanding = s.outstanding.saturating_sub(1);
-                }
-                self.mover_step_done(pool_i, slot);
-            }
-        }
-    }
-
-    /// A mover batch answered BUSYKEY: DUMP each of its keys on both sides (the source's on the
-    /// mover connection, behind the MIGRATE) to tell a lost answer's leftover from a conflict.
-    fn start_resolve(
-        &mut self,
-        pool_i: usize,
-        slot: usize,
-        dst: usize,
-        db: u32,
-        keys: Vec<Vec<u8>>,
-    ) {
-        let conns = self
-            .mover_conn(pool_i, slot, db)
-            .and_then(|s| Ok((s, self.conn_for(pool_i, dst, 0, None, Some(db))?)));
-        let (src_ck, dst_ck) = match conns {
-            Ok(c) => c,
-            Err(e) => return self.resolve_failed(pool_i, slot, &e),
-        };
-        for (i, key) in keys.iter().enumerate() {
-            let mut req = Vec::new();
-            resp::write_command(&mut req, [&b"DUMP"[..], key]);
-            for (ck, part) in [(src_ck, MOVER_DUMP_SRC), (dst_ck, MOVER_DUMP_DST)] {
-                let owner = Owner::Mover { pool: pool_i, slot };
-                let p = Pending::new(owner, i as u64, part, false, self.now_us);
-                self.push_request(ck, p, &req);
-            }
-        }
-        if let Some(s) = self.source_mut(pool_i, slot) {
-            s.resolve = Some(crate::rebalance::Resolve::new(dst, db, keys));
-        }
-    }
-
-    /// A reply of a BUSYKEY check: the DUMPs, then the DELs of identical copies.
-    fn resolve_reply(&mut self, pool_i: usize, slot: usize, p: Pending, reply: &[u8]) {
-        if matches!(reply.first(), Some(b'-') | Some(b'!')) {
-            let text = String::from_utf8_lossy(reply).trim_end().to_string();
-            return self.resolve_failed(pool_i, slot, &text);
-        }
-        let Some(s) = self.source_mut(pool_i, slot) else {
-            return;
-        };
-        let Some(r) = s.resolve.as_mut() else {
-            return; // from before a failure: stale
-        };
-        let i = p.seq as usize;
-        let dump = match resp::parse_reply(reply) {
-            Ok(Some((Reply::Bulk(b), _))) => Some(b.to_vec()),
-            _ => None,
-        };
-        match p.part {
-            MOVER_DUMP_SRC => {
-                if let Some(d) = r.src.get_mut(i) {
-                    *d = dump;
-                }
-            }
-            MOVER_DUMP_DST => {
-                if let Some(d) = r.dst_dump.get_mut(i) {
-                    *d = dump;
-                }
-            }
-            _ => r.deleted += u64::from(reply == b":1\r\n"),
-        }
-        r.waiting = r.waiting.saturating_sub(1);
-        if r.waiting > 0 {
-            return;
-        }
-        if !r.deleting {
-            r.deleting = true;
-            let delete = r.verdict();
-            r.waiting = delete.len();
-            let db = r.db;
-            if !delete.is_empty() {
-                let ck = match self.mover_conn(pool_i, slot, db) {
-                    Ok(ck) => ck,
-                    Err(e) => return self.resolve_failed(pool_i, slot, &e),
-                };
-                for key in delete {
-                    let mut req = Vec::new();
-                    resp::write_command(&mut req, [&b"DEL"[..], &key]);
-                    let owner = Owner::Mover { pool: pool_i, slot };
-                    let p = Pending::new(owner, 0, MOVER_DEL, false, self.now_us);
-                    self.push_request(ck, p, &req);
-                }
-                return;
-            }
-        }
-        // Done: identical leftovers deleted (moved), conflicts left to the operator.
-        let name = self.pools[pool_i].cfg.name.clone();
-        let Some(s) = self.source_mut(pool_i, slot) else {
-            return;
-        };
-        let Some(r) = s.resolve.take() else {
-            return;
-        };
-        s.outstanding = s.outstanding.saturating_sub(1);
-        s.pass_moved += r.deleted;
-        let differ = r.differ.len() as u64;
-        if let Some(rb) = self.pools[pool_i].rebalance.as_mut() {
-            rb.moved += r.deleted;
-            rb.failed += differ;
-        }
-        if differ > 0 {
-            let keys: Vec<String> = r
-                .differ
-                .iter()
-                .take(5)
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect();
-            let dst = self.pools[pool_i]
-                .servers
-                .get(r.dst)
-                .map_or("", |s| s.name.as_str());
-            let why = format!(
-                "BUSYKEY: {differ} key(s) exist on both b{slot} and {dst} with different values ({}): keep one copy (FORWARD ... DEL key)",
-                keys.join(", ")
-            );
-            warn!("pool {name}: rebalance: {why}");
-            // The rest of the pass goes on; the pass ends not done and the next one waits.
-            if let Some(s) = self.source_mut(pool_i, slot) {
-                s.pass_failed += 1;
-                s.pass_skipped += differ;
-                s.last_error = why;
-            }
-        }
-        if r.deleted > 0 {
-            info!(
-                "pool {name}: rebalance: b{slot}: {} key(s) found on both sides after a lost MIGRATE answer, identical: source copies deleted",
-                r.deleted
-            );
-        }
-        self.mover_step_done(pool_i, slot);
-    }
-
-    fn resolve_failed(&mut self, pool_i: usize, slot: usize, why: &str) {
-        let now = self.now;
-        if let Some(s) = self.source_mut(pool_i, slot) {
-            s.failed(now, why);
-        }
-    }
-
-    /// Send the held MIGRATE groups of source `slot` that cannot deadlock now.
-    fn send_held(&mut self, pool_i: usize, slot: usize, db: u32) {
-        let now = self.now;
-        let Some(s) = self.source_mut(pool_i, slot) else {
-            return;
-        };
-        let held = std::mem::take(&mut s.held);
-        let mut keep = Vec::new();
-        for (dst, keys) in held {
-            let cycle = self.pools[pool_i]
-                .rebalance
-                .as_ref()
-                .is_some_and(|rb| rb.would_cycle(slot, dst));
-            if cycle {
-                keep.push((dst, keys));
-                continue;
-            }
-            let seq = (dst as u64) << 32 | keys.len() as u64;
-            let owner = Owner::Mover { pool: pool_i, slot };
-            let sent = self.send_migrate(pool_i, slot, dst, db, &keys, owner, MOVER_MIGRATE, seq);
-            let Some(s) = self.source_mut(pool_i, slot) else {
-                return;
-            };
-            match sent {
-                Ok(()) => {
-                    s.outstanding += 1;
-                    s.sent.push_back((dst, db, keys));
-                }
-                Err(e) => {
-                    s.failed(now, &e);
-                    return;
-                }
-            }
-        }
-        if let Some(s) = self.source_mut(pool_i, slot) {
-            s.held = keep;
-        }
-        self.mover_step_done(pool_i, slot);
-    }
-
     /// A MIGRATE from `src` to `dst` is answered (or failed): held work that waited for it
     /// may go (the mover's held groups, clients waiting).
-    fn migrate_done(&mut self, pool_i: usize, src: usize, dst: usize) {
+    pub(super) fn migrate_done(&mut self, pool_i: usize, src: usize, dst: usize) {
         let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
             return;
         };
@@ -865,38 +583,6 @@ impl Proxy {
         }
     }
 
-    fn source_mut(&mut self, pool_i: usize, slot: usize) -> Option<&mut crate::rebalance::Source> {
-        self.pools[pool_i]
-            .rebalance
-            .as_mut()
-            .and_then(|rb| rb.sources.iter_mut().find(|s| s.slot == slot))
-    }
-
-    /// After a SCAN or MIGRATE reply: when nothing is outstanding, the next batch (or database,
-    /// or the end of the pass).
-    fn mover_step_done(&mut self, pool_i: usize, slot: usize) {
-        let now = self.now;
-        let Some(s) = self.source_mut(pool_i, slot) else {
-            return;
-        };
-        if s.outstanding > 0 || !s.held.is_empty() || s.phase != Phase::Busy {
-            return;
-        }
-        s.backoff = Duration::ZERO;
-        if s.cursor == b"0" {
-            s.db_i += 1;
-            s.cursor = b"0".to_vec();
-            if s.db_i >= s.dbs.len() {
-                s.end_pass(now);
-            } else {
-                s.phase = Phase::Scan;
-            }
-        } else {
-            s.phase = Phase::Scan;
-        }
-        self.mover_tick(pool_i);
-    }
-
     /// One timer tick of every rebalancing pool: barriers, mover steps, registrations, the end.
     pub(super) fn rebalance_tick(&mut self) {
         for pool_i in 0..self.pools.len() {
@@ -917,7 +603,7 @@ impl Proxy {
 
     /// Registration connections: one per server of the ring (and per source), named after the
     /// ring this process serves, announced only once its own old-ring requests are answered.
-    fn keep_registrations(&mut self, pool_i: usize) {
+    pub(super) fn keep_registrations(&mut self, pool_i: usize) {
         let pool = &self.pools[pool_i];
         let (fp, local_done) = match &pool.rebalance {
             Some(rb) => (rb.fingerprint, rb.local_pending == 0),
@@ -974,7 +660,7 @@ impl Proxy {
 
     /// Barrier 2: every registered process serves the new ring (checked on the old ring's
     /// servers, where processes still on the old ring are registered).
-    fn barrier_tick(&mut self, pool_i: usize) {
+    pub(super) fn barrier_tick(&mut self, pool_i: usize) {
         let now = self.now;
         let name = self.pools[pool_i].cfg.name.clone();
         let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
@@ -1032,80 +718,8 @@ impl Proxy {
         }
     }
 
-    /// Background mover: one step per source whose last step is answered, within the rate.
-    fn mover_tick(&mut self, pool_i: usize) {
-        let now = self.now;
-        let pool = &mut self.pools[pool_i];
-        let (rate, batch) = (pool.cfg.rebalance_rate, pool.cfg.rebalance_batch);
-        let Some(rb) = pool.rebalance.as_mut() else {
-            return;
-        };
-        if !rb.ready() || rb.paused {
-            rb.refilled = now;
-            return;
-        }
-        rb.refill(now, rate);
-        let n = rb.sources.len();
-        for i in 0..n {
-            let Some(rb) = self.pools[pool_i].rebalance.as_mut() else {
-                return;
-            };
-            if rb.tokens < 0.0 {
-                return;
-            }
-            let s = &mut rb.sources[i];
-            if s.done || s.retry_at.is_some_and(|t| t > now) {
-                continue;
-            }
-            s.retry_at = None;
-            let slot = s.slot;
-            let owner = Owner::Mover { pool: pool_i, slot };
-            match s.phase {
-                Phase::ListDbs => {
-                    s.phase = Phase::Listing;
-                    let db = self.pools[pool_i].cfg.redis_db;
-                    match self.mover_conn(pool_i, slot, db) {
-                        Ok(ck) => {
-                            let p = Pending::new(owner, 0, MOVER_KEYSPACE, false, self.now_us);
-                            self.push_request(ck, p, b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n");
-                        }
-                        Err(e) => {
-                            if let Some(s) = self.source_mut(pool_i, slot) {
-                                s.failed(now, &e);
-                            }
-                        }
-                    }
-                }
-                Phase::Scan => {
-                    s.phase = Phase::Busy;
-                    s.outstanding = 1;
-                    let db = s.dbs.get(s.db_i).copied().unwrap_or(0);
-                    let cursor = s.cursor.clone();
-                    match self.mover_conn(pool_i, slot, db) {
-                        Ok(ck) => {
-                            let count = batch.to_string();
-                            let mut bytes = Vec::new();
-                            resp::write_command(
-                                &mut bytes,
-                                [&b"SCAN"[..], &cursor, b"COUNT", count.as_bytes()],
-                            );
-                            let p = Pending::new(owner, 0, MOVER_SCAN, false, self.now_us);
-                            self.push_request(ck, p, &bytes);
-                        }
-                        Err(e) => {
-                            if let Some(s) = self.source_mut(pool_i, slot) {
-                                s.failed(now, &e);
-                            }
-                        }
-                    }
-                }
-                Phase::Listing | Phase::Busy | Phase::Done => {}
-            }
-        }
-    }
-
     /// Every source done: the old ring is dropped, removed servers close.
-    fn maybe_finish_rebalance(&mut self, pool_i: usize) {
+    pub(super) fn maybe_finish_rebalance(&mut self, pool_i: usize) {
         let pool = &mut self.pools[pool_i];
         let Some(rb) = pool.rebalance.as_ref() else {
             return;
@@ -1175,7 +789,7 @@ impl Proxy {
     }
 
     /// Clients held by the serve rule (`waiters`) read their input again.
-    fn wake(&mut self, waiters: Vec<(usize, u64)>) {
+    pub(super) fn wake(&mut self, waiters: Vec<(usize, u64)>) {
         for (k, id) in waiters {
             if let Some(c) = self.clients.get_mut(k).filter(|c| c.id == id) {
                 c.draining = false;
@@ -1202,11 +816,6 @@ pub(super) fn rebalance_fields(p: &Pool) -> String {
         (Some(rb), _) | (None, Some(rb)) => rb.fields(),
         (None, None) => "state=idle,epoch=0,scanned=0,moved=0,failed=0,backends_left=0".into(),
     }
-}
-
-/// Whether an error reply mentions `word` (MIGRATE wraps the target's error in its own).
-fn bulk_has(reply: &[u8], word: &[u8]) -> bool {
-    reply.windows(word.len()).any(|w| w == word)
 }
 
 /// The key that `MOVE key db` / `COPY src dst ... DB n` reads in another database, and that
