@@ -26,6 +26,10 @@ pub enum Closing {
     AfterReplies,
     /// Close at the end of this tick, dropping what is pending.
     Now,
+    /// The peer closed with commands still held in its input (at a fence, by the serve rule of
+    /// a rebalance, by CLIENT PAUSE): they run when they may, as Redis runs what it read, and
+    /// then `AfterReplies`. `discard`: the peer reset the connection, so replies are dropped.
+    AfterInput { discard: bool },
 }
 
 /// `CLIENT REPLY` mode: which replies the proxy sends (every reply is still read from the
@@ -248,7 +252,10 @@ impl Client {
     /// Not to be read now: backpressure, a blocking command in flight, a command held at a
     /// fence, or closing.
     pub fn stalled(&self) -> bool {
-        self.paused || self.blocked || self.draining || self.closing != Closing::No
+        self.paused
+            || self.blocked
+            || self.draining
+            || !matches!(self.closing, Closing::No | Closing::AfterInput { .. })
     }
 
     /// In subscribe mode as the client's stream has it so far: subscriptions are added and

@@ -643,7 +643,7 @@ fn served_by(port: u16) -> u32 {
 fn unit_command_line_runs_instances_on_one_port_and_upgrades_start_before_stop() {
     let rs = redises(1);
     let root = tmp_dir("instances");
-    let port = free_port();
+    let port = common::free_port_low();
     let conf = root.join("proxy.conf");
     std::fs::write(
         &conf,

@@ -59,7 +59,7 @@ impl Setup {
         Setup {
             backends,
             conf: dir.join("proxy.conf"),
-            port: common::free_port(),
+            port: common::free_port_low(),
             extra: extra.to_string(),
             rate: std::cell::Cell::new(50_000),
         }

@@ -557,3 +557,68 @@ fn late_handshake_refusal_is_seen() {
         proxy.log()
     );
 }
+
+/// Commands held at a fence (SELECT waits for the replies before it) still run when the client
+/// closes right after sending them, as one Redis runs everything it read: half-closed (FIN)
+/// and closed without reading (the replies then meet a reset). The same stream to one
+/// redis-server is the reference.
+#[test]
+fn commands_held_at_a_fence_run_after_the_client_closes() {
+    use std::io::Write as _;
+    let servers = common::redises(2);
+    let reference = common::Redis::start();
+    let proxy = common::Proxy::start(&[&servers[0], &servers[1]], &[]);
+    let stream = |tag: &str| -> Vec<u8> {
+        let mut cmds: Vec<Vec<String>> = Vec::new();
+        for i in 0..40 {
+            let db = (i % 3).to_string();
+            cmds.push(vec!["SELECT".into(), db]);
+            cmds.push(vec!["SET".into(), format!("{tag}:{i}"), format!("v{i}")]);
+            cmds.push(vec!["INCR".into(), format!("{tag}:n")]);
+        }
+        common::enc_many(&cmds)
+    };
+    for (port, is_proxy) in [(reference.port, false), (proxy.port, true)] {
+        for tag in ["fin", "drop"] {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&stream(tag)).unwrap();
+            if tag == "fin" {
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            drop(s);
+        }
+        // Every write lands, in its database, as on one Redis.
+        let mut c = common::Raw::connect(port);
+        for tag in ["fin", "drop"] {
+            common::poll_until(
+                "the closed client's commands",
+                std::time::Duration::from_secs(10),
+                common::ms(20),
+                || {
+                    let mut seen = Vec::new();
+                    for db in 0..3 {
+                        c.call_str(&["SELECT", &db.to_string()]);
+                        seen.push(c.call_str(&["GET", &format!("{tag}:n")]));
+                        for i in (db..40).step_by(3) {
+                            let got = c.call_str(&["GET", &format!("{tag}:{i}")]);
+                            if got != common::bulk(format!("v{i}").as_bytes()) {
+                                return Err(format!(
+                                    "{tag}:{i} in db {db}: {got:?} (proxy {is_proxy})"
+                                ));
+                            }
+                        }
+                    }
+                    let want: Vec<Vec<u8>> = ["14", "13", "13"]
+                        .iter()
+                        .map(|n| common::bulk(n.as_bytes()))
+                        .collect();
+                    if seen == want {
+                        Ok(())
+                    } else {
+                        Err(format!("{tag}:n per db {seen:?} (proxy {is_proxy})"))
+                    }
+                },
+            );
+        }
+    }
+}

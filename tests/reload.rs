@@ -959,7 +959,7 @@ fn one_shot(port: u16, n: u64) -> Result<(), (bool, String)> {
 #[test]
 fn upgrade_with_reuseport_and_sigterm_drops_nothing() {
     let rs = redises(2);
-    let port = free_port();
+    let port = common::free_port_low();
     let text = pool_text(
         "main",
         port,
@@ -1145,7 +1145,7 @@ fn sigterm_serves_request_already_sent_on_accepted_connection() {
 #[test]
 fn sigterm_serves_connections_queued_in_accept_backlog() {
     let rs = redises(1);
-    let port = free_port();
+    let port = common::free_port_low();
     let text = pool_text("main", port, &[srv("a", &rs[0], 1)], "reuseport yes");
     let (mut proxy, _path) = start_with_file("reload-term-backlog", &text, port);
     let pid = proxy.child.id();

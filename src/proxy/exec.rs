@@ -46,12 +46,19 @@ impl Proxy {
                 budget_used = false;
                 break;
             }
-            if c.stalled() {
-                // Resumed later through `again`, which reads again.
+            if c.stalled() || matches!(c.closing, Closing::AfterInput { .. }) {
+                // Resumed later through `again`, which reads again (none after the peer's
+                // close: what it sent is all in `rbuf`).
                 budget_used = false;
                 break;
             }
             let n = match c.stream.read(&mut scratch) {
+                Ok(0) if !c.rbuf.is_empty() && c.stalled() => {
+                    // Half-closed with commands held: they still run (see `Closing`).
+                    c.closing = Closing::AfterInput { discard: false };
+                    budget_used = false;
+                    break;
+                }
                 Ok(0) => {
                     // Half-closed: answer what was asked, then close.
                     c.closing = Closing::AfterReplies;
@@ -65,6 +72,18 @@ impl Proxy {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if !c.rbuf.is_empty() && c.stalled() && !would_block(&e) => {
+                    // Reset with commands held: they still run, their replies are dropped.
+                    debug!(
+                        "c{k}#{} {} read error: {e} (held commands still run)",
+                        c.id, c.peer
+                    );
+                    c.closing = Closing::AfterInput { discard: true };
+                    c.wbuf.clear();
+                    c.wpos = 0;
+                    budget_used = false;
+                    break;
+                }
                 Err(e) => {
                     debug!("c{k}#{} {} read error: {e}", c.id, c.peer);
                     self.close_client(k);
@@ -122,13 +141,20 @@ impl Proxy {
         let buf = std::mem::take(&mut c.rbuf);
         let used = self.serve(k, &buf);
         if let Some(c) = self.clients.get_mut(k) {
-            if c.closing == Closing::No {
+            if matches!(c.closing, Closing::No | Closing::AfterInput { .. }) {
                 let mut buf = buf;
                 buf.drain(..used);
                 if buf.is_empty() && buf.capacity() > READ_CHUNK {
                     buf = Vec::new();
                 }
                 c.rbuf = buf;
+            }
+            if matches!(c.closing, Closing::AfterInput { .. }) && !c.stalled() {
+                // The peer is gone and nothing held is left (at most a command it never
+                // finished sending): its replies go out, then it closes.
+                c.rbuf = Vec::new();
+                c.closing = Closing::AfterReplies;
+                self.maybe_finish(k);
             }
         }
     }

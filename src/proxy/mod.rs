@@ -800,6 +800,11 @@ impl Proxy {
             return;
         };
         c.dirty = false;
+        if c.closing == (Closing::AfterInput { discard: true }) {
+            // The peer reset the connection: what its held commands answer is dropped.
+            c.wbuf.clear();
+            c.wpos = 0;
+        }
         if !c.writable {
             return;
         }
@@ -811,6 +816,20 @@ impl Proxy {
                     // reply must not be followed at once by an idle-timeout close).
                     c.last_active = self.now_us;
                 }
+            }
+            Err(e)
+                if matches!(c.closing, Closing::AfterInput { .. })
+                    || c.closing == Closing::No && !c.rbuf.is_empty() && c.stalled() =>
+            {
+                // Gone while commands it sent are still held: they run, replies are dropped.
+                debug!(
+                    "c{k}#{} {} write error: {e} (held commands still run)",
+                    c.id, c.peer
+                );
+                c.closing = Closing::AfterInput { discard: true };
+                c.wbuf.clear();
+                c.wpos = 0;
+                return;
             }
             Err(e) => {
                 debug!("c{k}#{} {} write error: {e}", c.id, c.peer);

@@ -148,6 +148,11 @@ impl Proxy {
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
+        if matches!(c.closing, crate::client::Closing::AfterInput { .. }) {
+            // Its peer is gone: a blocking command would wait for nobody (Redis frees a closed
+            // client that blocks). It ends here, with what follows it; nothing was popped.
+            return self.close_client(k);
+        }
         let seq = c.chain.push(Slot::Waiting, self.cur);
         let slot = self.pools[c.pool].order.get(pos).copied();
         let got = match slot {

@@ -106,6 +106,24 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
+/// A free loopback port below Linux's ephemeral range (32768-60999), for a proxy started with
+/// `reuseport yes`: a port from `free_port` may meanwhile be handed to a redis-server of a test
+/// running in parallel, and the proxy's later bind would not fail but share or lose it.
+pub fn free_port_low() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Start from the pid so that test processes running side by side spread apart.
+    let base = 20_000 + (std::process::id() % 600) * 20;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (base - 20_000 + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999")
+}
+
 /// Wait (bounded, 15 s) until something accepts connections on `port`; panics at once when
 /// `child` exits before that.
 pub fn wait_port(port: u16, child: &mut Child, what: &str) {
