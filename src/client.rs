@@ -16,20 +16,31 @@ use std::net::SocketAddr;
 use crate::chain::Chain;
 use crate::net::Stream;
 
-/// Why a client is going away (or not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a client is going away (or not). The order matters: the states up to
+/// `AfterInputDiscard` still serve the client's input (see `Client::stalled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum Closing {
     /// Serving normally.
     No,
+    /// The peer closed with commands still held in its input (at a fence, by the serve rule of
+    /// a rebalance, by CLIENT PAUSE): they run when they may, as Redis runs what it read, and
+    /// then `AfterReplies`.
+    AfterInput,
+    /// The same after the peer reset the connection: replies are dropped.
+    AfterInputDiscard,
     /// Stop reading; close once every pending reply has been written (QUIT, protocol error,
     /// the client half-closed its socket).
     AfterReplies,
     /// Close at the end of this tick, dropping what is pending.
     Now,
-    /// The peer closed with commands still held in its input (at a fence, by the serve rule of
-    /// a rebalance, by CLIENT PAUSE): they run when they may, as Redis runs what it read, and
-    /// then `AfterReplies`. `discard`: the peer reset the connection, so replies are dropped.
-    AfterInput { discard: bool },
+}
+
+impl Closing {
+    /// The peer is gone but commands it sent are still to run.
+    pub fn after_input(self) -> bool {
+        matches!(self, Closing::AfterInput | Closing::AfterInputDiscard)
+    }
 }
 
 /// `CLIENT REPLY` mode: which replies the proxy sends (every reply is still read from the
@@ -252,10 +263,7 @@ impl Client {
     /// Not to be read now: backpressure, a blocking command in flight, a command held at a
     /// fence, or closing.
     pub fn stalled(&self) -> bool {
-        self.paused
-            || self.blocked
-            || self.draining
-            || !matches!(self.closing, Closing::No | Closing::AfterInput { .. })
+        self.paused || self.blocked || self.draining || self.closing > Closing::AfterInputDiscard
     }
 
     /// In subscribe mode as the client's stream has it so far: subscriptions are added and

@@ -46,7 +46,7 @@ impl Proxy {
                 budget_used = false;
                 break;
             }
-            if c.stalled() || matches!(c.closing, Closing::AfterInput { .. }) {
+            if c.stalled() || c.closing.after_input() {
                 // Resumed later through `again`, which reads again (none after the peer's
                 // close: what it sent is all in `rbuf`).
                 budget_used = false;
@@ -55,7 +55,7 @@ impl Proxy {
             let n = match c.stream.read(&mut scratch) {
                 Ok(0) if !c.rbuf.is_empty() && c.stalled() => {
                     // Half-closed with commands held: they still run (see `Closing`).
-                    c.closing = Closing::AfterInput { discard: false };
+                    c.closing = Closing::AfterInput;
                     budget_used = false;
                     break;
                 }
@@ -78,7 +78,7 @@ impl Proxy {
                         "c{k}#{} {} read error: {e} (held commands still run)",
                         c.id, c.peer
                     );
-                    c.closing = Closing::AfterInput { discard: true };
+                    c.closing = Closing::AfterInputDiscard;
                     c.wbuf.clear();
                     c.wpos = 0;
                     budget_used = false;
@@ -141,7 +141,7 @@ impl Proxy {
         let buf = std::mem::take(&mut c.rbuf);
         let used = self.serve(k, &buf);
         if let Some(c) = self.clients.get_mut(k) {
-            if matches!(c.closing, Closing::No | Closing::AfterInput { .. }) {
+            if c.closing <= Closing::AfterInputDiscard {
                 let mut buf = buf;
                 buf.drain(..used);
                 if buf.is_empty() && buf.capacity() > READ_CHUNK {
@@ -149,7 +149,7 @@ impl Proxy {
                 }
                 c.rbuf = buf;
             }
-            if matches!(c.closing, Closing::AfterInput { .. }) && !c.stalled() {
+            if c.closing.after_input() && !c.stalled() {
                 // The peer is gone and nothing held is left (at most a command it never
                 // finished sending): its replies go out, then it closes.
                 c.rbuf = Vec::new();

@@ -800,7 +800,7 @@ impl Proxy {
             return;
         };
         c.dirty = false;
-        if c.closing == (Closing::AfterInput { discard: true }) {
+        if c.closing == Closing::AfterInputDiscard {
             // The peer reset the connection: what its held commands answer is dropped.
             c.wbuf.clear();
             c.wpos = 0;
@@ -818,7 +818,7 @@ impl Proxy {
                 }
             }
             Err(e)
-                if matches!(c.closing, Closing::AfterInput { .. })
+                if c.closing.after_input()
                     || c.closing == Closing::No && !c.rbuf.is_empty() && c.stalled() =>
             {
                 // Gone while commands it sent are still held: they run, replies are dropped.
@@ -826,7 +826,7 @@ impl Proxy {
                     "c{k}#{} {} write error: {e} (held commands still run)",
                     c.id, c.peer
                 );
-                c.closing = Closing::AfterInput { discard: true };
+                c.closing = Closing::AfterInputDiscard;
                 c.wbuf.clear();
                 c.wpos = 0;
                 return;

@@ -148,7 +148,7 @@ impl Proxy {
         let Some(c) = self.clients.get_mut(k) else {
             return;
         };
-        if matches!(c.closing, crate::client::Closing::AfterInput { .. }) {
+        if c.closing.after_input() {
             // Its peer is gone: a blocking command would wait for nobody (Redis frees a closed
             // client that blocks). It ends here, with what follows it; nothing was popped.
             return self.close_client(k);
