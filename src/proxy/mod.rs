@@ -800,15 +800,19 @@ impl Proxy {
             return;
         };
         c.dirty = false;
-        if c.closing == Closing::AfterInputDiscard {
-            // The peer reset the connection: what its held commands answer is dropped.
+        let written = if c.closing == Closing::AfterInputDiscard {
+            // The peer reset the connection: what its held commands answer is dropped, and
+            // the bookkeeping below runs as if it had been written.
             c.wbuf.clear();
             c.wpos = 0;
-        }
-        if !c.writable {
+            c.writable = true;
+            Ok(0)
+        } else if !c.writable {
             return;
-        }
-        match c.stream.write_out(&c.wbuf, &mut c.wpos, &mut c.writable) {
+        } else {
+            c.stream.write_out(&c.wbuf, &mut c.wpos, &mut c.writable)
+        };
+        match written {
             Ok(n) => {
                 self.stats.net_output_bytes += n as u64;
                 if n > 0 {
@@ -829,7 +833,7 @@ impl Proxy {
                 c.closing = Closing::AfterInputDiscard;
                 c.wbuf.clear();
                 c.wpos = 0;
-                return;
+                c.writable = true;
             }
             Err(e) => {
                 debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
