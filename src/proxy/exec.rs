@@ -53,9 +53,13 @@ impl Proxy {
                 break;
             }
             let n = match c.stream.read(&mut scratch) {
-                Ok(0) if !c.rbuf.is_empty() && c.stalled() => {
-                    // Half-closed with commands held: they still run (see `Closing`).
+                Ok(0) if !c.rbuf.is_empty() => {
+                    // Half-closed with commands held: they still run (see `Closing`);
+                    // `serve_buffered` ends it once nothing complete is left.
                     c.closing = Closing::AfterInput;
+                    if !self.again.contains(&k) {
+                        self.again.push(k);
+                    }
                     budget_used = false;
                     break;
                 }
@@ -72,7 +76,7 @@ impl Proxy {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if !c.rbuf.is_empty() && c.stalled() && !would_block(&e) => {
+                Err(e) if !c.rbuf.is_empty() && !would_block(&e) => {
                     // Reset with commands held: they still run, their replies are dropped.
                     debug!(
                         "c{k}#{} {} read error: {e} (held commands still run)",
@@ -81,6 +85,9 @@ impl Proxy {
                     c.closing = Closing::AfterInputDiscard;
                     c.wbuf.clear();
                     c.wpos = 0;
+                    if !self.again.contains(&k) {
+                        self.again.push(k);
+                    }
                     budget_used = false;
                     break;
                 }

@@ -821,10 +821,7 @@ impl Proxy {
                     c.last_active = self.now_us;
                 }
             }
-            Err(e)
-                if c.closing.after_input()
-                    || c.closing == Closing::No && !c.rbuf.is_empty() && c.stalled() =>
-            {
+            Err(e) if c.closing.after_input() || c.closing == Closing::No && !c.rbuf.is_empty() => {
                 // Gone while commands it sent are still held: they run, replies are dropped.
                 debug!(
                     "c{k}#{} {} write error: {e} (held commands still run)",
@@ -834,6 +831,9 @@ impl Proxy {
                 c.wbuf.clear();
                 c.wpos = 0;
                 c.writable = true;
+                if !self.again.contains(&k) {
+                    self.again.push(k);
+                }
             }
             Err(e) => {
                 debug!("c{k}#{} {} write error: {e}", c.id, c.peer);
