@@ -96,6 +96,11 @@ impl Proxy {
                 })?;
                 new_listeners.push((ni, Some(l)));
             }
+            if let Some(i) = existing {
+                // A rebalance that is idle but not yet wound up (that happens on the tick)
+                // ends now, so a change made once INFO shows state=idle is not refused.
+                self.maybe_finish_rebalance(i);
+            }
             if let Some(why) = existing.and_then(|i| self.rebalance_refuses(i, pc)) {
                 return Err(why);
             }
@@ -293,6 +298,7 @@ impl Proxy {
                 return Err("cannot remove the last backend of a pool".into());
             }
         }
+        self.maybe_finish_rebalance(pool_i);
         if let Some(why) = self.rebalance_refuses(pool_i, &cfg) {
             return Err(why);
         }
