@@ -160,6 +160,28 @@ fn exists_on(r: &Redis, db: u32, key: &str) -> bool {
     int(&d.call_str(&["EXISTS", key])) == 1
 }
 
+/// The names whose owner under `after` (from `Setup::placement`) is server `owner`.
+fn owned_by<'a>(names: &'a [String], after: &[usize], owner: usize) -> Vec<&'a String> {
+    names
+        .iter()
+        .zip(after)
+        .filter(|(_, &o)| o == owner)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Wait (bounded) until `backend` holds one blocked client (`what` blocked there).
+fn wait_blocked(backend: &Redis, what: &str) {
+    poll_until(&format!("{what} to block"), QUICK, ms(20), || {
+        let t = text(&raw(backend.port).call_str(&["INFO", "clients"]));
+        if t.contains("blocked_clients:1") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+}
+
 /// `MOVE key db` and `COPY key key DB n` while the key in the other database has not moved
 /// yet. One Redis: the destination exists, so MOVE answers 0 and COPY answers 0, and the key
 /// in the other database keeps its value.
@@ -223,8 +245,8 @@ fn blmove_blocked_across_the_change_whose_destination_moves() {
     let p = s.start();
     let names: Vec<String> = (0..64).map(|i| format!("list:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let src = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
-    let dst = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let src = owned_by(&names, &after, 0)[0];
+    let dst = owned_by(&names, &after, 1)[0];
     let mut c = raw(s.port);
     assert_eq!(c.call_str(&["RPUSH", dst, "a"]), b":1\r\n");
     let mut blocked = raw(s.port);
@@ -236,14 +258,7 @@ fn blmove_blocked_across_the_change_whose_destination_moves() {
         b"RIGHT",
         b"0",
     ]);
-    poll_until("BLMOVE to block", QUICK, ms(20), || {
-        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
-        if t.contains("blocked_clients:1") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    });
+    wait_blocked(&s.backends[0], "BLMOVE");
     s.write(50_000, &[0, 1]);
     s.reload(&p);
     wait_idle(s.port, 1);
@@ -279,18 +294,11 @@ fn blpop_blocked_on_two_keys_across_the_change_one_of_which_moves() {
     let p = s.start();
     let names: Vec<String> = (0..64).map(|i| format!("q:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let k1 = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
-    let k2 = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let k1 = owned_by(&names, &after, 0)[0];
+    let k2 = owned_by(&names, &after, 1)[0];
     let mut blocked = raw(s.port);
     blocked.cmd(&[b"BLPOP", k1.as_bytes(), k2.as_bytes(), b"3"]);
-    poll_until("BLPOP to block", QUICK, ms(20), || {
-        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
-        if t.contains("blocked_clients:1") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    });
+    wait_blocked(&s.backends[0], "BLPOP");
     s.write(50_000, &[0, 1]);
     s.reload(&p);
     wait_idle(s.port, 1);
@@ -745,8 +753,8 @@ fn watch_before_the_change_then_a_transaction_on_a_moved_key() {
     let p = s.start();
     let names: Vec<String> = (0..64).map(|i| format!("w:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let stay = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
-    let moves = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let stay = owned_by(&names, &after, 0)[0];
+    let moves = owned_by(&names, &after, 1)[0];
     let mut c = raw(s.port);
     assert_eq!(c.call_str(&["SET", stay, "s"]), b"+OK\r\n");
     assert_eq!(c.call_str(&["SET", moves, "old"]), b"+OK\r\n");
@@ -784,8 +792,8 @@ fn xreadgroup_blocked_on_two_streams_one_of_which_moves() {
     let p = s.start();
     let names: Vec<String> = (0..64).map(|i| format!("x:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let s1 = names.iter().zip(&after).find(|(_, &o)| o == 0).unwrap().0;
-    let s2 = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let s1 = owned_by(&names, &after, 0)[0];
+    let s2 = owned_by(&names, &after, 1)[0];
     let mut c = raw(s.port);
     for st in [s1, s2] {
         assert_eq!(
@@ -807,14 +815,7 @@ fn xreadgroup_blocked_on_two_streams_one_of_which_moves() {
         b">",
         b">",
     ]);
-    poll_until("XREADGROUP to block", QUICK, ms(20), || {
-        let t = text(&raw(s.backends[0].port).call_str(&["INFO", "clients"]));
-        if t.contains("blocked_clients:1") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    });
+    wait_blocked(&s.backends[0], "XREADGROUP");
     s.write(50_000, &[0, 1]);
     s.reload(&p);
     wait_idle(s.port, 1);
@@ -997,7 +998,7 @@ fn fcall_on_a_key_moved_to_an_added_server() {
     let p = s.start();
     let names: Vec<String> = (0..64).map(|i| format!("fn:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let k = names.iter().zip(&after).find(|(_, &o)| o == 1).unwrap().0;
+    let k = owned_by(&names, &after, 1)[0];
     let mut c = raw(s.port);
     let lib = "#!lua name=revlib\nredis.register_function('revget', function(keys) return redis.call('GET', keys[1]) end)";
     assert_eq!(c.call_str(&["FUNCTION", "LOAD", lib]), bulk(b"revlib"));
@@ -1188,12 +1189,7 @@ fn writes_sent_just_before_a_close_are_not_lost() {
     let p = s.start();
     let names: Vec<String> = (0..100).map(|i| format!("c:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let mv: Vec<&String> = names
-        .iter()
-        .zip(&after)
-        .filter(|(_, &o)| o == 1)
-        .map(|(k, _)| k)
-        .collect();
+    let mv: Vec<&String> = owned_by(&names, &after, 1);
     let mut c = raw(s.port);
     for k in &mv {
         assert_eq!(c.call_str(&["SET", k, "old"]), b"+OK\r\n");
@@ -1240,12 +1236,7 @@ fn a_moving_key_named_twice_in_one_command() {
     let p = s.start();
     let names: Vec<String> = (0..100).map(|i| format!("d:{i}")).collect();
     let after = s.placement(&[0, 1], &names);
-    let mv: Vec<&String> = names
-        .iter()
-        .zip(&after)
-        .filter(|(_, &o)| o == 1)
-        .map(|(k, _)| k)
-        .collect();
+    let mv: Vec<&String> = owned_by(&names, &after, 1);
     let mut c = raw(s.port);
     for k in &mv {
         assert_eq!(c.call_str(&["SET", k, "v"]), b"+OK\r\n");
